@@ -1,0 +1,40 @@
+# Quick start: `make train` and `make test`. Both set up .venv first when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: setup train test test-all lint format ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "taco needs Python >= 3.11; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: setup
+	$(BIN)/taco-train $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -m '' $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check taco tests benchmarks
+	$(BIN)/ruff format --check taco tests benchmarks
+
+format: setup
+	$(BIN)/ruff format taco tests benchmarks
+	$(BIN)/ruff check --fix taco tests benchmarks
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""Multi-label metrics and per-class threshold tuning.
+
+A class with no positives in the evaluated part has an undefined F1 (NaN): it is shown as such and
+left out of the macro average, which reports how many classes it averages over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Evaluation:
+    """Per-class and summary scores of one part at given thresholds."""
+
+    class_names: list[str]
+    precision: np.ndarray  # NaN where nothing was predicted positive
+    recall: np.ndarray  # NaN where the class has no positives
+    f1: np.ndarray  # NaN where the class has no positives
+    support: np.ndarray
+    f1_micro: float
+    f1_macro: float
+    f1_samples: float
+    macro_classes: int  # classes the macro F1 averages over (support > 0)
+    thresholds: np.ndarray = field(default_factory=lambda: np.array([]))
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}/f1_micro": self.f1_micro,
+            f"{prefix}/f1_macro": self.f1_macro,
+            f"{prefix}/f1_samples": self.f1_samples,
+            f"{prefix}/f1_macro_classes": float(self.macro_classes),
+        }
+
+    def table(self) -> str:
+        """Markdown table: one row per class, undefined values shown as 'n/a'."""
+        width = max(len(n) for n in self.class_names)
+        head = f"| {'class':<{width}} | support | precision | recall |   f1   | threshold |"
+        rule = f"|{'-' * (width + 2)}|--------:|----------:|-------:|-------:|----------:|"
+        rows = [head, rule]
+        for i, name in enumerate(self.class_names):
+            thr = self.thresholds[i] if len(self.thresholds) else np.nan
+            rows.append(
+                f"| {name:<{width}} | {int(self.support[i]):>7} | {_fmt(self.precision[i]):>9} "
+                f"| {_fmt(self.recall[i]):>6} | {_fmt(self.f1[i]):>6} | {_fmt(thr):>9} |"
+            )
+        rows.append(
+            f"\nmicro F1 {self.f1_micro:.3f} | macro F1 {self.f1_macro:.3f} over "
+            f"{self.macro_classes}/{len(self.class_names)} classes with positives | "
+            f"samples F1 {self.f1_samples:.3f}"
+        )
+        return "\n".join(rows)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.3f}"
+
+
+def evaluate(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    thresholds: float | np.ndarray,
+    class_names: Sequence[str],
+) -> Evaluation:
+    """Per-class precision/recall/F1/support and micro/macro/samples F1 (scikit-learn)."""
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true).astype(int)
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=float), (y_true.shape[1],)).copy()
+    y_pred = (np.asarray(scores) >= thr).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, zero_division=np.nan
+    )
+    defined = support > 0
+    f1 = np.where(defined, np.nan_to_num(f1, nan=0.0), np.nan)  # no positives -> undefined
+    recall = np.where(defined, recall, np.nan)
+    return Evaluation(
+        class_names=list(class_names),
+        precision=np.asarray(precision, float),
+        recall=np.asarray(recall, float),
+        f1=f1,
+        support=np.asarray(support, int),
+        f1_micro=float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        f1_macro=float(np.mean(f1[defined])) if defined.any() else float("nan"),
+        f1_samples=float(f1_score(y_true, y_pred, average="samples", zero_division=0)),
+        macro_classes=int(defined.sum()),
+        thresholds=thr,
+    )
+
+
+def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per class, the threshold that maximises that class's F1 on (y_true, scores).
+
+    The threshold sits midway between the lowest score predicted positive and the next score
+    below it. A class without positives keeps `default`.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=float)
+    out = np.full(y_true.shape[1], default, dtype=float)
+    for c in range(y_true.shape[1]):
+        positives = y_true[:, c].sum()
+        if positives == 0:
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        s, y = scores[order, c], y_true[order, c]
+        tp = np.cumsum(y)
+        predicted = np.arange(1, len(s) + 1)
+        # only cut where the next score is strictly lower (ties go together)
+        cut = np.r_[s[1:] < s[:-1], True]
+        f1 = np.where(cut, 2 * tp / (predicted + positives), -1)
+        k = int(np.argmax(f1))
+        below = s[k + 1] if k + 1 < len(s) else s[k] - 1e-3
+        out[c] = (s[k] + below) / 2
+    return out
+
+
+def floors(
+    y_train: np.ndarray, y_test: np.ndarray, class_names: Sequence[str], seed: int = 0, draws: int = 20
+) -> dict[str, float]:
+    """Macro F1 of trivial predictors on the test part: all classes, and random at train prevalence."""
+    all_pos = evaluate(y_test, np.ones(y_test.shape, float), 0.5, class_names).f1_macro
+    prevalence = np.asarray(y_train, float).mean(0)
+    rng = np.random.default_rng(seed)
+    macro = [
+        evaluate(y_test, (rng.random(y_test.shape) < prevalence).astype(float), 0.5, class_names)
+        .f1_macro
+        for _ in range(draws)
+    ]
+    return {"floor/f1_macro_all": all_pos, "floor/f1_macro_prevalence": float(np.mean(macro))}

@@ -1,0 +1,36 @@
+"""A small from-scratch CNN for multi-label classification (sigmoid outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+
+def build_cnn(
+    num_classes: int,
+    image_size: int,
+    filters: Sequence[int] = (16, 32, 64, 128),
+    convs_per_block: int = 1,
+    dense_units: int = 128,
+    dropout: float = 0.3,
+    batch_norm: bool = True,
+) -> keras.Model:
+    """Conv blocks (3x3 convs, max-pool) -> global average pool -> dense -> sigmoid."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")  # uint8 range, 0..255
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    for i, f in enumerate(filters):
+        for j in range(convs_per_block):
+            x = layers.Conv2D(f, 3, padding="same", use_bias=not batch_norm, name=f"conv{i}_{j}")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    if dense_units:
+        x = layers.Dense(dense_units, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="sigmoid", name="scores")(x)
+    return keras.Model(inputs, outputs, name="cnn")

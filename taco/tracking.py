@@ -1,0 +1,176 @@
+"""MLflow tracking: one run per job, explicit logging, a truthful end state.
+
+`MLflowLogger.run()` opens a run and always closes it: FINISHED on success, FAILED (with the error
+and traceback logged) on an exception, KILLED on Ctrl-C. `NullLogger` (`logger=none`) keeps the
+same interface and logs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import subprocess
+import tempfile
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_ALLOWED = re.compile(r"[^A-Za-z0-9_\-. ]")
+
+
+def sanitize(name: str) -> str:
+    """A class name as an MLflow metric-name part: '&' -> 'and', other odd characters -> '_'."""
+    return _ALLOWED.sub("_", name.replace("&", "and")).strip()
+
+
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Next to a SQLite store, so artifacts never land in whatever folder the job started in."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def git_state(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
+
+
+class NullLogger:
+    """Logs nothing; used by `logger=none` and by debug runs."""
+
+    run_id: str | None = None
+
+    @contextlib.contextmanager
+    def run(self, tags: Mapping[str, str] | None = None) -> Iterator[NullLogger]:
+        yield self
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dict(self, data: Any, name: str) -> None: ...
+    def log_text(self, text: str, name: str) -> None: ...
+    def log_figure(self, figure: Any, name: str) -> None: ...
+    def log_artifacts(self, folder: str | Path, name: str | None = None) -> None: ...
+
+
+class MLflowLogger(NullLogger):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str = "taco",
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.run_id = None
+
+    @contextlib.contextmanager
+    def run(self, tags: Mapping[str, str] | None = None) -> Iterator[MLflowLogger]:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                self.experiment_name, artifact_location=artifact_location_for(self.tracking_uri)
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self._close_with_error("KILLED", "interrupted (KeyboardInterrupt)")
+            raise
+        except BaseException as exc:
+            self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            mlflow.end_run("FINISHED")
+
+    def _close_with_error(self, status: str, message: str) -> None:
+        import mlflow
+
+        try:
+            mlflow.set_tag("error", message[:4000])
+            mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
+        except Exception as exc:  # the store itself may be the problem: still close the run
+            log.warning("could not log the error to MLflow: %s", exc)
+        finally:
+            mlflow.end_run(status)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: _param(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_text(json.dumps(data, indent=1, default=_jsonable), name)
+
+    def log_text(self, text: str, name: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, name)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_figure(figure, name)
+
+    def log_artifacts(self, folder: str | Path, name: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), name)
+
+
+def _param(value: Any) -> str:
+    text = json.dumps(value, default=_jsonable) if isinstance(value, list | dict) else str(value)
+    return text[:6000]
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def temp_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="taco-")

@@ -1,0 +1,145 @@
+"""`taco-train`: compose the config, train, tune thresholds, test, log everything to MLflow.
+
+Only Hydra and OmegaConf are imported at module level, so `--help` and `--cfg job` stay fast;
+TensorFlow, Keras and MLflow load inside `train()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from taco.config import CONF_DIR, flatten, register_resolvers
+from taco.errors import ConfigError, TacoError
+
+log = logging.getLogger("taco.train")
+
+register_resolvers()
+
+
+def output_dir(cfg: DictConfig) -> Path | None:
+    """This job's Hydra output folder, or None when composed without Hydra's runtime."""
+    try:
+        return Path(cfg.paths.output_dir)
+    except Exception:
+        return None
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The config with every interpolation resolved (Hydra-only ones left as written)."""
+    cfg = cfg.copy()
+    try:
+        cfg.paths.output_dir = str(output_dir(cfg))
+    except Exception:
+        pass
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _instantiate_optional(node: Any) -> Any:
+    from hydra.utils import instantiate
+
+    if node is None or "_target_" not in node or node._target_ is None:
+        return None
+    return instantiate(node)
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one training job described by `cfg`; returns `cfg.optimized_metric`."""
+    from hydra.utils import instantiate
+
+    from taco.tracking import git_state
+
+    logger = instantiate(cfg.logger)
+    tags = {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "task": cfg.task_name,
+        **git_state(Path(cfg.paths.root_dir)),
+        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+    }
+    with logger.run(tags=tags):
+        return _train_in_run(cfg, logger)
+
+
+def _train_in_run(cfg: DictConfig, logger: Any) -> float:
+    from hydra.utils import instantiate
+
+    resolved = resolved_config(cfg)
+    logger.log_params(flatten({k: v for k, v in resolved.items() if k != "paths"}))
+    logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    out = output_dir(cfg)
+    if out is not None and (out / ".hydra").is_dir():
+        logger.log_artifacts(out / ".hydra", ".hydra")
+
+    # Build every part first: a config mistake surfaces before any data work or training.
+    augmentation = _instantiate_optional(cfg.get("augmentation"))
+    datamodule = instantiate(
+        cfg.dataset,
+        image_size=cfg.model.image_size,
+        cache_dir=cfg.paths.cache_dir,
+        augmentation=augmentation,
+        seed=cfg.seed,
+    )
+    trainer = instantiate(cfg.trainer)
+    classifier = instantiate(cfg.model.classifier)
+
+    datamodule.prepare_data()
+    datamodule.setup()
+    logger.set_tags({"dataset_sha256": datamodule.labelset.content_hash[:16]})
+    logger.log_dict(datamodule.split_record(), "split.json")
+
+    trainer.seed_everything(cfg.seed)
+    trainer.fit(classifier, datamodule, logger)
+    val = trainer.validate(classifier, datamodule, logger)
+    test = trainer.test(classifier, datamodule, logger)
+
+    from taco import metrics, plots
+
+    floors = metrics.floors(
+        datamodule.labels("train"), datamodule.labels("test"), datamodule.class_names, cfg.seed
+    )
+    logger.log_metrics({f"test/{k}": v for k, v in floors.items()})
+    table = test.table()
+    logger.log_text(table, "per_class_test.md")
+    figure = plots.per_class_f1(
+        test.class_names, test.f1, test.support, f"{cfg.model.name} on {cfg.dataset.name}: test F1"
+    )
+    logger.log_figure(figure, "plots/per_class_f1_test.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+    print(f"\nTest set, {cfg.model.name} on {cfg.dataset.name} (thresholds tuned on validation):")
+    print(table)
+    print(
+        f"floors on the same test set: predict every class macro F1 "
+        f"{floors['floor/f1_macro_all']:.3f}, predict at training prevalence "
+        f"{floors['floor/f1_macro_prevalence']:.3f}"
+    )
+    if logger.run_id:
+        print(f"MLflow run {logger.run_id} ({logger.tracking_uri})")
+
+    summary = {**val.summary("val"), **test.summary("test")}
+    if cfg.optimized_metric not in summary:
+        raise ConfigError(
+            f"optimized_metric must be one of {sorted(summary)}; got {cfg.optimized_metric!r}"
+        )
+    return summary[cfg.optimized_metric]
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except TacoError as exc:
+        log.error("%s", exc)
+        sys.exit(f"taco-train: error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from taco.config import CONF_DIR, project_root
+
+
+def test_default_composition(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.dataset.name == "synthetic"
+    assert cfg.model.name == "cnn"
+    assert cfg.trainer.max_epochs > 1
+    assert cfg.logger._target_ == "taco.tracking.MLflowLogger"
+    assert set(cfg) >= {"dataset", "augmentation", "model", "trainer", "logger", "seed", "paths"}
+    assert cfg.paths.root_dir == str(project_root())
+
+
+def test_overrides_pass_through(compose_cfg):
+    cfg = compose_cfg(["model=cnn", "trainer.max_epochs=3", "seed=7", "dataset=taco"])
+    assert cfg.trainer.max_epochs == 3 and cfg.seed == 7 and cfg.dataset.name == "taco"
+
+
+def test_tracking_uri_is_absolute_and_env_overrides(compose_cfg, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = compose_cfg().logger.tracking_uri
+    assert uri == f"sqlite:///{project_root()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
+    assert compose_cfg().logger.tracking_uri == "sqlite:////tmp/elsewhere.db"
+
+
+def test_unknown_group_value_names_the_group(compose_cfg):
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg(["model=resnet9000"])
+    assert "model" in str(err.value) and "resnet9000" in str(err.value)
+
+
+def test_unknown_key_is_refused(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["trainer.max_epoch=3"])
+    assert "max_epoch" in str(err.value)
+
+
+def test_startup_does_not_import_heavy_libraries():
+    code = (
+        "import sys, taco.train; "
+        "heavy = [m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cfg_job_answers_quickly():
+    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    start = time.perf_counter()
+    out = subprocess.run([exe, "--cfg", "job", "model=cnn"], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert "name: cnn" in out.stdout
+    assert elapsed < 10  # about a second on an idle machine; generous for a loaded CI
+
+
+def test_conf_groups_exist():
+    for group in ("dataset", "augmentation", "model", "trainer", "logger"):
+        assert any((CONF_DIR / group).glob("*.yaml")), group

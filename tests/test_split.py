@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from taco.data.coco import load_labelset
+from taco.data.split import split_rows
+from taco.errors import ConfigError
+
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _labels(n=300, classes=8, seed=0):
+    rng = np.random.default_rng(seed)
+    prevalence = np.linspace(0.05, 0.5, classes)
+    y = (rng.random((n, classes)) < prevalence).astype(np.uint8)
+    y[y.sum(1) == 0, 0] = 1
+    return y
+
+
+def test_same_seed_same_split_and_parts_partition_the_rows():
+    y = _labels()
+    a, b = split_rows(y, FRACTIONS, 3), split_rows(y, FRACTIONS, 3)
+    for part in FRACTIONS:
+        np.testing.assert_array_equal(a[part], b[part])
+    rows = np.concatenate(list(a.values()))
+    assert len(rows) == len(y) and len(set(rows.tolist())) == len(y)
+    c = split_rows(y, FRACTIONS, 4)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_sizes_follow_fractions():
+    parts = split_rows(_labels(), FRACTIONS, 0)
+    assert abs(len(parts["train"]) - 210) <= 15
+    assert abs(len(parts["val"]) - 45) <= 10 and abs(len(parts["test"]) - 45) <= 10
+
+
+def test_stratified_on_real_taco(real_annotations):
+    ls = load_labelset(real_annotations, real_annotations.parent)
+    parts = split_rows(ls.labels, FRACTIONS, 0)
+    total = ls.labels.sum(0)
+    frequent = total >= 40
+    for part, share in FRACTIONS.items():
+        got = ls.labels[parts[part]].sum(0)[frequent] / total[frequent]
+        assert np.all(np.abs(got - share) < 0.05), (part, got)
+    # every class with at least 3 images lands in each part at least once... or nearly:
+    rare = (total >= 6) & (total < 40)
+    for part in ("val", "test"):
+        assert (ls.labels[parts[part]].sum(0)[rare] > 0).mean() > 0.9
+
+
+def test_stratified_beats_random_on_rare_classes():
+    y = _labels(n=400, classes=12, seed=5)
+    parts = split_rows(y, FRACTIONS, 0)
+    share = y[parts["test"]].sum(0) / y.sum(0)
+    assert np.abs(share - 0.15).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "fractions",
+    [{"train": 0.8, "val": 0.3, "test": 0.1}, {"train": 0.8, "test": 0.2}, {"a": 1.0}],
+)
+def test_bad_fractions(fractions):
+    with pytest.raises(ConfigError, match="dataset.split"):
+        split_rows(_labels(), fractions, 0)

@@ -1,0 +1,54 @@
+import mlflow
+import pytest
+
+from taco.tracking import MLflowLogger, artifact_location_for, sanitize
+
+
+def test_sanitize_class_names():
+    assert sanitize("Plastic bag & wrapper") == "Plastic bag and wrapper"
+    assert sanitize("Rope & strings") == "Rope and strings"
+    assert sanitize("a/b (c)") == "a_b _c_"
+
+
+def test_artifacts_live_next_to_the_sqlite_store(tmp_path):
+    loc = artifact_location_for(f"sqlite:///{tmp_path}/mlflow.db")
+    assert loc == (tmp_path / "mlartifacts").as_uri()
+    assert artifact_location_for("http://127.0.0.1:5000") is None
+
+
+def _status(uri, run_id):
+    return mlflow.MlflowClient(uri).get_run(run_id)
+
+
+def test_finished(mlflow_uri):
+    logger = MLflowLogger(mlflow_uri, experiment_name="t")
+    with logger.run(tags={"dataset": "x"}):
+        logger.log_metrics({"m": 1.0}, step=1)
+    run = _status(mlflow_uri, logger.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "x"
+    assert run.data.metrics["m"] == 1.0
+    assert mlflow.active_run() is None
+
+
+def test_exception_marks_failed_with_message_and_traceback(mlflow_uri, tmp_path):
+    logger = MLflowLogger(mlflow_uri, experiment_name="t")
+    with pytest.raises(RuntimeError, match="boom"):
+        with logger.run():
+            raise RuntimeError("boom")
+    run = _status(mlflow_uri, logger.run_id)
+    assert run.info.status == "FAILED"
+    assert "RuntimeError: boom" in run.data.tags["error"]
+    client = mlflow.MlflowClient(mlflow_uri)
+    text = (tmp_path / "tb.txt")
+    path = client.download_artifacts(logger.run_id, "error/traceback.txt", str(tmp_path))
+    text = open(path).read()
+    assert "boom" in text and "Traceback" in text
+    assert mlflow.active_run() is None
+
+
+def test_ctrl_c_marks_killed(mlflow_uri):
+    logger = MLflowLogger(mlflow_uri, experiment_name="t")
+    with pytest.raises(KeyboardInterrupt):
+        with logger.run():
+            raise KeyboardInterrupt
+    assert _status(mlflow_uri, logger.run_id).info.status == "KILLED"

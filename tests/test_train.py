@@ -1,0 +1,85 @@
+"""End to end: the real CLI, a real Hydra run, a real Keras model, a real MLflow store."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from taco.errors import DataError
+from taco.train import train
+from tests.conftest import tiny_overrides
+
+
+def _runs(uri):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("taco")
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
+    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
+    cmd = [exe, *overrides, f"hydra.run.dir={tmp_path}/run", "seed=3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "| class" in out.stdout and "macro F1" in out.stdout  # the per-class table
+
+    client, runs = _runs(mlflow_uri)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    assert 0.0 <= m["test/f1_macro"] <= 1.0
+    assert m["test/f1_macro_classes"] >= 1
+    assert {"test/f1_micro", "test/f1_samples", "val/f1_macro"} <= set(m)
+    assert "test/floor/f1_macro_all" in m
+    per_class = [k for k in m if k.startswith("test/f1/")]
+    assert per_class and len(per_class) == m["test/f1_macro_classes"]
+    assert any(k.startswith("test/support/Plastic bag and wrapper") for k in m)
+    history = client.get_metric_history(run.info.run_id, "val/f1_macro")
+    assert [h.step for h in history] == [1, 2]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
+    tags = run.data.tags
+    assert tags["dataset"] == "synthetic" and tags["model"] == "cnn" and "git_commit" in tags
+    assert run.data.params["seed"] == "3" and run.data.params["trainer.max_epochs"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"split.json", "thresholds.json", "per_class_test.md", "plots", ".hydra"} <= artifacts
+    assert {"config"} <= artifacts
+    hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
+    assert ".hydra/config.yaml" in hydra_files and ".hydra/overrides.yaml" in hydra_files
+    split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")
+    ids = split["train"] + split["val"] + split["test"]
+    assert sorted(ids) == list(range(48))
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+
+def test_missing_dataset_fails_clearly_and_marks_the_run(compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path)[:2]])
+    with pytest.raises(DataError) as err:
+        train(cfg)
+    assert str(tmp_path / "data" / "taco") in str(err.value)
+    assert "Download TACO" in str(err.value)
+    _, runs = _runs(mlflow_uri)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "dataset folder not found" in runs[0].data.tags["error"]
+    assert mlflow.active_run() is None
+
+
+def test_cli_error_is_one_readable_line(tmp_path, mlflow_uri):
+    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    cmd = [exe, "dataset=taco", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "taco-train: error: dataset folder not found" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_augmentation_argument_is_refused_before_training(compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg([*tiny_overrides(tmp_path), "+augmentation.transforms.0.wobble=3"])
+    with pytest.raises(Exception, match="wobble"):
+        train(cfg)
+    _, runs = _runs(mlflow_uri)
+    assert runs[0].info.status == "FAILED"
+    assert not (tmp_path / "data" / "synthetic").exists()  # failed before any data work
