@@ -1,0 +1,1 @@
+"""Data path: annotations -> labels -> split -> decode cache -> batches."""

@@ -1,0 +1,165 @@
+"""COCO/TACO annotations -> LabelSet: image paths and multi-hot labels over named classes.
+
+Labels come from looking each annotation's `category_id` up in `categories` (never from a list
+index). The file is checked as a whole first, so every problem is reported at once, by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from taco.errors import ConfigError, DataError
+
+LABEL_LEVELS = ("supercategory", "category")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Images of one data set with a multi-hot label row each; rows align with `image_ids`."""
+
+    image_ids: np.ndarray  # (n,) int64, COCO image ids
+    file_names: list[str]  # as in the annotation file, relative to `image_root`
+    image_root: Path
+    sizes: np.ndarray  # (n, 2) int, (width, height) in the display (EXIF-corrected) frame
+    labels: np.ndarray  # (n, classes) uint8
+    class_names: list[str]
+    content_hash: str = ""  # sha256 of the annotation file
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.image_root / name for name in self.file_names]
+
+    def subset(self, rows: np.ndarray) -> LabelSet:
+        """The same data set restricted to `rows` (positions, not image ids)."""
+        rows = np.asarray(rows, dtype=int)
+        return LabelSet(
+            image_ids=self.image_ids[rows],
+            file_names=[self.file_names[i] for i in rows],
+            image_root=self.image_root,
+            sizes=self.sizes[rows],
+            labels=self.labels[rows],
+            class_names=list(self.class_names),
+            content_hash=self.content_hash,
+            meta=dict(self.meta),
+        )
+
+    def image_counts(self) -> dict[str, int]:
+        """Number of images holding each class."""
+        return dict(zip(self.class_names, self.labels.sum(0).astype(int).tolist(), strict=True))
+
+
+def read_annotations(path: str | Path) -> dict:
+    """Parse and validate a COCO annotation file; one DataError lists every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"annotation file not found: {path}. Check dataset.root and dataset.annotation_file "
+            "(for real TACO, download it first; see README)"
+        )
+    try:
+        doc = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{path} is not valid JSON ({exc}); re-download or regenerate it (a partial download "
+            "leaves a truncated file)"
+        ) from None
+    problems = _validate(doc)
+    if problems:
+        shown = "\n  - ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DataError(f"{path} is not a valid COCO/TACO annotation file:\n  - {shown}{more}")
+    return doc
+
+
+def _validate(doc: object) -> list[str]:
+    if not isinstance(doc, dict):
+        return [f"top level is a {type(doc).__name__}, expected an object"]
+    problems = []
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            problems.append(f"missing list '{key}'")
+    if problems:
+        return problems
+    need = {
+        "images": ("id", "file_name", "width", "height"),
+        "annotations": ("id", "image_id", "category_id"),
+        "categories": ("id", "name", "supercategory"),
+    }
+    for key, fields in need.items():
+        for i, item in enumerate(doc[key]):
+            missing = [f for f in fields if not isinstance(item, dict) or f not in item]
+            if missing:
+                problems.append(f"{key}[{i}] lacks {', '.join(missing)}")
+    if problems:
+        return problems
+    for key in ("images", "categories"):
+        ids = [item["id"] for item in doc[key]]
+        if len(ids) != len(set(ids)):
+            problems.append(f"duplicate ids in '{key}'")
+    cat_ids = {c["id"] for c in doc["categories"]}
+    img_ids = {im["id"] for im in doc["images"]}
+    for ann in doc["annotations"]:
+        if ann["category_id"] not in cat_ids:
+            problems.append(f"annotation {ann['id']}: unknown category_id {ann['category_id']}")
+        if ann["image_id"] not in img_ids:
+            problems.append(f"annotation {ann['id']}: unknown image_id {ann['image_id']}")
+    for im in doc["images"]:
+        name = str(im["file_name"])
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+            problems.append(f"image {im['id']}: file_name {name!r} leaves the data folder")
+    return problems
+
+
+def load_labelset(
+    annotation_file: str | Path, image_root: str | Path, label_level: str = "supercategory"
+) -> LabelSet:
+    """Read an annotation file with pycocotools and build one multi-hot label row per image."""
+    if label_level not in LABEL_LEVELS:
+        raise ConfigError(
+            f"dataset.label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}"
+        )
+    annotation_file = Path(annotation_file)
+    doc = read_annotations(annotation_file)
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+
+    categories = [coco.cats[i] for i in sorted(coco.cats)]
+    if label_level == "category":
+        class_names = [c["name"] for c in categories]
+        class_of = {c["id"]: i for i, c in enumerate(categories)}
+    else:
+        class_names = list(dict.fromkeys(c["supercategory"] for c in categories))
+        index = {name: i for i, name in enumerate(class_names)}
+        class_of = {c["id"]: index[c["supercategory"]] for c in categories}
+
+    image_ids = np.array(sorted(coco.imgs), dtype=np.int64)
+    labels = np.zeros((len(image_ids), len(class_names)), dtype=np.uint8)
+    for row, image_id in enumerate(image_ids):
+        for ann in coco.imgToAnns.get(int(image_id), []):
+            labels[row, class_of[ann["category_id"]]] = 1
+    images = [coco.imgs[int(i)] for i in image_ids]
+    return LabelSet(
+        image_ids=image_ids,
+        file_names=[im["file_name"] for im in images],
+        image_root=Path(image_root),
+        sizes=np.array([[im["width"], im["height"]] for im in images], dtype=np.int64),
+        labels=labels,
+        class_names=class_names,
+        content_hash=hashlib.sha256(annotation_file.read_bytes()).hexdigest(),
+        meta={"annotation_file": str(annotation_file), "label_level": label_level},
+    )

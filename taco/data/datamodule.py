@@ -1,0 +1,148 @@
+"""The DataModule: one object that turns a dataset config into train / val / test batches.
+
+`prepare_data()` writes or checks the files once; `setup()` loads labels, builds the image cache
+and splits. The same class serves the embedded synthetic data set and real TACO.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.data.coco import LabelSet, load_labelset
+from taco.data.images import ImageCache, build_cache
+from taco.data.split import PARTS, split_rows
+from taco.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class TacoDataModule:
+    def __init__(
+        self,
+        name: str,
+        root: str | Path,
+        annotation_file: str = "annotations.json",
+        label_level: str = "supercategory",
+        split: Mapping[str, float] | None = None,
+        batch_size: int = 32,
+        resize: str = "squash",
+        on_bad_image: str = "error",
+        generator: Any = None,
+        missing_hint: str = "",
+        image_size: int = 64,
+        cache_dir: str | Path | None = None,
+        augmentation: Callable[..., dict] | None = None,
+        seed: int = 0,
+        decode_workers: int | None = None,
+    ) -> None:
+        self.name = name
+        self.root = Path(root)
+        self.annotation_path = self.root / annotation_file
+        self.label_level = label_level
+        self.fractions = dict(split or {"train": 0.7, "val": 0.15, "test": 0.15})
+        self.batch_size = int(batch_size)
+        self.resize = resize
+        self.on_bad_image = on_bad_image
+        self.generator = generator
+        self.missing_hint = missing_hint
+        self.image_size = int(image_size)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cache"
+        self.augmentation = augmentation
+        self.seed = int(seed)
+        self.decode_workers = decode_workers
+        self.labelset: LabelSet | None = None
+        self.cache: ImageCache | None = None
+        self.rows: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare_data(self) -> None:
+        """Write the synthetic data set (skipped when current) or check the real one is there."""
+        if self.generator is not None:
+            self.generator.write(self.root)
+            return
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder not found: {self.root}. {self.missing_hint}".strip())
+        if not self.annotation_path.is_file():
+            raise DataError(
+                f"annotation file not found: {self.annotation_path}. {self.missing_hint}".strip()
+            )
+
+    def setup(self) -> None:
+        """Labels -> decode cache (every bad image reported at once) -> seeded stratified split."""
+        labelset = load_labelset(self.annotation_path, self.root, self.label_level)
+        cache = build_cache(
+            labelset.paths,
+            labelset.sizes,
+            self.image_size,
+            self.cache_dir,
+            labelset.content_hash,
+            resize=self.resize,
+            on_bad_image=self.on_bad_image,
+            workers=self.decode_workers,
+        )
+        self.skipped = [b for _, b in cache.bad]
+        if self.skipped:
+            log.warning("skipping %d unusable images (dataset.on_bad_image=skip)", len(self.skipped))
+        usable = cache.good_rows
+        self.labelset, self.cache = labelset, cache
+        parts = split_rows(labelset.labels[usable], self.fractions, self.seed)
+        self.rows = {part: usable[r] for part, r in parts.items()}
+        log.info(
+            "%s: %d images, %d classes; split %s",
+            self.name,
+            len(labelset),
+            len(labelset.class_names),
+            {p: len(r) for p, r in self.rows.items()},
+        )
+
+    # ------------------------------------------------------------------ access
+    @property
+    def class_names(self) -> list[str]:
+        return self._labels().class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def labels(self, part: str) -> np.ndarray:
+        return self._labels().labels[self.rows[part]]
+
+    def batches(self, part: str, shuffle: bool | None = None, limit_batches: int | None = None):
+        """Keras batches of one part; only the training part is shuffled and augmented."""
+        from taco.data.pipeline import CachedBatches
+
+        labelset = self._labels()
+        train = part == "train"
+        return CachedBatches(
+            self.cache.array,
+            labelset.labels,
+            self.rows[part],
+            self.batch_size,
+            shuffle=train if shuffle is None else shuffle,
+            seed=self.seed,
+            augment=self.augmentation if train else None,
+            limit_batches=limit_batches,
+        )
+
+    def split_record(self) -> dict:
+        """Image ids (COCO ids) of each part, to save with the run."""
+        labelset = self._labels()
+        return {
+            "dataset": self.name,
+            "seed": self.seed,
+            "fractions": self.fractions,
+            "label_level": self.label_level,
+            "annotation_sha256": labelset.content_hash,
+            **{part: labelset.image_ids[self.rows[part]].tolist() for part in PARTS},
+            "skipped": [b.__dict__ for b in getattr(self, "skipped", [])],
+        }
+
+    def _labels(self) -> LabelSet:
+        if self.labelset is None:
+            raise RuntimeError("call setup() before using the data module")
+        return self.labelset

@@ -1,0 +1,200 @@
+"""Decode every image once into a uint8 array cache at the training resolution.
+
+Decoding an 8 MP phone photo costs far more than a training step, so each image is decoded a
+single time: at reduced DCT scale where the target size allows (PIL `draft`), EXIF-transposed,
+converted to RGB and resized. The cache is one `.npy` file, memory-mapped when read, named by a
+key over the data set's content, the image size and the resize mode, and moved into place only
+when complete, so an interrupted build is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from taco.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+RESIZE_MODES = ("squash", "letterbox")
+BAD_IMAGE_POLICIES = ("error", "skip")
+_TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class BadImage:
+    path: str
+    reason: str
+
+
+@dataclass
+class ImageCache:
+    """A (n, size, size, 3) uint8 array, memory-mapped, and the rows whose image was unusable."""
+
+    array: np.ndarray
+    bad: list[tuple[int, BadImage]]
+    path: Path
+    built: bool  # False when an existing cache was reused
+
+    @property
+    def good_rows(self) -> np.ndarray:
+        bad = {row for row, _ in self.bad}
+        return np.array([i for i in range(len(self.array)) if i not in bad], dtype=int)
+
+
+def decode_image(
+    path: str | Path, size: int, resize: str = "squash", expected: Sequence[int] | None = None
+) -> np.ndarray:
+    """One image file -> (size, size, 3) uint8 RGB in the display frame (EXIF applied)."""
+    with Image.open(path) as im:
+        stored = im.size
+        orientation = im.getexif().get(274, 1)
+        display = stored[::-1] if orientation in _TRANSPOSING else stored
+        if expected is not None and tuple(display) != tuple(int(v) for v in expected):
+            raise ValueError(
+                f"size {display[0]}x{display[1]} after EXIF orientation {orientation} does not "
+                f"match the annotation's {expected[0]}x{expected[1]}"
+            )
+        if im.format == "JPEG":
+            # Reduced-scale DCT decode: the result is still >= the requested size on both axes.
+            scale = min(stored) / size
+            if scale >= 2:
+                im.draft("RGB", (int(stored[0] / scale) + 1, int(stored[1] / scale) + 1))
+        im = ImageOps.exif_transpose(im)
+        im = to_rgb(im)
+        return _resize(im, size, resize)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; transparent pixels are put on a mid-grey background."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray((arr / top * 255).round().astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        grey = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        return Image.alpha_composite(grey, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _resize(im: Image.Image, size: int, mode: str) -> np.ndarray:
+    if mode == "squash":
+        return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    w, h = im.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    canvas[top : top + nh, left : left + nw] = np.asarray(
+        im.resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.uint8
+    )
+    return canvas
+
+
+def cache_key(
+    paths: Sequence[Path], content_hash: str, size: int, resize: str
+) -> str:
+    """Changes when the annotation file, any image file (size, mtime), the size or mode change."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, content_hash, size, resize]).encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+def build_cache(
+    paths: Sequence[Path],
+    sizes: np.ndarray,
+    size: int,
+    cache_dir: str | Path,
+    content_hash: str,
+    resize: str = "squash",
+    on_bad_image: str = "error",
+    workers: int | None = None,
+) -> ImageCache:
+    """Decode `paths` into a memory-mapped cache, or reuse the cache built for the same inputs."""
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"dataset.resize must be one of {RESIZE_MODES}; got {resize!r}")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ConfigError(
+            f"dataset.on_bad_image must be one of {BAD_IMAGE_POLICIES}; got {on_bad_image!r}"
+        )
+    if size < 8:
+        raise ConfigError(f"model.image_size must be >= 8 pixels; got {size}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(paths, content_hash, size, resize)
+    final, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if final.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        array = np.load(final, mmap_mode="r")
+        if array.shape == (len(paths), size, size, 3):
+            bad = [(row, BadImage(**b)) for row, b in meta["bad"]]
+            _check_bad(bad, on_bad_image)
+            log.info("image cache hit: %s", final)
+            return ImageCache(array, bad, final, built=False)
+
+    tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npy"
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    bad: list[tuple[int, BadImage]] = []
+
+    def work(row: int) -> None:
+        try:
+            array[row] = decode_image(paths[row], size, resize, sizes[row])
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, FileNotFoundError):
+                reason = "file not found"
+            bad.append((row, BadImage(str(paths[row]), reason)))
+
+    start, done = time.perf_counter(), 0
+    try:
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for _ in pool.map(work, range(len(paths))):
+                done += 1
+                if done % max(1, len(paths) // 10) == 0 or done == len(paths):
+                    log.info("decoding images: %d/%d", done, len(paths))
+        bad.sort(key=lambda item: item[0])
+        _check_bad(bad, on_bad_image)
+        array.flush()
+        del array
+        meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
+        meta_path.write_text(json.dumps(meta))
+        os.replace(tmp, final)  # the cache exists only once it is whole
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info(
+        "image cache built: %d images in %.1f s -> %s", len(paths), time.perf_counter() - start, final
+    )
+    return ImageCache(np.load(final, mmap_mode="r"), bad, final, built=True)
+
+
+def _check_bad(bad: list[tuple[int, BadImage]], policy: str) -> None:
+    if bad and policy == "error":
+        lines = "\n  - ".join(f"{b.path}: {b.reason}" for _, b in bad[:50])
+        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+        raise DataError(
+            f"{len(bad)} image(s) cannot be used:\n  - {lines}{more}\n"
+            "Fix or re-download them, or set dataset.on_bad_image=skip to train without them."
+        )

@@ -1,0 +1,65 @@
+"""Batches from the uint8 image cache, with albumentations applied to the training split only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """Batches of (float32 images in 0..255, float32 multi-hot labels) read from the cache.
+
+    The order is reshuffled after every epoch from a seeded generator, so a run is repeatable.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: Callable[..., dict] | None = None,
+        limit_batches: int | None = None,
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images = images
+        self.labels = labels.astype(np.float32)
+        self.rows = np.asarray(rows, dtype=int)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.limit_batches = limit_batches
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(self.rows) if shuffle else self.rows.copy()
+
+    @property
+    def num_batches(self) -> int:
+        n = math.ceil(len(self.rows) / self.batch_size)
+        return min(n, self.limit_batches) if self.limit_batches else n
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch_rows(self, index: int) -> np.ndarray:
+        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.batch_rows(index)
+        x = np.asarray(self.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+        if self.augment is not None:
+            x = np.stack([self.augment(image=img)["image"] for img in x])
+        return x.astype(np.float32), self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._order = self._rng.permutation(self.rows)
+
+    def targets(self) -> np.ndarray:
+        """Labels in batch order (the whole epoch, as far as `limit_batches` reaches)."""
+        rows = np.concatenate([self.batch_rows(i) for i in range(self.num_batches)])
+        return self.labels[rows]
