@@ -118,15 +118,20 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 0.5
 
 
 def floors(
-    y_train: np.ndarray, y_test: np.ndarray, class_names: Sequence[str], seed: int = 0, draws: int = 20
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    class_names: Sequence[str],
+    seed: int = 0,
+    draws: int = 20,
 ) -> dict[str, float]:
-    """Macro F1 of trivial predictors on the test part: all classes, and random at train prevalence."""
+    """Macro F1 of trivial predictors on test: every class, and random at training prevalence."""
     all_pos = evaluate(y_test, np.ones(y_test.shape, float), 0.5, class_names).f1_macro
     prevalence = np.asarray(y_train, float).mean(0)
     rng = np.random.default_rng(seed)
     macro = [
-        evaluate(y_test, (rng.random(y_test.shape) < prevalence).astype(float), 0.5, class_names)
-        .f1_macro
+        evaluate(
+            y_test, (rng.random(y_test.shape) < prevalence).astype(float), 0.5, class_names
+        ).f1_macro
         for _ in range(draws)
     ]
     return {"floor/f1_macro_all": all_pos, "floor/f1_macro_prevalence": float(np.mean(macro))}

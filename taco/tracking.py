@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import subprocess
-import tempfile
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -170,7 +169,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
-
-
-def temp_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="taco-")

@@ -46,7 +46,7 @@ def test_large_jpeg_uses_reduced_decode_and_keeps_content(tmp_path):
 def test_modes_become_rgb(mode):
     base = Image.fromarray(_display_image())
     if mode == "I;16":
-        im = Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257))
+        im = Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257)
     else:
         im = base.convert(mode)
     out = to_rgb(im)

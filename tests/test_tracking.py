@@ -39,7 +39,7 @@ def test_exception_marks_failed_with_message_and_traceback(mlflow_uri, tmp_path)
     assert run.info.status == "FAILED"
     assert "RuntimeError: boom" in run.data.tags["error"]
     client = mlflow.MlflowClient(mlflow_uri)
-    text = (tmp_path / "tb.txt")
+    text = tmp_path / "tb.txt"
     path = client.download_artifacts(logger.run_id, "error/traceback.txt", str(tmp_path))
     text = open(path).read()
     assert "boom" in text and "Traceback" in text

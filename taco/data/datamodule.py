@@ -87,7 +87,9 @@ class TacoDataModule:
         )
         self.skipped = [b for _, b in cache.bad]
         if self.skipped:
-            log.warning("skipping %d unusable images (dataset.on_bad_image=skip)", len(self.skipped))
+            log.warning(
+                "skipping %d unusable images (dataset.on_bad_image=skip)", len(self.skipped)
+            )
         usable = cache.good_rows
         self.labelset, self.cache = labelset, cache
         parts = split_rows(labelset.labels[usable], self.fractions, self.seed)

@@ -107,9 +107,7 @@ def _resize(im: Image.Image, size: int, mode: str) -> np.ndarray:
     return canvas
 
 
-def cache_key(
-    paths: Sequence[Path], content_hash: str, size: int, resize: str
-) -> str:
+def cache_key(paths: Sequence[Path], content_hash: str, size: int, resize: str) -> str:
     """Changes when the annotation file, any image file (size, mtime), the size or mode change."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, content_hash, size, resize]).encode())
@@ -155,7 +153,9 @@ def build_cache(
             return ImageCache(array, bad, final, built=False)
 
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npy"
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    array = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
+    )
     bad: list[tuple[int, BadImage]] = []
 
     def work(row: int) -> None:
@@ -177,7 +177,7 @@ def build_cache(
         bad.sort(key=lambda item: item[0])
         _check_bad(bad, on_bad_image)
         array.flush()
-        del array
+        array = None  # close the memory map before the file is moved
         meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
         meta_path.write_text(json.dumps(meta))
         os.replace(tmp, final)  # the cache exists only once it is whole
@@ -185,7 +185,10 @@ def build_cache(
         if tmp.exists():
             tmp.unlink()
     log.info(
-        "image cache built: %d images in %.1f s -> %s", len(paths), time.perf_counter() - start, final
+        "image cache built: %d images in %.1f s -> %s",
+        len(paths),
+        time.perf_counter() - start,
+        final,
     )
     return ImageCache(np.load(final, mmap_mode="r"), bad, final, built=True)
 

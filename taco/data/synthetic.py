@@ -1,4 +1,4 @@
-"""The embedded default data set: a TACO-format data set (COCO JSON + image files) drawn from a seed.
+"""The embedded default data set: TACO-format (COCO JSON + image files), drawn from a seed.
 
 Each supercategory is a visual family (shape x texture x hue); its categories are variants of the
 family's colour. Objects get a random pose, scale and position, overlap one another and sit on
@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
