@@ -148,7 +148,7 @@ class _Object:
 class SyntheticTaco:
     """Writes a TACO-format data set; `write(root)` is skipped when `root` already holds it."""
 
-    num_images: int = 600
+    num_images: int = 800
     seed: int = 0
     image_size: Sequence[int] = (320, 240)  # landscape width, height; portrait images swap them
     imbalance: float = 0.6  # exponent on TACO's image counts: 1 = TACO's imbalance, 0 = uniform
