@@ -17,8 +17,6 @@ import numpy as np
 
 from taco.errors import ConfigError, DataError
 
-LABEL_LEVELS = ("supercategory", "category")
-
 
 @dataclass(frozen=True)
 class LabelSet:
@@ -122,14 +120,25 @@ def _validate(doc: object) -> list[str]:
 
 
 def load_labelset(
-    annotation_file: str | Path, image_root: str | Path, label_level: str = "supercategory"
+    annotation_file: str | Path,
+    image_root: str | Path,
+    label_level: str | Path = "supercategory",
+    min_images: int = 0,
+    rare: str = "merge",
 ) -> LabelSet:
-    """Read an annotation file with pycocotools and build one multi-hot label row per image."""
-    if label_level not in LABEL_LEVELS:
-        raise ConfigError(
-            f"dataset.label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}"
-        )
+    """Read an annotation file with pycocotools and build one multi-hot label row per image.
+
+    `label_level` names a class map (supercategory, category, taco10 or a YAML file); classes in
+    fewer than `min_images` images are merged into 'Other' or dropped (`rare`).
+    """
+    from taco.data import classmaps
+
     annotation_file = Path(annotation_file)
+    if not (str(label_level) in classmaps.BUILTIN or Path(label_level).suffix in (".yaml", ".yml")):
+        raise ConfigError(
+            f"dataset.label_level must be one of {', '.join(classmaps.BUILTIN)} or a YAML "
+            f"class-map file; got {label_level!r}"
+        )
     doc = read_annotations(annotation_file)
     from pycocotools.coco import COCO
 
@@ -139,19 +148,16 @@ def load_labelset(
         coco.createIndex()
 
     categories = [coco.cats[i] for i in sorted(coco.cats)]
-    if label_level == "category":
-        class_names = [c["name"] for c in categories]
-        class_of = {c["id"]: i for i, c in enumerate(categories)}
-    else:
-        class_names = list(dict.fromkeys(c["supercategory"] for c in categories))
-        index = {name: i for i, name in enumerate(class_names)}
-        class_of = {c["id"]: index[c["supercategory"]] for c in categories}
-
+    column = {c["id"]: i for i, c in enumerate(categories)}  # looked up by id, never position
     image_ids = np.array(sorted(coco.imgs), dtype=np.int64)
-    labels = np.zeros((len(image_ids), len(class_names)), dtype=np.uint8)
+    per_category = np.zeros((len(image_ids), len(categories)), dtype=np.uint8)
     for row, image_id in enumerate(image_ids):
         for ann in coco.imgToAnns.get(int(image_id), []):
-            labels[row, class_of[ann["category_id"]]] = 1
+            per_category[row, column[ann["category_id"]]] = 1
+    class_map = classmaps.resolve(label_level, categories)
+    labels, class_names, affected = classmaps.limit_rare(
+        class_map.apply(per_category), class_map.class_names, min_images, rare
+    )
     images = [coco.imgs[int(i)] for i in image_ids]
     return LabelSet(
         image_ids=image_ids,
@@ -161,5 +167,11 @@ def load_labelset(
         labels=labels,
         class_names=class_names,
         content_hash=hashlib.sha256(annotation_file.read_bytes()).hexdigest(),
-        meta={"annotation_file": str(annotation_file), "label_level": label_level},
+        meta={
+            "annotation_file": str(annotation_file),
+            "label_level": str(label_level),
+            "class_map": class_map.name,
+            f"rare_{rare}d": affected,
+            "min_images": min_images,
+        },
     )

@@ -28,6 +28,8 @@ class TacoDataModule:
         root: str | Path,
         annotation_file: str = "annotations.json",
         label_level: str = "supercategory",
+        min_images: int = 0,
+        rare: str = "merge",
         split: Mapping[str, float] | None = None,
         batch_size: int = 32,
         resize: str = "squash",
@@ -44,6 +46,8 @@ class TacoDataModule:
         self.root = Path(root)
         self.annotation_path = self.root / annotation_file
         self.label_level = label_level
+        self.min_images = int(min_images or 0)
+        self.rare = rare
         self.fractions = dict(split or {"train": 0.7, "val": 0.15, "test": 0.15})
         self.batch_size = int(batch_size)
         self.resize = resize
@@ -74,7 +78,9 @@ class TacoDataModule:
 
     def setup(self) -> None:
         """Labels -> decode cache (every bad image reported at once) -> seeded stratified split."""
-        labelset = load_labelset(self.annotation_path, self.root, self.label_level)
+        labelset = load_labelset(
+            self.annotation_path, self.root, self.label_level, self.min_images, self.rare
+        )
         cache = build_cache(
             labelset.paths,
             labelset.sizes,
@@ -138,7 +144,9 @@ class TacoDataModule:
             "dataset": self.name,
             "seed": self.seed,
             "fractions": self.fractions,
-            "label_level": self.label_level,
+            "label_level": str(self.label_level),
+            "class_names": labelset.class_names,
+            "rare": {k: v for k, v in labelset.meta.items() if k.startswith("rare_")},
             "annotation_sha256": labelset.content_hash,
             **{part: labelset.image_ids[self.rows[part]].tolist() for part in PARTS},
             "skipped": [b.__dict__ for b in getattr(self, "skipped", [])],
