@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup train test test-all lint format ui clean
+.PHONY: setup train download test test-all lint format ui clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 
 train: setup
 	$(BIN)/taco-train $(ARGS)
+
+download: setup
+	$(BIN)/taco-download $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

@@ -53,6 +53,19 @@ class ImageCache:
         return np.array([i for i in range(len(self.array)) if i not in bad], dtype=int)
 
 
+def size_matches(actual: Sequence[int], expected: Sequence[int], tolerance: float = 0.02) -> bool:
+    """Exactly the annotated size, or a proportionally smaller copy (e.g. Flickr's 640 px one).
+
+    A swapped width and height (an EXIF orientation gone wrong) never matches.
+    """
+    (w, h), (ew, eh) = (int(v) for v in actual), (int(v) for v in expected)
+    if (w, h) == (ew, eh):
+        return True
+    if w > ew or h > eh or min(w, h, ew, eh) <= 0:
+        return False
+    return abs((w / h) / (ew / eh) - 1) <= tolerance and (w >= h) == (ew >= eh)
+
+
 def decode_image(
     path: str | Path, size: int, resize: str = "squash", expected: Sequence[int] | None = None
 ) -> np.ndarray:
@@ -61,7 +74,7 @@ def decode_image(
         stored = im.size
         orientation = im.getexif().get(274, 1)
         display = stored[::-1] if orientation in _TRANSPOSING else stored
-        if expected is not None and tuple(display) != tuple(int(v) for v in expected):
+        if expected is not None and not size_matches(display, expected):
             raise ValueError(
                 f"size {display[0]}x{display[1]} after EXIF orientation {orientation} does not "
                 f"match the annotation's {expected[0]}x{expected[1]}"
