@@ -29,3 +29,25 @@ def per_class_f1(class_names: Sequence[str], f1: np.ndarray, support: np.ndarray
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def augmentation_preview(images, augment, copies: int = 4):
+    """Each row: one training image as cached, then `copies` augmented versions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(images)
+    fig, axes = plt.subplots(rows, copies + 1, figsize=(1.4 * (copies + 1), 1.4 * rows))
+    axes = np.atleast_2d(axes)
+    for r, image in enumerate(images):
+        shown = [image] + [augment(image=np.asarray(image))["image"] for _ in range(copies)]
+        for c, picture in enumerate(shown):
+            axes[r, c].imshow(picture)
+            axes[r, c].axis("off")
+    axes[0, 0].set_title("cached", fontsize=7)
+    for c in range(1, copies + 1):
+        axes[0, c].set_title("augmented", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -66,8 +66,17 @@ def train(cfg: DictConfig) -> float:
         return _train_in_run(cfg, logger)
 
 
+def _log_figure(logger: Any, figure: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    logger.log_figure(figure, name)
+    plt.close(figure)
+
+
 def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     from hydra.utils import instantiate
+
+    from taco import metrics, plots
 
     resolved = resolved_config(cfg)
     logger.log_params(flatten({k: v for k, v in resolved.items() if k != "paths"}))
@@ -92,13 +101,17 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     datamodule.setup()
     logger.set_tags({"dataset_sha256": datamodule.labelset.content_hash[:16]})
     logger.log_dict(datamodule.split_record(), "split.json")
+    if augmentation is not None:
+        _log_figure(
+            logger,
+            plots.augmentation_preview(datamodule.sample("train", 6), augmentation),
+            "plots/augmentation_preview.png",
+        )
 
     trainer.seed_everything(cfg.seed)
     trainer.fit(classifier, datamodule, logger)
     val = trainer.validate(classifier, datamodule, logger)
     test = trainer.test(classifier, datamodule, logger)
-
-    from taco import metrics, plots
 
     floors = metrics.floors(
         datamodule.labels("train"), datamodule.labels("test"), datamodule.class_names, cfg.seed
@@ -106,13 +119,9 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     logger.log_metrics({f"test/{k}": v for k, v in floors.items()})
     table = test.table()
     logger.log_text(table, "per_class_test.md")
-    figure = plots.per_class_f1(
-        test.class_names, test.f1, test.support, f"{cfg.model.name} on {cfg.dataset.name}: test F1"
-    )
-    logger.log_figure(figure, "plots/per_class_f1_test.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+    title = f"{cfg.model.name} on {cfg.dataset.name}: test F1"
+    figure = plots.per_class_f1(test.class_names, test.f1, test.support, title)
+    _log_figure(logger, figure, "plots/per_class_f1_test.png")
 
     print(f"\nTest set, {cfg.model.name} on {cfg.dataset.name} (thresholds tuned on validation):")
     print(table)

@@ -137,6 +137,10 @@ class TacoDataModule:
             limit_batches=limit_batches,
         )
 
+    def sample(self, part: str, n: int) -> np.ndarray:
+        """The first `n` cached images of a part (uint8), e.g. for previews."""
+        return np.asarray(self.cache.array[np.sort(self.rows[part][:n])])
+
     def split_record(self) -> dict:
         """Image ids (COCO ids) of each part, to save with the run."""
         labelset = self._labels()
