@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup train download test test-all lint format ui clean
+.PHONY: setup train download stats test test-all lint format ui clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ train: setup
 
 download: setup
 	$(BIN)/taco-download $(ARGS)
+
+stats: setup
+	$(BIN)/taco-stats $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

@@ -76,11 +76,18 @@ class TacoDataModule:
                 f"annotation file not found: {self.annotation_path}. {self.missing_hint}".strip()
             )
 
-    def setup(self) -> None:
-        """Labels -> decode cache (every bad image reported at once) -> seeded stratified split."""
-        labelset = load_labelset(
+    def load_labels(self) -> LabelSet:
+        """Annotations -> multi-hot labels under the configured class map (no image decoding)."""
+        return load_labelset(
             self.annotation_path, self.root, self.label_level, self.min_images, self.rare
         )
+
+    def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        return split_rows(labels, self.fractions, self.seed)
+
+    def setup(self) -> None:
+        """Labels -> decode cache (every bad image reported at once) -> seeded stratified split."""
+        labelset = self.load_labels()
         cache = build_cache(
             labelset.paths,
             labelset.sizes,
@@ -98,7 +105,7 @@ class TacoDataModule:
             )
         usable = cache.good_rows
         self.labelset, self.cache = labelset, cache
-        parts = split_rows(labelset.labels[usable], self.fractions, self.seed)
+        parts = self.split(labelset.labels[usable])
         self.rows = {part: usable[r] for part, r in parts.items()}
         log.info(
             "%s: %d images, %d classes; split %s",

@@ -1,0 +1,121 @@
+"""`taco-stats`: per-class image counts per split, labels per image, label co-occurrence.
+
+Uses the same dataset config, class map and seeded split as training, so the numbers describe
+exactly what a run with the same overrides trains and tests on. Needs annotations only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from taco.config import CONF_DIR, register_resolvers
+from taco.errors import TacoError
+
+log = logging.getLogger("taco.stats")
+register_resolvers()
+
+
+def class_table(class_names: list[str], labels: np.ndarray, parts: dict[str, np.ndarray]) -> str:
+    """Markdown: class | images | per part (count and share of the class's images)."""
+    names = list(parts)
+    width = max(len(n) for n in [*class_names, "class"])
+    head = f"| {'class':<{width}} | images | " + " | ".join(f"{p:>7}" for p in names) + " |"
+    rule = f"|{'-' * (width + 2)}|-------:|" + "|".join("--------:" for _ in names) + "|"
+    lines = [head, rule]
+    for j, name in enumerate(class_names):
+        total = int(labels[:, j].sum())
+        cells = " | ".join(f"{int(labels[rows, j].sum()):>7}" for rows in parts.values())
+        lines.append(f"| {name:<{width}} | {total:>6} | {cells} |")
+    sizes = " | ".join(f"{len(rows):>7}" for rows in parts.values())
+    lines.append(f"| {'(images)':<{width}} | {len(labels):>6} | {sizes} |")
+    return "\n".join(lines)
+
+
+def labels_per_image(labels: np.ndarray) -> dict[int, int]:
+    counts = np.bincount(labels.sum(1).astype(int))
+    return {k: int(v) for k, v in enumerate(counts) if v}
+
+
+def cooccurrence(labels: np.ndarray) -> np.ndarray:
+    """(classes, classes): images holding both classes; the diagonal is each class's count."""
+    y = labels.astype(np.int64)
+    return y.T @ y
+
+
+def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
+    """Heatmap of P(column class | row class): how often a row class comes with another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    diag = np.diag(counts).astype(float)
+    share = np.divide(counts, diag[:, None], out=np.zeros(counts.shape), where=diag[:, None] > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.32 * n + 3, 0.32 * n + 2))
+    image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=6)
+    ax.set_yticks(range(n), class_names, fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="P(column | row)")
+    fig.tight_layout()
+    return fig
+
+
+def stats(cfg: DictConfig, out_dir: Path) -> str:
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.dataset, image_size=cfg.model.image_size, seed=cfg.seed)
+    datamodule.prepare_data()
+    labelset = datamodule.load_labels()
+    parts = datamodule.split(labelset.labels)
+    counts = cooccurrence(labelset.labels)
+    hist = labels_per_image(labelset.labels)
+    title = f"{cfg.dataset.name} ({datamodule.label_level}): label co-occurrence"
+    report = "\n".join(
+        [
+            f"# {cfg.dataset.name}: {len(labelset)} images, {len(labelset.class_names)} classes "
+            f"({datamodule.label_level}), split seed {cfg.seed}",
+            "",
+            class_table(labelset.class_names, labelset.labels, parts),
+            "",
+            "Labels per image: " + ", ".join(f"{k}: {v}" for k, v in hist.items()),
+            f"Images with more than one label: {int((labelset.labels.sum(1) > 1).sum())}",
+            "",
+        ]
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.md").write_text(report)
+    np.savetxt(
+        out_dir / "cooccurrence.csv",
+        counts,
+        fmt="%d",
+        delimiter=",",
+        header=",".join(labelset.class_names),
+        comments="",
+    )
+    import matplotlib.pyplot as plt
+
+    fig = cooccurrence_figure(labelset.class_names, counts, title)
+    fig.savefig(out_dir / "cooccurrence.png", dpi=120)
+    plt.close(fig)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="stats")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(cfg.paths.output_dir)
+    try:
+        print(stats(cfg, out_dir))
+    except TacoError as exc:
+        raise SystemExit(f"taco-stats: error: {exc}") from None
+    print(f"written to {out_dir} (stats.md, cooccurrence.csv, cooccurrence.png)")
+
+
+if __name__ == "__main__":
+    main()
