@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup train download stats test test-all lint format ui clean
+.PHONY: setup train download stats bench test test-all lint format ui clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ download: setup
 
 stats: setup
 	$(BIN)/taco-stats $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/pipeline.py $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

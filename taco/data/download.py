@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from taco.data.images import size_matches, to_rgb
 from taco.errors import DataError
+from taco.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def download(
         ) from None
     images = images[:limit] if limit else images
     summary = Summary()
-    bar = _Progress(len(images), enabled=progress)
+    bar = Progress(len(images), "downloading", enabled=None if progress else False)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
             pool.submit(download_image, root, im, timeout, retries, backoff) for im in images
@@ -247,7 +248,7 @@ def download(
         for future in as_completed(futures):
             outcome = future.result()
             summary.outcomes.append(outcome)
-            bar.update(summary)
+            bar.update(len(summary.outcomes), f"failed {len(summary.failed)}")
     bar.close()
     summary.outcomes.sort(key=lambda o: o.file_name)
     failures = root / FAILURES_NAME
@@ -258,27 +259,6 @@ def download(
     elif failures.exists():
         failures.unlink()
     return summary
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.start = total, enabled and total > 0, time.perf_counter()
-
-    def update(self, summary: Summary) -> None:
-        if not self.enabled:
-            return
-        done = len(summary.outcomes)
-        filled = int(30 * done / self.total)
-        rate = done / max(time.perf_counter() - self.start, 1e-6)
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} "
-            f"({rate:.1f}/s) failed {len(summary.failed)}"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

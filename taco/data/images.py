@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from taco.errors import ConfigError, DataError
+from taco.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -166,35 +167,42 @@ def build_cache(
             return ImageCache(array, bad, final, built=False)
 
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npy"
-    array = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
-    )
+    # Rows go to the file with positioned writes rather than through a memory map, so the
+    # written pages sit in the OS page cache, not in this process: memory stays flat with size.
+    row_bytes = size * size * 3
+    with open(tmp, "wb") as handle:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), size, size, 3)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        offset = handle.tell()
+        handle.truncate(offset + row_bytes * len(paths))
+    fd = os.open(tmp, os.O_WRONLY)
     bad: list[tuple[int, BadImage]] = []
 
     def work(row: int) -> None:
         try:
-            array[row] = decode_image(paths[row], size, resize, sizes[row])
+            pixels = decode_image(paths[row], size, resize, sizes[row])
+            os.pwrite(fd, np.ascontiguousarray(pixels).tobytes(), offset + row * row_bytes)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, FileNotFoundError):
                 reason = "file not found"
             bad.append((row, BadImage(str(paths[row]), reason)))
 
-    start, done = time.perf_counter(), 0
+    start = time.perf_counter()
+    bar = Progress(len(paths), f"decoding images to {size} px")
     try:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             for _ in pool.map(work, range(len(paths))):
-                done += 1
-                if done % max(1, len(paths) // 10) == 0 or done == len(paths):
-                    log.info("decoding images: %d/%d", done, len(paths))
+                bar.update()
+        bar.close()
         bad.sort(key=lambda item: item[0])
         _check_bad(bad, on_bad_image)
-        array.flush()
-        array = None  # close the memory map before the file is moved
+        os.fsync(fd)
         meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
         meta_path.write_text(json.dumps(meta))
         os.replace(tmp, final)  # the cache exists only once it is whole
     finally:
+        os.close(fd)
         if tmp.exists():
             tmp.unlink()
     log.info(
