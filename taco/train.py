@@ -101,6 +101,9 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     datamodule.setup()
     logger.set_tags({"dataset_sha256": datamodule.labelset.content_hash[:16]})
     logger.log_dict(datamodule.split_record(), "split.json")
+    logger.log_metrics({"data/skipped_images": len(datamodule.skipped)})
+    if datamodule.skipped:
+        logger.log_dict([b.__dict__ for b in datamodule.skipped], "skipped_images.json")
     if augmentation is not None:
         _log_figure(
             logger,

@@ -219,3 +219,38 @@ def test_cli_exit_codes_and_message(tmp_path, server, capsys):
     )
     out = capsys.readouterr()
     assert code == 0 and "2 downloaded" in out.out
+
+
+def test_download_then_load_as_dataset_taco(tmp_path, compose_cfg):
+    """End to end offline: a TACO-format set served over HTTP, downloaded, loaded, cached."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    from hydra.utils import instantiate
+
+    from taco.data.synthetic import SyntheticTaco
+
+    source = tmp_path / "served"
+    SyntheticTaco(num_images=20, image_size=(96, 72)).write(source)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(source))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        doc = json.loads((source / "annotations.json").read_text())
+        for im in doc["images"]:
+            im["flickr_url"] = f"{url}/{im['file_name']}"
+        (source / "remote.json").write_text(json.dumps(doc))
+        root = tmp_path / "data" / "taco"
+        summary = download(root, f"{url}/remote.json", workers=4, timeout=5, progress=False)
+        assert summary.count("downloaded") == 20 and not summary.failed
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    cfg = compose_cfg(["dataset=taco", f"paths.data_dir={tmp_path}/data", "model.image_size=32"])
+    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "cache", seed=0)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.cache.array.shape == (20, 32, 32, 3) and not dm.skipped
+    assert sum(len(r) for r in dm.rows.values()) == 20

@@ -62,6 +62,7 @@ class TacoDataModule:
         self.labelset: LabelSet | None = None
         self.cache: ImageCache | None = None
         self.rows: dict[str, np.ndarray] = {}
+        self.skipped: list = []
 
     # ------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:
@@ -160,7 +161,7 @@ class TacoDataModule:
             "rare": {k: v for k, v in labelset.meta.items() if k.startswith("rare_")},
             "annotation_sha256": labelset.content_hash,
             **{part: labelset.image_ids[self.rows[part]].tolist() for part in PARTS},
-            "skipped": [b.__dict__ for b in getattr(self, "skipped", [])],
+            "skipped": [b.__dict__ for b in self.skipped],
         }
 
     def _labels(self) -> LabelSet:
