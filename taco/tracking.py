@@ -53,6 +53,7 @@ class NullLogger:
     """Logs nothing; used by `logger=none` and by debug runs."""
 
     run_id: str | None = None
+    active = False  # False: nothing is recorded, so nothing needs preparing for it
 
     @contextlib.contextmanager
     def run(self, tags: Mapping[str, str] | None = None) -> Iterator[NullLogger]:
@@ -68,6 +69,8 @@ class NullLogger:
 
 
 class MLflowLogger(NullLogger):
+    active = True
+
     def __init__(
         self,
         tracking_uri: str,

@@ -73,6 +73,23 @@ def _log_figure(logger: Any, figure: Any, name: str) -> None:
     plt.close(figure)
 
 
+def _log_model(logger: Any, classifier: Any, trainer: Any, datamodule: Any, cfg: Any) -> None:
+    """The trained model with what predicting needs: class names, thresholds, image size."""
+    import tempfile
+
+    meta = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "class_names": datamodule.class_names,
+        "thresholds": [float(t) for t in trainer.thresholds],
+        "image_size": datamodule.image_size,
+        "resize": datamodule.resize,
+    }
+    with tempfile.TemporaryDirectory(prefix="taco-model-") as tmp:
+        folder = classifier.save(Path(tmp) / "model", meta)
+        logger.log_artifacts(folder, "model")
+
+
 def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     from hydra.utils import instantiate
 
@@ -96,6 +113,7 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     )
     trainer = instantiate(cfg.trainer)
     classifier = instantiate(cfg.model.classifier)
+    classifier.check(int(cfg.model.image_size))
 
     datamodule.prepare_data()
     datamodule.setup()
@@ -115,6 +133,9 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     trainer.fit(classifier, datamodule, logger)
     val = trainer.validate(classifier, datamodule, logger)
     test = trainer.test(classifier, datamodule, logger)
+
+    if logger.active:
+        _log_model(logger, classifier, trainer, datamodule, cfg)
 
     floors = metrics.floors(
         datamodule.labels("train"), datamodule.labels("test"), datamodule.class_names, cfg.seed

@@ -55,7 +55,7 @@ class _EpochEnd(keras.callbacks.Callback):
             "epoch_seconds": time.perf_counter() - self.started,
         }
         self.started = time.perf_counter()
-        self.logger.log_metrics(metrics, step=step)
+        self.logger.log_metrics({k: v for k, v in metrics.items() if not np.isnan(v)}, step=step)
         value = metrics[self.trainer.monitor]
         better = self.best is None or (
             value > self.best if self.trainer.monitor_mode == "max" else value < self.best
@@ -66,7 +66,7 @@ class _EpochEnd(keras.callbacks.Callback):
         log.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val_f1_macro %.3f (fixed 0.5: %.3f)%s",
             step,
-            self.trainer.max_epochs,
+            self.trainer.epochs_for(self.classifier),
             metrics["train/loss"],
             metrics["val/loss"],
             tuned.f1_macro,
@@ -109,6 +109,9 @@ class Trainer:
         self.best_epoch = 0
         self.fit_seconds = 0.0
 
+    def epochs_for(self, classifier: Any) -> int:
+        return 1 if getattr(classifier, "single_pass", False) else self.max_epochs
+
     def seed_everything(self, seed: int) -> None:
         keras.utils.set_random_seed(int(seed))
         if self.deterministic:
@@ -119,7 +122,9 @@ class Trainer:
     def fit(self, classifier: Any, datamodule: Any, logger: Any = None) -> None:
         logger = logger or NullLogger()
         self.class_names = datamodule.class_names
-        classifier.setup(datamodule.num_classes, datamodule.image_size)
+        classifier.setup(
+            datamodule.num_classes, datamodule.image_size, train_labels=datamodule.labels("train")
+        )
         train = datamodule.batches("train", limit_batches=self.limit_train_batches)
         val = datamodule.batches("val", limit_batches=self.limit_val_batches)
         callback = _EpochEnd(self, classifier, val, logger)
@@ -134,7 +139,9 @@ class Trainer:
             {
                 "best_epoch": self.best_epoch,
                 "fit_seconds": self.fit_seconds,
-                "train_images_per_second": len(train.rows) * self.max_epochs / self.fit_seconds,
+                "train_images_per_second": len(train.rows)
+                * self.epochs_for(classifier)
+                / self.fit_seconds,
             }
         )
 

@@ -54,6 +54,16 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     assert sorted(ids) == list(range(48))
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
+    # the logged model labels a folder of images
+    predict = os.path.join(os.path.dirname(sys.executable), "taco-predict")
+    images = tmp_path / "data" / "synthetic" / "batch_1"
+    cmd = [predict, "--run-id", run.info.run_id, str(images), "--output", str(tmp_path / "p.csv")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(out.stdout.strip().splitlines()) == 48
+    header = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert header.startswith("file,Aluminium foil,Battery")
+
 
 def test_missing_dataset_fails_clearly_and_marks_the_run(compose_cfg, tmp_path, mlflow_uri):
     cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path)[:2]])

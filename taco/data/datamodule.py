@@ -143,6 +143,7 @@ class TacoDataModule:
             seed=self.seed,
             augment=self.augmentation if train else None,
             limit_batches=limit_batches,
+            cache_key=self.cache.path.stem,
         )
 
     def sample(self, part: str, n: int) -> np.ndarray:

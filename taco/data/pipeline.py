@@ -25,6 +25,7 @@ class CachedBatches(keras.utils.PyDataset):
         seed: int = 0,
         augment: Callable[..., dict] | None = None,
         limit_batches: int | None = None,
+        cache_key: str = "",
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.images = images
@@ -34,6 +35,7 @@ class CachedBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.augment = augment
         self.limit_batches = limit_batches
+        self.cache_key = cache_key  # names the image cache: what derived caches are keyed on
         self._rng = np.random.default_rng(seed)
         self._order = self._rng.permutation(self.rows) if shuffle else self.rows.copy()
 
@@ -59,7 +61,10 @@ class CachedBatches(keras.utils.PyDataset):
         if self.shuffle:
             self._order = self._rng.permutation(self.rows)
 
+    def ordered_rows(self) -> np.ndarray:
+        """Cache rows in batch order (this epoch, as far as `limit_batches` reaches)."""
+        return np.concatenate([self.batch_rows(i) for i in range(self.num_batches)])
+
     def targets(self) -> np.ndarray:
-        """Labels in batch order (the whole epoch, as far as `limit_batches` reaches)."""
-        rows = np.concatenate([self.batch_rows(i) for i in range(self.num_batches)])
-        return self.labels[rows]
+        """Labels in batch order, aligned with what `predict` returns."""
+        return self.labels[self.ordered_rows()]

@@ -1,39 +1,97 @@
 """KerasClassifier: wraps a keras.Model builder behind the Trainer's classifier protocol.
 
-The protocol is `setup(num_classes, image_size)`, `fit(batches, epochs, callbacks)`,
-`predict_scores(batches) -> (n, classes)`, `get_state()` / `set_state(state)`.
+The protocol (shared with `taco.models.forest.ForestClassifier`):
+`check(image_size)`, `setup(num_classes, image_size, train_labels)`,
+`fit(batches, epochs, callbacks)`, `predict_scores(batches) -> (n, classes)`,
+`get_state()` / `set_state(state)`, `save(folder)`.
+
+A model with a nested backbone (transfer learning) trains in two stages on one epoch axis: the
+head on a frozen backbone for `head_epochs`, then the top `fine_tune_layers` layers of the
+backbone at `learning_rate * fine_tune_lr_factor` for the remaining epochs.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from taco.errors import ConfigError
+from taco.models.losses import LOSSES, make_loss
+
+log = logging.getLogger(__name__)
+
 
 class KerasClassifier:
+    kind = "keras"
+
     def __init__(
         self,
         build: Callable[..., keras.Model],
         learning_rate: float = 1e-3,
-        label_smoothing: float = 0.0,
+        loss: str = "bce",
+        focal_gamma: float = 2.0,
+        head_epochs: int | None = None,
+        fine_tune_layers: int = 0,
+        fine_tune_lr_factor: float = 0.1,
     ) -> None:
+        if loss not in LOSSES:
+            raise ConfigError(f"model.classifier.loss must be one of {LOSSES}; got {loss!r}")
         self.build = build
         self.learning_rate = float(learning_rate)
-        self.label_smoothing = float(label_smoothing)
+        self.loss_name = loss
+        self.focal_gamma = float(focal_gamma)
+        self.head_epochs = head_epochs
+        self.fine_tune_layers = int(fine_tune_layers)
+        self.fine_tune_lr_factor = float(fine_tune_lr_factor)
         self.model: keras.Model | None = None
+        self._loss: Any = None
 
-    def setup(self, num_classes: int, image_size: int) -> None:
+    # ------------------------------------------------------------------ protocol
+    def check(self, image_size: int) -> None:
+        """Config-time checks that need no data: backbone name and minimum image size."""
+        backbone = _keyword(self.build, "backbone")
+        if backbone is not None:
+            from taco.models.transfer import check_backbone
+
+            check_backbone(backbone, image_size, _keyword(self.build, "weights"))
+
+    def setup(
+        self, num_classes: int, image_size: int, train_labels: np.ndarray | None = None
+    ) -> None:
         self.model = self.build(num_classes=num_classes, image_size=image_size)
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing),
-        )
+        self._loss = make_loss(self.loss_name, train_labels, self.focal_gamma)
+        backbone = self.backbone
+        if backbone is not None and self.head_epochs != 0:
+            backbone.trainable = False
+        self._compile(self.learning_rate)
 
     def fit(self, batches: Any, epochs: int, callbacks: Sequence[Any] = (), verbose: int = 0):
-        return self._model().fit(batches, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+        model = self._model()
+        staged = self.backbone is not None and self.head_epochs and self.head_epochs < epochs
+        if not staged:
+            return model.fit(batches, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+        model.fit(batches, epochs=self.head_epochs, callbacks=list(callbacks), verbose=verbose)
+        self._unfreeze_top()
+        log.info(
+            "fine-tuning the top %s backbone layers from epoch %d at learning rate %g",
+            self.fine_tune_layers or "all",
+            self.head_epochs + 1,
+            self.learning_rate * self.fine_tune_lr_factor,
+        )
+        return model.fit(
+            batches,
+            initial_epoch=self.head_epochs,
+            epochs=epochs,
+            callbacks=list(callbacks),
+            verbose=verbose,
+        )
 
     def predict_scores(self, batches: Any) -> np.ndarray:
         return np.asarray(self._model().predict(batches, verbose=0), dtype=np.float64)
@@ -44,10 +102,44 @@ class KerasClassifier:
     def set_state(self, state: list[np.ndarray]) -> None:
         self._model().set_weights(state)
 
-    def count_params(self) -> int:
-        return int(self._model().count_params())
+    def save(self, folder: Path, meta: dict) -> Path:
+        """`model.keras` plus `taco_model.json` (class names, thresholds, image size)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self._model().save(folder / "model.keras")
+        (folder / "taco_model.json").write_text(json.dumps({"kind": self.kind, **meta}, indent=1))
+        return folder
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def backbone(self) -> keras.Model | None:
+        nested = [layer for layer in self._model().layers if isinstance(layer, keras.Model)]
+        return nested[0] if nested else None
+
+    def _unfreeze_top(self) -> None:
+        backbone = self.backbone
+        backbone.trainable = True
+        if self.fine_tune_layers:
+            for layer in backbone.layers[: -self.fine_tune_layers]:
+                layer.trainable = False
+        self._compile(self.learning_rate * self.fine_tune_lr_factor)
+
+    def _compile(self, learning_rate: float) -> None:
+        self._model().compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self._loss)
 
     def _model(self) -> keras.Model:
         if self.model is None:
             raise RuntimeError("call setup() before using the classifier")
         return self.model
+
+
+def _keyword(build: Callable, name: str) -> Any:
+    """A keyword bound in a functools.partial (Hydra `_partial_: true`), or its default."""
+    keywords = getattr(build, "keywords", {}) or {}
+    if name in keywords:
+        return keywords[name]
+    func = getattr(build, "func", build)
+    try:
+        param = inspect.signature(func).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    return None if param is None or param.default is inspect.Parameter.empty else param.default

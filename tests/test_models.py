@@ -1,0 +1,183 @@
+"""Every model family through the same Trainer, metrics and MLflow logging, on tiny images."""
+
+import mlflow
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+
+from taco.errors import ConfigError
+from taco.train import train
+from tests.conftest import tiny_overrides
+
+FAMILIES = {
+    "vgg16": [
+        "model=vgg16",
+        "model.weights=null",
+        "model.image_size=32",
+        "model.classifier.head_epochs=1",
+        "model.classifier.build.dense_units=16",
+    ],
+    "xception": [
+        "model=xception",
+        "model.weights=null",
+        "model.image_size=71",
+        "model.classifier.head_epochs=1",
+        "model.classifier.build.dense_units=16",
+    ],
+    "xception_rf": [
+        "model=xception_rf",
+        "model.weights=null",
+        "model.image_size=71",
+        "model.classifier.n_estimators=20",
+    ],
+}
+
+
+def _tiny(tmp_path, extra):
+    keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.", "trainer."))]
+    return [*keep, "trainer.max_epochs=2", *extra]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg(_tiny(tmp_path, FAMILIES[family]))
+    value = train(cfg)
+    assert 0.0 <= value <= 1.0
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.search_runs([client.get_experiment_by_name("taco").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["model"] == family
+    assert any(k.startswith("test/f1/") for k in run.data.metrics)
+    history = [m.step for m in client.get_metric_history(run.info.run_id, "val/f1_macro")]
+    assert history == ([1] if family.endswith("_rf") else [1, 2])  # one axis over both stages
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/taco_model.json" in files
+    assert ("model/forest" in files) if family.endswith("_rf") else ("model/model.keras" in files)
+
+
+def _fitted(compose_cfg, tmp_path, extra):
+    cfg = compose_cfg(_tiny(tmp_path, extra))
+    dm = instantiate(
+        cfg.dataset, image_size=cfg.model.image_size, cache_dir=cfg.paths.cache_dir, seed=cfg.seed
+    )
+    dm.prepare_data()
+    dm.setup()
+    trainer = instantiate(cfg.trainer)
+    trainer.seed_everything(0)
+    classifier = instantiate(cfg.model.classifier)
+    trainer.fit(classifier, dm)
+    trainer.validate(classifier, dm)
+    return dm, trainer, classifier
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.image_size=32", "model.classifier.build.filters=[8,16]"],
+        [
+            "model=vgg16_rf",
+            "model.weights=null",
+            "model.image_size=32",
+            "model.classifier.n_estimators=10",
+        ],
+    ],
+    ids=["cnn", "vgg16_rf"],
+)
+def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, extra):
+    from taco.predict import load_model
+
+    dm, trainer, classifier = _fitted(compose_cfg, tmp_path, extra)
+    test = dm.batches("test")
+    expected = classifier.predict_scores(test)
+    meta = {
+        "class_names": dm.class_names,
+        "thresholds": trainer.thresholds.tolist(),
+        "image_size": dm.image_size,
+        "resize": "squash",
+    }
+    loaded = load_model(classifier.save(tmp_path / "model", meta))
+    images = np.asarray(dm.cache.array[test.ordered_rows()], np.float32)
+    np.testing.assert_allclose(loaded.predict(images), expected, rtol=1e-5, atol=1e-6)
+    assert loaded.class_names == dm.class_names
+
+
+def test_forest_features_are_extracted_once(compose_cfg, tmp_path):
+    extra = [
+        "model=vgg16_rf",
+        "model.weights=null",
+        "model.image_size=32",
+        "model.classifier.n_estimators=5",
+    ]
+    dm, _, first = _fitted(compose_cfg, tmp_path, extra)
+    assert not first.features_reused
+    files = list((tmp_path / "data" / "cache" / "features").glob("*.npy"))
+    assert len(files) == 1 and "VGG16-None-32px" in files[0].name
+    _, _, second = _fitted(compose_cfg, tmp_path, [*extra, "model.classifier.n_estimators=7"])
+    assert second.features_reused
+
+
+def test_forest_scores_with_labels_constant_in_training():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from taco.models.forest import forest_scores
+
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 4))
+    y = np.stack([x[:, 0] > 0.5, np.zeros(30), np.ones(30)], 1).astype(int)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    scores = forest_scores(forest, x, 3)
+    assert scores.shape == (30, 3)
+    assert np.all(scores[:, 1] == 0) and np.all(scores[:, 2] == 1)
+    assert scores[:, 0][y[:, 0] == 1].mean() > scores[:, 0][y[:, 0] == 0].mean()
+
+
+def test_backbone_checks_at_config_time(tmp_path, monkeypatch):
+    from taco.models.transfer import check_backbone
+
+    with pytest.raises(ConfigError, match="not a keras.applications model"):
+        check_backbone("VGG17", 64)
+    with pytest.raises(ConfigError, match="needs at least 71x71"):
+        check_backbone("Xception", 64)
+    check_backbone("ResNet50", 64)  # any keras.applications name works
+
+
+def test_missing_weights_say_where_keras_looks(tmp_path, monkeypatch):
+    from taco.models.transfer import check_backbone
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weight file
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # offline, deterministically
+    with pytest.raises(ConfigError) as err:
+        check_backbone("VGG16", 32, "imagenet")
+    text = str(err.value)
+    assert str(tmp_path / "keras" / "models") in text and "model.weights=null" in text
+
+
+def test_losses():
+    import keras
+
+    from taco.models.losses import WeightedBinaryCrossentropy, make_loss, positive_weights
+
+    y = np.array([[1, 0], [0, 0], [0, 1], [0, 0]], np.float32)
+    np.testing.assert_allclose(positive_weights(y), [3.0, 3.0])
+    p = np.array([[0.8, 0.3], [0.1, 0.2], [0.4, 0.9], [0.2, 0.1]], np.float32)
+    w = np.array([3.0, 1.0])
+    want = -(w * y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1).mean()
+    got = float(WeightedBinaryCrossentropy(w.tolist())(y, p))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert isinstance(make_loss("focal", None), keras.losses.BinaryFocalCrossentropy)
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        make_loss("hinge", None)
+
+
+@pytest.mark.parametrize("loss", ["weighted_bce", "focal"])
+def test_loss_options_train(loss, compose_cfg, tmp_path):
+    dm, trainer, classifier = _fitted(
+        compose_cfg,
+        tmp_path,
+        [
+            "model.image_size=32",
+            "model.classifier.build.filters=[8]",
+            f"model.classifier.loss={loss}",
+        ],
+    )
+    assert np.isfinite(classifier.predict_scores(dm.batches("val"))).all()
