@@ -93,3 +93,13 @@ def test_bad_augmentation_argument_is_refused_before_training(compose_cfg, tmp_p
     _, runs = _runs(mlflow_uri)
     assert runs[0].info.status == "FAILED"
     assert not (tmp_path / "data" / "synthetic").exists()  # failed before any data work
+
+
+def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg([*tiny_overrides(tmp_path), "seed=11"])
+    train(cfg)
+    train(cfg)
+    client, runs = _runs(mlflow_uri)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    first, second = ({k: v for k, v in r.data.metrics.items() if k.startswith("test/")} for r in runs)
+    assert first == second and any(k.startswith("test/f1/") for k in first)
