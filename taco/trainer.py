@@ -63,6 +63,14 @@ class _EpochEnd(keras.callbacks.Callback):
         if better and not np.isnan(value):
             self.best, self.best_epoch = value, step
             self.best_state = self.classifier.get_state()
+        patience = self.trainer.early_stopping_patience
+        if (
+            patience is not None
+            and step - self.best_epoch >= patience
+            and getattr(self, "model", None)
+        ):
+            log.info("early stopping: no better %s for %d epochs", self.trainer.monitor, patience)
+            self.model.stop_training = True
         log.info(
             "epoch %d/%d  loss %.4f  val_loss %.4f  val_f1_macro %.3f (fixed 0.5: %.3f)%s",
             step,
@@ -86,6 +94,9 @@ class Trainer:
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
         limit_test_batches: int | None = None,
+        fast_dev_run: bool = False,
+        overfit_batches: int = 0,
+        early_stopping_patience: int | None = None,
         verbose: int = 0,
     ) -> None:
         if monitor not in MONITORS:
@@ -103,11 +114,35 @@ class Trainer:
         self.limit_train_batches = limit_train_batches
         self.limit_val_batches = limit_val_batches
         self.limit_test_batches = limit_test_batches
+        self.fast_dev_run = bool(fast_dev_run)
+        self.overfit_batches = int(overfit_batches or 0)
+        self.early_stopping_patience = early_stopping_patience
+        if self.fast_dev_run:
+            self.max_epochs = 1
         self.verbose = verbose
         self.class_names: list[str] = []
         self.thresholds: np.ndarray | None = None
         self.best_epoch = 0
         self.fit_seconds = 0.0
+
+    def batches(self, datamodule: Any, part: str) -> Any:
+        """The batches a stage uses, after fast_dev_run, overfit_batches and limit_*_batches.
+
+        overfit_batches=N trains on the same N un-augmented, unshuffled training batches and
+        validates and tests on them too: a model that cannot fit them cannot learn at all.
+        """
+        if self.overfit_batches:
+            return datamodule.batches(
+                "train", shuffle=False, limit_batches=self.overfit_batches, augment=False
+            )
+        if self.fast_dev_run:
+            return datamodule.batches(part, limit_batches=1)
+        limit = {
+            "train": self.limit_train_batches,
+            "val": self.limit_val_batches,
+            "test": self.limit_test_batches,
+        }[part]
+        return datamodule.batches(part, limit_batches=limit)
 
     def epochs_for(self, classifier: Any) -> int:
         return 1 if getattr(classifier, "single_pass", False) else self.max_epochs
@@ -125,8 +160,7 @@ class Trainer:
         classifier.setup(
             datamodule.num_classes, datamodule.image_size, train_labels=datamodule.labels("train")
         )
-        train = datamodule.batches("train", limit_batches=self.limit_train_batches)
-        val = datamodule.batches("val", limit_batches=self.limit_val_batches)
+        train, val = self.batches(datamodule, "train"), self.batches(datamodule, "val")
         callback = _EpochEnd(self, classifier, val, logger)
         start = time.perf_counter()
         classifier.fit(train, epochs=self.max_epochs, callbacks=[callback], verbose=self.verbose)
@@ -148,7 +182,7 @@ class Trainer:
     def validate(self, classifier: Any, datamodule: Any, logger: Any = None) -> Evaluation:
         """Score validation, choose the thresholds (tuned per class, or fixed) and log them."""
         logger = logger or NullLogger()
-        val = datamodule.batches("val", limit_batches=self.limit_val_batches)
+        val = self.batches(datamodule, "val")
         y, scores = val.targets(), classifier.predict_scores(val)
         if self.threshold == "tuned":
             self.thresholds = tune_thresholds(y, scores)
@@ -167,7 +201,7 @@ class Trainer:
         logger = logger or NullLogger()
         if self.thresholds is None:
             self.validate(classifier, datamodule, logger)
-        test = datamodule.batches("test", limit_batches=self.limit_test_batches)
+        test = self.batches(datamodule, "test")
         y, scores = test.targets(), classifier.predict_scores(test)
         result = evaluate(y, scores, self.thresholds, datamodule.class_names)
         logger.log_metrics({**result.summary("test"), **per_class_metrics(result, "test")})

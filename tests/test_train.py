@@ -101,5 +101,7 @@ def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path,
     train(cfg)
     client, runs = _runs(mlflow_uri)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    first, second = ({k: v for k, v in r.data.metrics.items() if k.startswith("test/")} for r in runs)
+    first, second = (
+        {k: v for k, v in r.data.metrics.items() if k.startswith("test/")} for r in runs
+    )
     assert first == second and any(k.startswith("test/f1/") for k in first)

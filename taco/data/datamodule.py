@@ -128,8 +128,15 @@ class TacoDataModule:
     def labels(self, part: str) -> np.ndarray:
         return self._labels().labels[self.rows[part]]
 
-    def batches(self, part: str, shuffle: bool | None = None, limit_batches: int | None = None):
-        """Keras batches of one part; only the training part is shuffled and augmented."""
+    def batches(
+        self,
+        part: str,
+        shuffle: bool | None = None,
+        limit_batches: int | None = None,
+        augment: bool | None = None,
+    ):
+        """Keras batches of one part; by default only the training part is shuffled and
+        augmented."""
         from taco.data.pipeline import CachedBatches
 
         labelset = self._labels()
@@ -141,7 +148,7 @@ class TacoDataModule:
             self.batch_size,
             shuffle=train if shuffle is None else shuffle,
             seed=self.seed,
-            augment=self.augmentation if train else None,
+            augment=self.augmentation if (train if augment is None else augment) else None,
             limit_batches=limit_batches,
             cache_key=self.cache.path.stem,
         )
