@@ -103,8 +103,8 @@ class MLflowLogger(NullLogger):
         log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
         try:
             yield self
-        except KeyboardInterrupt:
-            self._close_with_error("KILLED", "interrupted (KeyboardInterrupt)")
+        except KeyboardInterrupt as exc:
+            self._close_with_error("KILLED", f"interrupted ({exc or 'KeyboardInterrupt'})")
             raise
         except BaseException as exc:
             self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")

@@ -6,6 +6,7 @@ TensorFlow, Keras and MLflow load inside `train()`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -48,6 +49,17 @@ def _instantiate_optional(node: Any) -> Any:
     return instantiate(node)
 
 
+def _overrides_tag() -> dict[str, str]:
+    """The command-line overrides of this job, when run by Hydra (empty under compose)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:
+        return {}
+    return {"hydra_overrides": " ".join(overrides)[:5000] or "(none)"}
+
+
 def train(cfg: DictConfig) -> float:
     """Run one training job described by `cfg`; returns `cfg.optimized_metric`."""
     from hydra.utils import instantiate
@@ -60,10 +72,31 @@ def train(cfg: DictConfig) -> float:
         "model": cfg.model.name,
         "task": cfg.task_name,
         **git_state(Path(cfg.paths.root_dir)),
+        **_overrides_tag(),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
-    with logger.run(tags=tags):
+    with _sigterm_as_interrupt(), logger.run(tags=tags):
         return _train_in_run(cfg, logger)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: marked KILLED, not left RUNNING."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_figure(logger: Any, figure: Any, name: str) -> None:
