@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup train download stats bench bench-models test test-all lint format ui clean
+.PHONY: setup train download stats bench bench-models bench-trainer test test-all lint format ui clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ stats: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py $(ARGS)
+
+bench-trainer: setup
+	$(BIN)/python benchmarks/trainer.py $(ARGS)
 
 bench-models: setup
 	$(BIN)/python benchmarks/models.py $(ARGS)

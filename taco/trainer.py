@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from taco.errors import ConfigError
-from taco.metrics import Evaluation, evaluate, tune_thresholds
+from taco.metrics import Evaluation, evaluate, macro_f1, tune_thresholds
 from taco.tracking import NullLogger, sanitize
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,13 @@ class _EpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = epoch + 1
         scores = self.classifier.predict_scores(self.val)
-        thresholds = tune_thresholds(self.y_val, scores)
-        tuned = evaluate(self.y_val, scores, thresholds, self.trainer.class_names)
-        fixed = evaluate(self.y_val, scores, 0.5, self.trainer.class_names)
+        tuned = macro_f1(self.y_val, scores, tune_thresholds(self.y_val, scores))
+        fixed = macro_f1(self.y_val, scores, 0.5)
         metrics = {
             "train/loss": float((logs or {}).get("loss", np.nan)),
             "val/loss": bce(self.y_val, scores),
-            "val/f1_macro": tuned.f1_macro,
-            "val/f1_macro_fixed": fixed.f1_macro,
+            "val/f1_macro": tuned,
+            "val/f1_macro_fixed": fixed,
             "epoch_seconds": time.perf_counter() - self.started,
         }
         self.started = time.perf_counter()
@@ -77,8 +76,8 @@ class _EpochEnd(keras.callbacks.Callback):
             self.trainer.epochs_for(self.classifier),
             metrics["train/loss"],
             metrics["val/loss"],
-            tuned.f1_macro,
-            fixed.f1_macro,
+            tuned,
+            fixed,
             "  *" if better else "",
         )
 

@@ -65,3 +65,14 @@ def test_floors():
     # predicting everything: F1 = 2q / (1 + q) per class, q = test prevalence (0.5, 0.25)
     assert f["floor/f1_macro_all"] == pytest.approx((2 * 0.5 / 1.5 + 2 * 0.25 / 1.25) / 2)
     assert 0 <= f["floor/f1_macro_prevalence"] <= 1
+
+
+def test_fast_macro_f1_matches_scikit_learn_path():
+    from taco.metrics import macro_f1
+
+    rng = np.random.default_rng(1)
+    y = rng.random((80, 7)) < np.linspace(0.0, 0.4, 7)  # first class has no positives
+    s = rng.random((80, 7))
+    t = tune_thresholds(y, s)
+    for thr in (0.5, t):
+        assert macro_f1(y, s, thr) == pytest.approx(evaluate(y, s, thr, list("abcdefg")).f1_macro)

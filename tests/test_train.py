@@ -112,7 +112,9 @@ def test_sigterm_marks_the_run_killed(tmp_path, mlflow_uri):
     import time
 
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
-    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))]
+    overrides = [
+        o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))
+    ]
     cmd = [exe, *overrides, "trainer.max_epochs=500", f"hydra.run.dir={tmp_path}/run"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
