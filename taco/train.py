@@ -7,6 +7,7 @@ TensorFlow, Keras and MLflow load inside `train()`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
     if augmentation is not None:
         _log_figure(
             logger,
-            plots.augmentation_preview(datamodule.sample("train", 6), augmentation),
+            plots.augmentation_preview(datamodule.sample("train", 6), copy.deepcopy(augmentation)),
             "plots/augmentation_preview.png",
         )
 
