@@ -64,6 +64,23 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header.startswith("file,Aluminium foil,Battery")
 
+    # taco-eval: the same model, split and thresholds reproduce the test scores in a new run
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taco.config import CONF_DIR
+    from taco.evaluate import evaluate_model
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", [*overrides, "seed=3", f"run_id={run.info.run_id}"])
+    GlobalHydra.instance().clear()
+    assert evaluate_model(cfg) == pytest.approx(m["test/f1_macro"])
+    _, runs = _runs(mlflow_uri)
+    evaluation = [r for r in runs if r.data.tags.get("source_run_id") == run.info.run_id]
+    assert len(evaluation) == 1 and evaluation[0].info.status == "FINISHED"
+    assert evaluation[0].data.metrics["test/f1_macro"] == pytest.approx(m["test/f1_macro"])
+
 
 def test_missing_dataset_fails_clearly_and_marks_the_run(compose_cfg, tmp_path, mlflow_uri):
     cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path)[:2]])
@@ -128,3 +145,19 @@ def test_sigterm_marks_the_run_killed(tmp_path, mlflow_uri):
     assert [r.info.status for r in runs] == ["KILLED"]
     assert "terminated by signal" in runs[0].data.tags["error"]
     assert "trainer.max_epochs=500" in runs[0].data.tags["hydra_overrides"]
+
+
+def test_eval_needs_a_run_or_a_model(tmp_path, mlflow_uri):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taco.config import CONF_DIR
+    from taco.errors import ConfigError
+    from taco.evaluate import evaluate_model
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", [f"paths.data_dir={tmp_path}"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match="exactly one of run_id"):
+        evaluate_model(cfg)
