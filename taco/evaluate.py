@@ -8,7 +8,6 @@ with the training run's id (`source_run_id`).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, register_resolvers
-from taco.errors import ConfigError, TacoError
+from taco.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger("taco.eval")
 register_resolvers()
@@ -86,11 +85,8 @@ def _evaluate_in_run(cfg: DictConfig, model, logger) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float:
-    try:
+    with exit_on_user_error("taco-eval"):
         return evaluate_model(cfg)
-    except TacoError as exc:
-        log.error("%s", exc)
-        sys.exit(f"taco-eval: error: {exc}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, register_resolvers
-from taco.errors import TacoError
+from taco.errors import exit_on_user_error
 
 log = logging.getLogger("taco.stats")
 register_resolvers()
@@ -110,10 +110,8 @@ def stats(cfg: DictConfig, out_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="stats")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
-    try:
+    with exit_on_user_error("taco-stats"):
         print(stats(cfg, out_dir))
-    except TacoError as exc:
-        raise SystemExit(f"taco-stats: error: {exc}") from None
     print(f"written to {out_dir} (stats.md, cooccurrence.csv, cooccurrence.png)")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from taco.config import CONF_DIR, flatten, register_resolvers
-from taco.errors import ConfigError, TacoError
+from taco.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger("taco.train")
 
@@ -201,11 +200,8 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    try:
+    with exit_on_user_error("taco-train"):
         return train(cfg)
-    except TacoError as exc:
-        log.error("%s", exc)
-        sys.exit(f"taco-train: error: {exc}")
 
 
 if __name__ == "__main__":

@@ -59,14 +59,19 @@ class LabelSet:
 
 def read_annotations(path: str | Path) -> dict:
     """Parse and validate a COCO annotation file; one DataError lists every problem found."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[dict, str]:
+    """The validated document and the sha256 of the bytes it was parsed from (read once)."""
     if not path.is_file():
         raise DataError(
             f"annotation file not found: {path}. Check dataset.root and dataset.annotation_file "
             "(for real TACO, download it first; see README)"
         )
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
+        doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(
             f"{path} is not valid JSON ({exc}); re-download or regenerate it (a partial download "
@@ -77,7 +82,7 @@ def read_annotations(path: str | Path) -> dict:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise DataError(f"{path} is not a valid COCO/TACO annotation file:\n  - {shown}{more}")
-    return doc
+    return doc, hashlib.sha256(data).hexdigest()
 
 
 def _validate(doc: object) -> list[str]:
@@ -139,7 +144,7 @@ def load_labelset(
             f"dataset.label_level must be one of {', '.join(classmaps.BUILTIN)} or a YAML "
             f"class-map file; got {label_level!r}"
         )
-    doc = read_annotations(annotation_file)
+    doc, content_hash = _read(annotation_file)
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -166,7 +171,7 @@ def load_labelset(
         sizes=np.array([[im["width"], im["height"]] for im in images], dtype=np.int64),
         labels=labels,
         class_names=class_names,
-        content_hash=hashlib.sha256(annotation_file.read_bytes()).hexdigest(),
+        content_hash=content_hash,
         meta={
             "annotation_file": str(annotation_file),
             "label_level": str(label_level),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -66,6 +67,7 @@ class Family:
     hue: float
 
 
+@functools.cache
 def families() -> dict[str, Family]:
     """Supercategory -> visual family; neighbouring classes get far-apart hues (golden ratio)."""
     out = {}
