@@ -54,9 +54,12 @@ class NullLogger:
 
     run_id: str | None = None
     active = False  # False: nothing is recorded, so nothing needs preparing for it
+    resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
 
     @contextlib.contextmanager
-    def run(self, tags: Mapping[str, str] | None = None) -> Iterator[NullLogger]:
+    def run(
+        self, tags: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> Iterator[NullLogger]:
         yield self
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
@@ -85,7 +88,10 @@ class MLflowLogger(NullLogger):
         self.run_id = None
 
     @contextlib.contextmanager
-    def run(self, tags: Mapping[str, str] | None = None) -> Iterator[MLflowLogger]:
+    def run(
+        self, tags: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> Iterator[MLflowLogger]:
+        """A new run, or with `run_id` the same run reopened (a resumed training job)."""
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -98,7 +104,19 @@ class MLflowLogger(NullLogger):
         else:
             experiment_id = experiment.experiment_id
         all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name, tags=all_tags)
+        if run_id is not None and not self._exists(client, run_id):
+            log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
+            run_id = None
+        if run_id is not None:
+            run = mlflow.start_run(run_id=run_id)
+            mlflow.set_tags(all_tags)
+            if "error" in run.data.tags:  # from the interruption being resumed
+                mlflow.delete_tag("error")
+            self.resumed = True
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment_id, run_name=self.run_name, tags=all_tags
+            )
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
         try:
@@ -111,6 +129,14 @@ class MLflowLogger(NullLogger):
             raise
         else:
             mlflow.end_run("FINISHED")
+
+    @staticmethod
+    def _exists(client: Any, run_id: str) -> bool:
+        try:
+            client.get_run(run_id)
+        except Exception:
+            return False
+        return True
 
     def _close_with_error(self, status: str, message: str) -> None:
         import mlflow

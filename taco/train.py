@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,27 @@ def _instantiate_optional(node: Any) -> Any:
     return instantiate(node)
 
 
+def instantiate_callbacks(node: Any) -> list[Any]:
+    """`callbacks.<name>: {_target_: ...}` -> objects; a null entry is switched off."""
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for name, spec in (node or {}).items():
+        if spec is None:
+            continue
+        if "_target_" not in spec:
+            raise ConfigError(f"callbacks.{name} has no _target_: name the class to build")
+        callbacks.append(instantiate(spec))
+    return callbacks
+
+
+def checkpoint_search_dirs(cfg: DictConfig) -> list[Path]:
+    """Where `ckpt_path=last` looks: this job's folder, then every run and sweep folder."""
+    root = Path(cfg.paths.root_dir)
+    dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
+    return list(dict.fromkeys(d for d in dirs if d is not None))
+
+
 def _overrides_tag() -> dict[str, str]:
     """The command-line overrides of this job, when run by Hydra (empty under compose)."""
     try:
@@ -64,8 +86,10 @@ def train(cfg: DictConfig) -> float:
     """Run one training job described by `cfg`; returns `cfg.optimized_metric`."""
     from hydra.utils import instantiate
 
+    from taco import checkpoint, sweep
     from taco.tracking import git_state
 
+    sweep.prepare_job()
     logger = instantiate(cfg.logger)
     tags = {
         "dataset": cfg.dataset.name,
@@ -73,10 +97,19 @@ def train(cfg: DictConfig) -> float:
         "task": cfg.task_name,
         **git_state(Path(cfg.paths.root_dir)),
         **_overrides_tag(),
+        **sweep.job_tags(),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
-    with _sigterm_as_interrupt(), logger.run(tags=tags):
-        return _train_in_run(cfg, logger)
+    fingerprint = checkpoint.fingerprint(resolved_config(cfg))
+    ckpt = None
+    if cfg.get("ckpt_path"):
+        ckpt = checkpoint.resolve(str(cfg.ckpt_path), checkpoint_search_dirs(cfg), fingerprint)
+        meta = checkpoint.read_meta(ckpt)
+        tags["resumed_from"] = f"{ckpt} (epoch {meta['epoch']})"
+        log.info("resuming %s after epoch %d", ckpt, meta["epoch"])
+    run_id = checkpoint.read_meta(ckpt).get("run_id") if ckpt else None
+    with _sigterm_as_interrupt(), logger.run(tags=tags, run_id=run_id):
+        return _train_in_run(cfg, logger, ckpt, fingerprint)
 
 
 @contextlib.contextmanager
@@ -123,14 +156,16 @@ def _log_model(logger: Any, classifier: Any, trainer: Any, datamodule: Any, cfg:
         logger.log_artifacts(folder, "model")
 
 
-def _train_in_run(cfg: DictConfig, logger: Any) -> float:
+def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: dict) -> float:
     from hydra.utils import instantiate
 
     from taco import metrics, plots
 
     resolved = resolved_config(cfg)
-    logger.log_params(flatten({k: v for k, v in resolved.items() if k != "paths"}))
-    logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    if not getattr(logger, "resumed", False):  # a resumed run keeps the params it started with
+        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path")}
+        logger.log_params(flatten(params))
+        logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
     out = output_dir(cfg)
     if out is not None and (out / ".hydra").is_dir():
         logger.log_artifacts(out / ".hydra", ".hydra")
@@ -144,12 +179,16 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
         augmentation=augmentation,
         seed=cfg.seed,
     )
-    trainer = instantiate(cfg.trainer)
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")))
+    trainer.fingerprint = fingerprint
     classifier = instantiate(cfg.model.classifier)
     classifier.check(int(cfg.model.image_size))
+    profiler = trainer.profiler
+    logger = trainer._profiled(logger)
 
-    datamodule.prepare_data()
-    datamodule.setup()
+    with profiler.section("data_setup"):
+        datamodule.prepare_data()
+        datamodule.setup()
     logger.set_tags({"dataset_sha256": datamodule.labelset.content_hash[:16]})
     logger.log_dict(datamodule.split_record(), "split.json")
     logger.log_metrics({"data/skipped_images": len(datamodule.skipped)})
@@ -163,12 +202,22 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
         )
 
     trainer.seed_everything(cfg.seed)
-    trainer.fit(classifier, datamodule, logger)
+    try:
+        trainer.fit(classifier, datamodule, logger, ckpt_path=ckpt)
+    except KeyboardInterrupt:
+        if trainer.last_epoch:
+            print(
+                f"\ninterrupted after epoch {trainer.last_epoch}; continue this run with the same "
+                "overrides plus ckpt_path=last",
+                file=sys.stderr,
+            )
+        raise
     val = trainer.validate(classifier, datamodule, logger)
     test = trainer.test(classifier, datamodule, logger)
 
     if logger.active:
-        _log_model(logger, classifier, trainer, datamodule, cfg)
+        with profiler.section("log_model"):
+            _log_model(logger, classifier, trainer, datamodule, cfg)
 
     floors = metrics.floors(
         datamodule.labels("train"), datamodule.labels("test"), datamodule.class_names, cfg.seed
@@ -195,13 +244,36 @@ def _train_in_run(cfg: DictConfig, logger: Any) -> float:
         raise ConfigError(
             f"optimized_metric must be one of {sorted(summary)}; got {cfg.optimized_metric!r}"
         )
+    if profiler.enabled:
+        table = profiler.table()
+        logger.log_metrics(profiler.metrics())
+        logger.log_text(table, "profile.md")
+        print(f"\nTime per stage (trainer.profiler=simple):\n{table}")
+    trainer.mark_complete()
     return summary[cfg.optimized_metric]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
+    from taco.sweep import in_multirun
+
+    if in_multirun():
+        return _sweep_job(cfg)
     with exit_on_user_error("taco-train"):
         return train(cfg)
+
+
+def _sweep_job(cfg: DictConfig) -> float:
+    """A failed job of a sweep is logged (its run FAILED) and scores NaN; the other jobs go on,
+    and the sweep's parent run ends FAILED naming it. Ctrl-C still stops the whole sweep."""
+    from taco.errors import TacoError
+
+    try:
+        return train(cfg)
+    except Exception as exc:
+        user_error = isinstance(exc, TacoError)
+        log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=not user_error)
+        return float("nan")
 
 
 if __name__ == "__main__":

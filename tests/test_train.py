@@ -124,7 +124,7 @@ def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path,
     assert first == second and any(k.startswith("test/f1/") for k in first)
 
 
-def test_sigterm_marks_the_run_killed(tmp_path, mlflow_uri):
+def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, mlflow_uri):
     import signal
     import time
 
@@ -145,6 +145,16 @@ def test_sigterm_marks_the_run_killed(tmp_path, mlflow_uri):
     assert [r.info.status for r in runs] == ["KILLED"]
     assert "terminated by signal" in runs[0].data.tags["error"]
     assert "trainer.max_epochs=500" in runs[0].data.tags["hydra_overrides"]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert runs[0].data.tags["checkpoint"] == str(ckpt) and ckpt.is_file()
+
+    # the same job, told to stop sooner, continues the killed run from its checkpoint
+    resume = [*cmd[:-2], "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}/run", "ckpt_path=last"]
+    proc = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _runs(mlflow_uri)
+    assert [r.info.status for r in runs] == ["FINISHED"] and "error" not in runs[0].data.tags
+    assert "test/f1_macro" in runs[0].data.metrics
 
 
 def test_eval_needs_a_run_or_a_model(tmp_path, mlflow_uri):

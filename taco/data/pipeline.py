@@ -12,7 +12,8 @@ import numpy as np
 class CachedBatches(keras.utils.PyDataset):
     """Batches of (float32 images in 0..255, float32 multi-hot labels) read from the cache.
 
-    The order is reshuffled after every epoch from a seeded generator, so a run is repeatable.
+    The order and the augmentations of epoch `e` depend only on (seed, e), so a run is
+    repeatable and a resumed run draws exactly what the uninterrupted one would have.
     """
 
     def __init__(
@@ -36,8 +37,9 @@ class CachedBatches(keras.utils.PyDataset):
         self.augment = augment
         self.limit_batches = limit_batches
         self.cache_key = cache_key  # names the image cache: what derived caches are keyed on
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(self.rows) if shuffle else self.rows.copy()
+        self.seed = int(seed)
+        self.profiler = None  # set by the Trainer to time batch reading (`trainer.profiler`)
+        self.set_epoch(0)
 
     @property
     def num_batches(self) -> int:
@@ -50,7 +52,24 @@ class CachedBatches(keras.utils.PyDataset):
     def batch_rows(self, index: int) -> np.ndarray:
         return self._order[index * self.batch_size : (index + 1) * self.batch_size]
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.shuffle:
+            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
+        else:
+            self._order = self.rows.copy()
+        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
+            self.augment.set_random_seed(
+                int(np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(1)[0])
+            )
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.profiler is not None and self.profiler.enabled:
+            with self.profiler.section("data"):
+                return self._batch(index)
+        return self._batch(index)
+
+    def _batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.batch_rows(index)
         x = np.asarray(self.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
         if self.augment is not None:
@@ -58,8 +77,7 @@ class CachedBatches(keras.utils.PyDataset):
         return x.astype(np.float32), self.labels[rows]
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._order = self._rng.permutation(self.rows)
+        self.set_epoch(self.epoch + 1)
 
     def ordered_rows(self) -> np.ndarray:
         """Cache rows in batch order (this epoch, as far as `limit_batches` reaches)."""

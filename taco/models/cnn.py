@@ -32,5 +32,5 @@ def build_cnn(
         x = layers.Dense(dense_units, activation="relu")(x)
     if dropout:
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="sigmoid", name="scores")(x)
+    outputs = layers.Dense(num_classes, activation="sigmoid", name="scores", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="cnn")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.errors import ConfigError
+from taco.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,19 @@ class ForestClassifier:
     ) -> None:
         self.num_classes, self.image_size = num_classes, image_size
 
-    def fit(self, batches: Any, epochs: int = 1, callbacks: Sequence[Any] = (), verbose: int = 0):
+    def fit(
+        self,
+        batches: Any,
+        epochs: int = 1,
+        callbacks: Sequence[Any] = (),
+        initial_epoch: int = 0,
+        verbose: int = 0,
+    ) -> None:
         """Extract (or reuse) features, fit the forest once, then report one 'epoch'."""
         from sklearn.ensemble import RandomForestClassifier
 
+        for callback in callbacks:
+            callback.on_epoch_begin(0)
         features = self.features(batches)
         rows = batches.ordered_rows()
         start = time.perf_counter()
@@ -93,7 +102,6 @@ class ForestClassifier:
         )
         for callback in callbacks:  # validation scoring and logging, as after a Keras epoch
             callback.on_epoch_end(0, {"loss": float("nan")})
-        return self
 
     def predict_scores(self, batches: Any) -> np.ndarray:
         features = self.features(batches)[batches.ordered_rows()]
@@ -104,6 +112,19 @@ class ForestClassifier:
 
     def set_state(self, state: Any) -> None:
         self.forest = state
+
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The fitted forest, pickled: a local checkpoint this process wrote itself."""
+        import pickle
+
+        return {"forest": np.frombuffer(pickle.dumps(self.forest), dtype=np.uint8)}
+
+    def load_checkpoint_state(self, arrays: dict[str, np.ndarray], source: Any = "") -> None:
+        import pickle
+
+        if "forest" not in arrays:
+            raise DataError(f"{source}: not a forest checkpoint")
+        self.forest = pickle.loads(arrays["forest"].tobytes())
 
     def save(self, folder: Path, meta: dict) -> Path:
         """The forest in MLflow's scikit-learn format, the feature extractor as `.keras`."""

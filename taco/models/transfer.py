@@ -105,5 +105,5 @@ def build_transfer(
         x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="sigmoid", name="scores")(x)
+    outputs = layers.Dense(num_classes, activation="sigmoid", name="scores", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.lower()}_transfer")

@@ -1,0 +1,283 @@
+"""Trainer callbacks, Lightning style: hooks around fitting, configured in `conf/callbacks/`.
+
+A callback subclasses `Callback` and overrides the hooks it needs. After each epoch,
+`trainer.callback_metrics` holds that epoch's `train/loss`, `epoch_seconds` and (on validation
+epochs) `val/loss`, `val/f1_macro` (thresholds tuned per class) and `val/f1_macro_fixed` (0.5).
+`state_dict` / `load_state_dict` carry a callback's state through a checkpoint, so a resumed run
+continues exactly where the interrupted one stopped.
+
+Plain Keras callbacks (`keras.callbacks.*`) may be listed too: they are handed to `model.fit` of
+Keras models and see the validation metrics in `logs` as `val_f1_macro`, `val_loss`, ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    def on_fit_start(self, trainer: Any, classifier: Any) -> None: ...
+    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None: ...
+    def on_train_batch_end(self, trainer: Any, classifier: Any, batch: int, logs: dict) -> None: ...
+    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None: ...
+    def on_fit_end(self, trainer: Any, classifier: Any) -> None: ...
+    def on_exception(self, trainer: Any, classifier: Any, error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode == "auto":
+        return "min" if monitor.endswith("loss") else "max"
+    if mode not in ("min", "max"):
+        raise ConfigError(f"callback mode must be auto, min or max; got {mode!r}")
+    return mode
+
+
+class _Monitoring(Callback):
+    """Tracks the best value of one epoch metric."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), float(min_delta)
+        self.best: float | None = None
+        self.best_epoch = 0  # 1-based; 0 = none yet
+
+    def current(self, trainer: Any) -> float | None:
+        if self.monitor not in trainer.known_metrics:
+            raise ConfigError(
+                f"callbacks: monitor must be one of {sorted(trainer.known_metrics)}; "
+                f"got {self.monitor!r}"
+            )
+        value = trainer.callback_metrics.get(self.monitor)
+        return None if value is None or math.isnan(value) else float(value)
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state.get("best"), int(state.get("best_epoch", 0))
+
+
+class EarlyStopping(_Monitoring):
+    """Stops fitting after `patience` validation epochs without a better `monitor`."""
+
+    def __init__(
+        self,
+        monitor: str = "val/f1_macro",
+        patience: int = 10,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+    ) -> None:
+        super().__init__(monitor, mode, min_delta)
+        if int(patience) < 1:
+            raise ConfigError(f"callbacks.early_stopping.patience must be >= 1; got {patience}")
+        self.patience = int(patience)
+        self.wait = 0
+        self.stopped_epoch = 0
+
+    def on_fit_start(self, trainer: Any, classifier: Any) -> None:
+        self.current(trainer)  # an unknown monitor fails now, not after the first epoch
+
+    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        value = self.current(trainer)
+        if value is None:
+            return
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch + 1
+            trainer.should_stop = True
+            log.info(
+                "early stopping after epoch %d: no better %s for %d validation epochs",
+                epoch + 1,
+                self.monitor,
+                self.patience,
+            )
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.wait = int(state.get("wait", 0))
+
+
+class ModelCheckpoint(_Monitoring):
+    """Keeps the best epoch by `monitor` (restored after fitting) and writes `last.ckpt` each
+    epoch, so an interrupted run resumes with `ckpt_path=last`.
+
+    `dirpath=null` keeps everything in memory: best weights are still restored, nothing is
+    written and the run cannot be resumed.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        monitor: str = "val/f1_macro",
+        mode: str = "auto",
+        save_last: bool = True,
+        save_best: bool = True,
+        restore_best: bool = True,
+    ) -> None:
+        super().__init__(monitor, mode)
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.save_last, self.save_best, self.restore_best = save_last, save_best, restore_best
+        self.best_state: Any = None
+        self.last_path: Path | None = None
+
+    def writes(self, trainer: Any) -> bool:
+        return self.dirpath is not None and not trainer.fast_dev_run
+
+    def on_fit_start(self, trainer: Any, classifier: Any) -> None:
+        self.current(trainer)
+        if self.writes(trainer) and self.save_last and trainer.logger.active:
+            trainer.logger.set_tags({"checkpoint": str(self.dirpath / "last.ckpt")})
+
+    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        value = self.current(trainer)
+        if value is not None and self.improved(value):
+            self.best, self.best_epoch = value, epoch + 1
+            if self.restore_best:
+                self.best_state = classifier.get_state()
+            if self.save_best and self.writes(trainer):
+                trainer.save_checkpoint(self.dirpath / "best.ckpt")
+        if self.save_last and self.writes(trainer):
+            self.last_path = trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+    def on_fit_end(self, trainer: Any, classifier: Any) -> None:
+        if not self.restore_best or not self.best_epoch:
+            return
+        if self.best_state is not None:
+            classifier.set_state(self.best_state)
+        elif self.best_epoch == trainer.last_epoch:
+            pass  # the weights in hand are the best ones
+        elif self.save_best and self.writes(trainer):
+            trainer.load_weights(self.dirpath / "best.ckpt")  # resumed: the best is on disk
+        else:
+            log.warning(
+                "the best epoch (%d) came before the resumption and was not saved "
+                "(callbacks.model_checkpoint.save_best=false): keeping the last weights",
+                self.best_epoch,
+            )
+            return
+        trainer.best_epoch = self.best_epoch
+        log.info("restored the weights of epoch %d (best %s)", self.best_epoch, self.monitor)
+
+    def mark_complete(self) -> None:
+        """The run finished: its last.ckpt is no longer a candidate for `ckpt_path=last`."""
+        if self.dirpath is not None and self.last_path is not None:
+            (self.dirpath / "COMPLETE").write_text("the run that wrote last.ckpt finished\n")
+
+
+class LearningRateSchedule(Callback):
+    """Sets the learning rate at the start of each epoch from the epoch alone (so a resumed run
+    follows the same curve): linear warm-up, then `cosine` decay to `min_factor`, `step` decay
+    by `gamma` every `step_epochs`, or `constant`. Factors multiply the stage's learning rate
+    (the fine-tuning stage of a transfer model starts from its own, lower one)."""
+
+    KINDS = ("cosine", "step", "constant")
+
+    def __init__(
+        self,
+        schedule: str = "cosine",
+        warmup_epochs: int = 0,
+        min_factor: float = 0.01,
+        step_epochs: int = 10,
+        gamma: float = 0.1,
+    ) -> None:
+        if schedule not in self.KINDS:
+            raise ConfigError(
+                f"callbacks.lr_schedule.schedule must be one of {self.KINDS}; got {schedule!r}"
+            )
+        self.schedule, self.warmup_epochs = schedule, int(warmup_epochs)
+        self.min_factor, self.step_epochs, self.gamma = (
+            float(min_factor),
+            int(step_epochs),
+            float(gamma),
+        )
+
+    def factor(self, epoch: int, max_epochs: int) -> float:
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        if self.schedule == "step":
+            return self.gamma ** ((epoch - self.warmup_epochs) // max(self.step_epochs, 1))
+        if self.schedule == "cosine":
+            span = max(max_epochs - self.warmup_epochs - 1, 1)
+            t = min((epoch - self.warmup_epochs) / span, 1.0)
+            return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        if hasattr(classifier, "set_learning_rate_factor"):
+            lr = classifier.set_learning_rate_factor(self.factor(epoch, trainer.max_epochs))
+            trainer.callback_metrics["lr"] = lr
+
+
+class ProgressBar(Callback):
+    """One line per epoch in the log; a live batch counter on stderr when it is a terminal."""
+
+    def __init__(self, refresh_rate: int = 1, enabled: bool | None = None) -> None:
+        self.refresh_rate = max(int(refresh_rate), 1)
+        self.live = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, classifier: Any, batch: int, logs: dict) -> None:
+        done = batch + 1
+        if not self.live or (done % self.refresh_rate and done != trainer.num_training_batches):
+            return
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        loss = (logs or {}).get("loss")
+        sys.stderr.write(
+            f"\repoch {trainer.current_epoch + 1}/{trainer.fit_epochs} "
+            f"batch {done}/{trainer.num_training_batches} ({rate:.1f}/s)"
+            + (f" loss {float(loss):.4f}" if loss is not None else "")
+        )
+        sys.stderr.flush()
+
+    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        if self.live:
+            sys.stderr.write("\r\033[K")
+        m = trainer.callback_metrics
+        parts = [f"epoch {epoch + 1}/{trainer.fit_epochs}", f"loss {m['train/loss']:.4f}"]
+        if "val/f1_macro" in m:
+            parts += [
+                f"val_loss {m['val/loss']:.4f}",
+                f"val_f1_macro {m['val/f1_macro']:.3f} (fixed 0.5: {m['val/f1_macro_fixed']:.3f})",
+            ]
+        if "lr" in m:
+            parts.append(f"lr {m['lr']:.2g}")
+        log.info("  ".join(parts) + f"  {m['epoch_seconds']:.1f}s")
+
+
+class LogMetrics(Callback):
+    """Logs each epoch's metrics (and the learning rate) to the run: the curves in MLflow."""
+
+    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if not np.isnan(v)}
+        trainer.logger.log_metrics(metrics, step=epoch + 1)

@@ -1,0 +1,38 @@
+"""User callbacks for tests, instantiated by `_target_` like any user's own callback."""
+
+from __future__ import annotations
+
+from taco.callbacks import Callback
+
+
+class InterruptAtEpoch(Callback):
+    """Ctrl-C at the start of `epoch` (0-based): the run stops as an interrupted job would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, classifier, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"test interrupt at epoch {epoch + 1}")
+
+
+class RecordHooks(Callback):
+    """Remembers which hooks ran, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_fit_start(self, trainer, classifier) -> None:
+        self.calls.append("fit_start")
+
+    def on_train_epoch_start(self, trainer, classifier, epoch: int) -> None:
+        self.calls.append(f"epoch_start:{epoch}")
+
+    def on_train_batch_end(self, trainer, classifier, batch: int, logs: dict) -> None:
+        self.calls.append("batch")
+
+    def on_train_epoch_end(self, trainer, classifier, epoch: int) -> None:
+        self.calls.append(f"epoch_end:{epoch}:{sorted(trainer.callback_metrics)}")
+
+    def on_fit_end(self, trainer, classifier) -> None:
+        self.calls.append("fit_end")

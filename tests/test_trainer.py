@@ -1,0 +1,243 @@
+"""The Trainer's callbacks, checkpoints and resume, hardware settings and profiler."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+
+from taco import checkpoint
+from taco.callbacks import LearningRateSchedule
+from taco.errors import ConfigError
+from taco.train import instantiate_callbacks, train
+from tests.conftest import tiny_overrides
+
+
+def _runs(uri):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("taco")
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _test_metrics(run):
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+
+
+def test_resume_continues_the_same_run_with_the_same_result(compose_cfg, tmp_path, mlflow_uri):
+    base = [*tiny_overrides(tmp_path), "trainer.max_epochs=4"]
+    interrupted = [
+        *base,
+        f"paths.output_dir={tmp_path}/interrupted",
+        "+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch",
+        "+callbacks.interrupt.epoch=2",
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_cfg(interrupted))
+    client, runs = _runs(mlflow_uri)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    killed = runs[0]
+    ckpt = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    assert killed.data.tags["checkpoint"] == str(ckpt)
+    assert checkpoint.read_meta(ckpt)["epoch"] == 2
+
+    resumed_cfg = [*base, f"paths.output_dir={tmp_path}/interrupted", "ckpt_path=last"]
+    train(compose_cfg(resumed_cfg))
+    train(compose_cfg([*base, f"paths.output_dir={tmp_path}/straight"]))
+
+    client, runs = _runs(mlflow_uri)
+    by_id = {r.info.run_id: r for r in runs}
+    assert len(runs) == 2  # the resumption reopened the killed run
+    resumed = by_id[killed.info.run_id]
+    straight = next(r for r in runs if r.info.run_id != killed.info.run_id)
+    assert resumed.info.status == "FINISHED" and "error" not in resumed.data.tags
+    assert "epoch 2" in resumed.data.tags["resumed_from"]
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/f1_macro")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    for name in ("val/f1_macro", "train/loss"):
+        a = [m.value for m in client.get_metric_history(resumed.info.run_id, name)]
+        b = [m.value for m in client.get_metric_history(straight.info.run_id, name)]
+        assert sorted(a) == sorted(b), name
+    assert _test_metrics(resumed) == _test_metrics(straight)
+    assert any(k.startswith("test/f1/") for k in _test_metrics(straight))
+    # a finished run is not resumed again by `last`
+    assert (tmp_path / "interrupted" / "checkpoints" / "COMPLETE").is_file()
+    with pytest.raises(ConfigError, match="no interrupted run"):
+        train(compose_cfg(resumed_cfg))
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(compose_cfg, tmp_path, mlflow_uri):
+    base = [*tiny_overrides(tmp_path), "trainer.max_epochs=3"]
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            compose_cfg(
+                [
+                    *base,
+                    "+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch",
+                    "+callbacks.interrupt.epoch=1",
+                ]
+            )
+        )
+    ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="model.classifier.learning_rate"):
+        train(compose_cfg([*base, "model.classifier.learning_rate=0.5", "ckpt_path=last"]))
+    with pytest.raises(ConfigError, match="different config"):
+        train(compose_cfg([*base, "seed=3", f"ckpt_path={ckpt}"]))
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(compose_cfg([*base, f"ckpt_path={tmp_path}/nothing.ckpt"]))
+    _, runs = _runs(mlflow_uri)
+    assert [r.info.status for r in runs] == ["KILLED"]  # refused before any run was opened
+
+
+def test_callbacks_from_config_with_a_plain_keras_callback(compose_cfg, tmp_path, mlflow_uri):
+    log_file = tmp_path / "keras_log.csv"
+    cfg = compose_cfg(
+        [
+            *tiny_overrides(tmp_path),
+            "trainer.max_epochs=4",
+            "callbacks=[default,lr_schedule]",
+            "+callbacks.hooks._target_=tests.helpers.RecordHooks",
+            "+callbacks.csv._target_=keras.callbacks.CSVLogger",  # a plain Keras callback
+            f"+callbacks.csv.filename={log_file}",
+        ]
+    )
+    assert list(cfg.callbacks) == [
+        "model_checkpoint",
+        "early_stopping",
+        "progress_bar",
+        "mlflow_metrics",
+        "lr_schedule",
+        "hooks",
+        "csv",
+    ]
+    train(cfg)
+    client, (run,) = _runs(mlflow_uri)
+    history = {
+        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        for name in ("val/f1_macro", "train/loss", "lr")
+    }
+    assert [s for s, _ in history["val/f1_macro"]] == [1, 2, 3, 4]
+    rates = [v for _, v in sorted(history["lr"])]
+    assert rates[0] == pytest.approx(cfg.model.classifier.learning_rate)
+    assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0] / 10
+    rows = list(csv.DictReader(log_file.open()))
+    logged = [v for _, v in history["val/f1_macro"]]
+    assert [float(r["val_f1_macro"]) for r in rows] == pytest.approx(logged)
+
+
+def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        [
+            *tiny_overrides(tmp_path),
+            "logger=none",
+            "callbacks=none",
+            "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch=2",
+        ]
+    )
+    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=0)
+    dm.prepare_data()
+    dm.setup()
+    from tests.helpers import RecordHooks
+
+    hooks = RecordHooks()
+    trainer = instantiate(cfg.trainer, callbacks=[hooks])
+    trainer.fit(instantiate(cfg.model.classifier), dm)
+    train_only = "['epoch_seconds', 'train/loss']"
+    metrics = "['epoch_seconds', 'train/loss', 'val/f1_macro', 'val/f1_macro_fixed', 'val/loss']"
+    batches = ["batch"] * len(trainer.batches(dm, "train"))
+    assert hooks.calls == [  # validation after epochs 2 and 3 (the last)
+        "fit_start",
+        "epoch_start:0",
+        *batches,
+        f"epoch_end:0:{train_only}",
+        "epoch_start:1",
+        *batches,
+        f"epoch_end:1:{metrics}",
+        "epoch_start:2",
+        *batches,
+        f"epoch_end:2:{metrics}",
+        "fit_end",
+    ]
+
+
+def test_bad_callback_configs_fail_before_training(compose_cfg, tmp_path, mlflow_uri):
+    with pytest.raises(ConfigError, match="no _target_"):
+        instantiate_callbacks({"mine": {"patience": 3}})
+    cfg = compose_cfg([*tiny_overrides(tmp_path), "callbacks.early_stopping.monitor=val/f2"])
+    with pytest.raises(ConfigError, match="monitor must be one of"):
+        train(cfg)
+    _, runs = _runs(mlflow_uri)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_learning_rate_schedules():
+    cosine = LearningRateSchedule("cosine", warmup_epochs=2, min_factor=0.1)
+    factors = [cosine.factor(e, 12) for e in range(12)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert factors[-1] == pytest.approx(0.1) and factors[2:] == sorted(factors[2:], reverse=True)
+    step = LearningRateSchedule("step", step_epochs=3, gamma=0.5)
+    assert [step.factor(e, 9) for e in (0, 2, 3, 8)] == [1.0, 1.0, 0.5, 0.25]
+    with pytest.raises(ConfigError, match="schedule"):
+        LearningRateSchedule("linear")
+
+
+def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, mlflow_uri):
+    train(compose_cfg([*tiny_overrides(tmp_path), "debug=profiler"]))
+    client, (run,) = _runs(mlflow_uri)
+    stages = {k.split("/")[1] for k in run.data.metrics if k.startswith("profile/")}
+    expected = {"data", "train_batches", "validation", "checkpoint", "logging", "test", "fit"}
+    assert expected <= {s.removesuffix("_seconds") for s in stages}
+    m = run.data.metrics
+    assert 0 < m["profile/data_seconds"] < m["profile/fit_seconds"] < m["profile/total_seconds"]
+    table = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/profile.md")
+    assert "| train_batches |" in table
+
+
+def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
+    cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
+    assert cfg.trainer.precision == "mixed_float16" and cfg.trainer.accelerator == "gpu"
+    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=0)
+    dm.prepare_data()
+    dm.setup()
+    trainer = instantiate(cfg.trainer)
+    classifier = instantiate(cfg.model.classifier)
+    trainer.fit(classifier, dm)
+    result = trainer.test(classifier, dm)
+    conv = classifier.model.get_layer("conv0_0")
+    assert conv.dtype_policy.name == "mixed_float16" and conv.compute_dtype == "float16"
+    assert classifier.model.get_layer("scores").compute_dtype == "float32"
+    assert np.isfinite(result.f1_macro)
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+
+def test_data_parallel_on_two_logical_cpus(tmp_path, mlflow_uri):
+    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data-parallel training on 2 devices" in proc.stdout + proc.stderr
+    _, runs = _runs(mlflow_uri)
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["trainer.devices"] == "2"
+
+
+def test_forest_checkpoint_state_round_trip():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from taco.models.forest import ForestClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 5)), rng.integers(0, 2, size=(40, 3))
+    a = ForestClassifier(n_estimators=5)
+    a.forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    b = ForestClassifier(n_estimators=5)
+    b.load_checkpoint_state(a.checkpoint_state())
+    for pa, pb in zip(a.forest.predict_proba(x), b.forest.predict_proba(x), strict=True):
+        np.testing.assert_array_equal(pa, pb)
