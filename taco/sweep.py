@@ -1,0 +1,218 @@
+"""Multirun sweeps: one MLflow parent run per sweep, every job a child of it.
+
+`MLflowSweepParent` is a Hydra callback (registered in `conf/hydra/default.yaml`). When a multirun
+starts it opens the parent run in the job's tracking store, tagged with the sweep's overrides, and
+hands its id to every job twice over: in the environment (inherited by the basic, joblib, Ray and
+submitit launchers' workers, and by SLURM jobs) and in `<sweep dir>/mlflow_parent_run.json` (read by
+jobs on other machines that share the sweep folder). When the multirun ends, or the process exits
+early, it closes the parent FINISHED, or FAILED with the failed jobs named.
+
+Only Hydra and the standard library are imported here: Hydra instantiates this callback for
+every command, `--help` included.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "TACO_SWEEP_PARENT_RUN_ID"
+PARENT_FILE = "mlflow_parent_run.json"
+SWEEP_TAG = "taco.sweep"
+
+
+def _hydra_runtime() -> Any:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get()
+    except Exception:  # composed without Hydra's runtime (tests, notebooks)
+        return None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hydra = _hydra_runtime()
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run for this job, when it is a job of a multirun."""
+    if not in_multirun():
+        return None
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    path = Path(_hydra_runtime().sweep.dir) / PARENT_FILE
+    if path.is_file():
+        return json.loads(path.read_text())["run_id"]
+    return None
+
+
+def job_tags() -> dict[str, str]:
+    """`mlflow.parentRunId` (what the MLflow UI nests by) and the job's number in the sweep."""
+    parent = parent_run_id()
+    if parent is None:
+        return {}
+    return {"mlflow.parentRunId": parent, "sweep_job": str(_hydra_runtime().job.num)}
+
+
+def prepare_job() -> None:
+    """Per job of a sweep: TF threads shared fairly between parallel jobs, a clean Keras state
+    in a reused worker process."""
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session()
+    threads = _threads_per_job()
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError:
+        pass  # a reused worker: TensorFlow kept the counts set by its first job
+
+
+def _threads_per_job() -> int | None:
+    hydra = _hydra_runtime()
+    if hydra is None or not in_multirun():
+        return None
+    launcher = hydra.launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if not n_jobs:
+        return None
+    cpus = os.cpu_count() or 1
+    n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
+    return max(1, cpus // max(n_jobs, 1))
+
+
+def child_runs(client: Any, parent_id: str) -> list[Any]:
+    parent = client.get_run(parent_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        max_results=10000,
+    )
+
+
+class MLflowSweepParent(Callback):
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.client: Any = None
+        self.started = 0.0
+        self.sweep_dir: Path | None = None
+
+    # ------------------------------------------------------------------ Hydra hooks
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        logger = config.get("logger") or {}
+        if not self.enabled or "MLflowLogger" not in str(logger.get("_target_", "")):
+            return
+        import mlflow
+
+        from taco.tracking import artifact_location_for, git_state
+
+        uri = str(logger.tracking_uri)
+        self.client = mlflow.MlflowClient(uri)
+        name = str(logger.experiment_name)
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(name, artifact_location=artifact_location_for(uri))
+        )
+        hydra = _hydra_runtime()
+        overrides = " ".join(hydra.overrides.task) if hydra else ""
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        tags = {
+            SWEEP_TAG: "parent",
+            "hydra_overrides": overrides[:5000] or "(none)",
+            "sweep_dir": str(self.sweep_dir),
+            "task": str(config.get("task_name", "")),
+            "sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            "launcher": str(config.hydra.launcher.get("_target_", "")),
+            **git_state(Path(str(config.paths.root_dir))),
+            **{str(k): str(v) for k, v in (config.get("tags") or {}).items()},
+        }
+        run_name = f"sweep-{config.get('task_name', 'train')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.started = time.time()
+        os.environ[PARENT_ENV] = self.run_id
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / PARENT_FILE).write_text(
+            json.dumps({"run_id": self.run_id, "tracking_uri": uri, "experiment": name})
+        )
+        atexit.register(self._close, "KILLED")
+        log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if self.run_id is None:
+            return
+        failed = self._close("FINISHED")
+        if failed:
+            raise SystemExit(
+                f"taco sweep: {len(failed)} job(s) failed, parent run marked FAILED:\n  "
+                + "\n  ".join(failed)
+            )
+
+    # ------------------------------------------------------------------ closing
+    def children(self, run_id: str) -> list[Any]:
+        return child_runs(self.client, run_id)
+
+    def _close(self, status: str) -> list[str]:
+        """Close the parent (once): FAILED if any child is not FINISHED, else `status`."""
+        if self.run_id is None:
+            return []
+        run_id, self.run_id = self.run_id, None  # closed once, by whichever comes first
+        os.environ.pop(PARENT_ENV, None)
+        try:
+            children = self.children(run_id)
+            failed = [
+                f"{c.info.run_name} [{c.data.tags.get('hydra_overrides', '')}]: {c.info.status}"
+                + (f" ({c.data.tags['error'][:300]})" if c.data.tags.get("error") else "")
+                for c in children
+                if c.info.status != "FINISHED"
+            ]
+            finished = len(children) - len(failed)
+            self.client.log_metric(run_id, "sweep/jobs", len(children))
+            self.client.log_metric(run_id, "sweep/jobs_finished", finished)
+            self.client.log_metric(run_id, "sweep/wall_seconds", time.time() - self.started)
+            self._log_optimization_results(run_id)
+            if failed:
+                self.client.set_tag(run_id, "failed_jobs", "\n".join(failed)[:5000])
+            final = "FAILED" if failed or not children else status
+            if not children:
+                self.client.set_tag(run_id, "error", "no job of the sweep logged a run")
+            self.client.set_terminated(run_id, final)
+            return failed
+        except Exception as exc:  # the store is unreachable: say so, never hide the sweep's end
+            log.warning("could not close sweep parent run %s: %s", run_id, exc)
+            return []
+
+    def _log_optimization_results(self, run_id: str) -> None:
+        """An Optuna sweep's best parameters and value, logged to the parent."""
+        path = (self.sweep_dir or Path(".")) / "optimization_results.yaml"
+        if not path.is_file():
+            return
+        import yaml
+
+        results = yaml.safe_load(path.read_text()) or {}
+        for key, value in (results.get("best_params") or {}).items():
+            self.client.log_param(run_id, f"best/{key}", value)
+        if results.get("best_value") is not None:
+            self.client.log_metric(run_id, "best_value", float(results["best_value"]))
+        self.client.log_artifact(run_id, str(path))
