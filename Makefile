@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+STUDY  ?= compare_models
 
-.PHONY: setup train download stats bench bench-models bench-trainer test test-all lint format ui clean
+.PHONY: setup setup-ray train compare report download stats bench bench-models bench-trainer \
+	test test-all lint format ui clean
 
 setup: $(STAMP)
 
@@ -16,8 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+setup-ray: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+
 train: setup
 	$(BIN)/taco-train $(ARGS)
+
+# a study from experiments/ as one Hydra multirun (one MLflow parent run, a child per job)
+compare: setup
+	$(BIN)/taco-train experiment=$(STUDY) $(ARGS)
+
+# the latest sweep's model x class test F1 table -> experiments/$(STUDY)/REPORT.md
+report: setup
+	$(BIN)/taco-compare --report experiments/$(STUDY) $(ARGS)
 
 download: setup
 	$(BIN)/taco-download $(ARGS)

@@ -27,6 +27,8 @@ class Evaluation:
     macro_classes: int  # classes the macro F1 averages over (support > 0)
     thresholds: np.ndarray = field(default_factory=lambda: np.array([]))
 
+    SUMMARY = ("f1_micro", "f1_macro", "f1_samples", "f1_macro_classes")
+
     def summary(self, prefix: str) -> dict[str, float]:
         return {
             f"{prefix}/f1_micro": self.f1_micro,

@@ -134,8 +134,7 @@ class MLflowSweepParent(Callback):
             if experiment
             else self.client.create_experiment(name, artifact_location=artifact_location_for(uri))
         )
-        hydra = _hydra_runtime()
-        overrides = " ".join(hydra.overrides.task) if hydra else ""
+        overrides = " ".join(config.hydra.overrides.task)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         tags = {
             SWEEP_TAG: "parent",

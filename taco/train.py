@@ -156,6 +156,13 @@ def _log_model(logger: Any, classifier: Any, trainer: Any, datamodule: Any, cfg:
         logger.log_artifacts(folder, "model")
 
 
+def optimized_metrics() -> list[str]:
+    """What `optimized_metric` may name: the final validation and the test summaries."""
+    from taco.metrics import Evaluation
+
+    return [f"{part}/{name}" for part in ("val/final", "test") for name in Evaluation.SUMMARY]
+
+
 def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: dict) -> float:
     from hydra.utils import instantiate
 
@@ -171,6 +178,10 @@ def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: 
         logger.log_artifacts(out / ".hydra", ".hydra")
 
     # Build every part first: a config mistake surfaces before any data work or training.
+    if cfg.optimized_metric not in optimized_metrics():
+        raise ConfigError(
+            f"optimized_metric must be one of {optimized_metrics()}; got {cfg.optimized_metric!r}"
+        )
     augmentation = _instantiate_optional(cfg.get("augmentation"))
     datamodule = instantiate(
         cfg.dataset,
@@ -239,11 +250,7 @@ def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: 
     if logger.run_id:
         print(f"MLflow run {logger.run_id} ({logger.tracking_uri})")
 
-    summary = {**val.summary("val"), **test.summary("test")}
-    if cfg.optimized_metric not in summary:
-        raise ConfigError(
-            f"optimized_metric must be one of {sorted(summary)}; got {cfg.optimized_metric!r}"
-        )
+    summary = {**val.summary("val/final"), **test.summary("test")}
     if profiler.enabled:
         table = profiler.table()
         logger.log_metrics(profiler.metrics())

@@ -1,0 +1,374 @@
+"""`taco-compare` (`make report`): a sweep's runs, read back from MLflow, as a model x class table.
+
+Rows are classes (most frequent first) with their test support, then macro and micro F1; columns
+are the sweep's variants (what its jobs' overrides vary, seed aside). Jobs that differ only by
+seed are pooled: mean +- std. The best variant of each row is in bold. Written as Markdown and
+CSV with a heatmap PNG, logged to the sweep's parent run, and optionally kept as a study's
+REPORT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shlex
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import DataError, TacoError
+
+log = logging.getLogger("taco.compare")
+
+SUMMARY_ROWS = (("macro F1", "test/f1_macro"), ("micro F1", "test/f1_micro"))
+
+
+@dataclass
+class Comparison:
+    parent: Any
+    variants: list[str]
+    classes: list[str]
+    support: dict[str, float]
+    # values[row][variant] -> per-seed values (row: class name or summary label)
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    runs: dict[str, list[Any]] = field(default_factory=dict)
+    unfinished: list[Any] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[str]:
+        return [*self.classes, *(label for label, _ in SUMMARY_ROWS)]
+
+    def mean(self, row: str, variant: str) -> float:
+        vals = self.values.get(row, {}).get(variant, [])
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def std(self, row: str, variant: str) -> float:
+        vals = self.values.get(row, {}).get(variant, [])
+        return float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+
+    def best(self, row: str) -> set[str]:
+        means = {v: self.mean(row, v) for v in self.variants}
+        top = max((m for m in means.values() if not np.isnan(m)), default=None)
+        return {v for v, m in means.items() if top is not None and np.isclose(m, top)}
+
+    def seeds(self) -> int:
+        return max((len(r) for r in self.runs.values()), default=0)
+
+    def cell(self, row: str, variant: str) -> str:
+        m, s = self.mean(row, variant), self.std(row, variant)
+        if np.isnan(m):
+            return "n/a"
+        text = f"{m:.3f}" if np.isnan(s) else f"{m:.3f} ± {s:.3f}"
+        bold = len(self.variants) > 1 and variant in self.best(row)
+        return f"**{text}**" if bold else text
+
+    def markdown(self) -> str:
+        head = ["class", "support", *self.variants]
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(self.variants)]
+        for row in self.rows:
+            support = _support(self.support[row]) if row in self.support else ""
+            label = f"**{row}**" if row not in self.classes else row
+            cells = [self.cell(row, v) for v in self.variants]
+            lines.append("| " + " | ".join([label, support, *cells]) + " |")
+        wins = defaultdict(int)
+        for row in self.classes:
+            best = self.best(row)
+            for v in best if len(best) == 1 else ():
+                wins[v] += 1
+        lines.append("| classes won | | " + " | ".join(str(wins[v]) for v in self.variants) + " |")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        cols = ["class", "support"]
+        for v in self.variants:
+            cols += [f"{v} mean", f"{v} std", f"{v} n"]
+        out = [",".join(_csv(c) for c in cols)]
+        for row in self.rows:
+            cells = [row, _support(self.support[row]) if row in self.support else ""]
+            for v in self.variants:
+                n = len(self.values.get(row, {}).get(v, []))
+                cells += [_num(self.mean(row, v)), _num(self.std(row, v)), str(n)]
+            out.append(",".join(_csv(c) for c in cells))
+        return "\n".join(out) + "\n"
+
+    def heatmap(self) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows
+        data = np.array([[self.mean(r, v) for v in self.variants] for r in rows])
+        height = 0.32 * len(rows) + 1.6
+        fig, ax = plt.subplots(figsize=(1.6 * len(self.variants) + 4, height))
+        shown = np.ma.masked_invalid(data)
+        image = ax.imshow(shown, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(self.variants)), self.variants, rotation=30, ha="right")
+        labels = [f"{r} ({_support(self.support[r])})" if r in self.support else r for r in rows]
+        ax.set_yticks(range(len(rows)), labels)
+        for i, row in enumerate(rows):
+            best = self.best(row) if len(self.variants) > 1 else set()
+            for j, v in enumerate(self.variants):
+                if np.isnan(data[i, j]):
+                    ax.text(j, i, "n/a", ha="center", va="center", color="grey", fontsize=7)
+                    continue
+                text = f"{data[i, j]:.2f}" + ("*" if v in best else "")
+                color = "black" if data[i, j] > 0.6 else "white"
+                ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7)
+        ax.axhline(len(self.classes) - 0.5, color="white", linewidth=2)
+        fig.colorbar(image, ax=ax, label="test F1")
+        seeds = f", mean of {self.seeds()} seeds" if self.seeds() > 1 else ""
+        ax.set_title(f"test F1 by class (support in brackets; * best){seeds}")
+        fig.tight_layout()
+        return fig
+
+
+def _support(value: float) -> str:
+    """Test images with the class; a mean over seeds (whose splits differ) keeps one decimal."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _num(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.4f}"
+
+
+def _csv(text: str) -> str:
+    return f'"{text}"' if any(c in text for c in ',"') else text
+
+
+# ---------------------------------------------------------------------- reading MLflow
+def _overrides(run: Any) -> dict[str, str]:
+    text = run.data.tags.get("hydra_overrides", "")
+    out = {}
+    for item in shlex.split(text) if text and text != "(none)" else []:
+        key, _, value = item.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def variant_names(runs: list[Any]) -> dict[str, str]:
+    """Run id -> the label of its variant: the overrides that differ between jobs, seed aside."""
+    parsed = {r.info.run_id: _overrides(r) for r in runs}
+    keys = sorted({k for o in parsed.values() for k in o} - {"seed"})
+    varying = [k for k in keys if len({o.get(k) for o in parsed.values()}) > 1]
+    names = {}
+    for run in runs:
+        o = parsed[run.info.run_id]
+        if varying == ["model"]:
+            names[run.info.run_id] = o["model"]
+        elif varying:
+            names[run.info.run_id] = " ".join(f"{k}={o.get(k, '-')}" for k in varying)
+        else:
+            names[run.info.run_id] = run.data.tags.get("model", run.info.run_name)
+    return names
+
+
+def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> Any:
+    from taco.sweep import SWEEP_TAG
+
+    if parent_id:
+        try:
+            return client.get_run(parent_id)
+        except Exception:
+            raise DataError(f"no run {parent_id} in {client.tracking_uri}") from None
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise DataError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+        experiments = [found.experiment_id]
+    else:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        raise DataError(f"no experiments in {client.tracking_uri}: run `make compare` first")
+    parents = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{SWEEP_TAG}` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        where = f"experiment {experiment!r}" if experiment else client.tracking_uri
+        raise DataError(f"no sweep (multirun parent run) in {where}: run `make compare` first")
+    return parents[0]
+
+
+def collect(client: Any, parent: Any) -> Comparison:
+    from taco.sweep import child_runs
+
+    children = child_runs(client, parent.info.run_id)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    unfinished = [r for r in children if r.info.status != "FINISHED"]
+    if not finished:
+        raise DataError(
+            f"sweep {parent.info.run_id} has no finished job ({len(children)} job(s) in all)"
+        )
+    names = variant_names(finished)
+    variants = list(dict.fromkeys(names[r.info.run_id] for r in finished))
+    comparison = Comparison(parent, variants, [], {}, unfinished=unfinished)
+    support: dict[str, list[float]] = defaultdict(list)
+    for run in sorted(finished, key=lambda r: r.info.start_time):
+        variant = names[run.info.run_id]
+        comparison.runs.setdefault(variant, []).append(run)
+        metrics = run.data.metrics
+        for key, value in metrics.items():
+            match = re.fullmatch(r"test/(f1|support)/(.+)", key)
+            if match and match.group(1) == "f1":
+                comparison.values.setdefault(match.group(2), {}).setdefault(variant, []).append(
+                    value
+                )
+            elif match:
+                support[match.group(2)].append(value)
+        for label, key in SUMMARY_ROWS:
+            if key in metrics:
+                comparison.values.setdefault(label, {}).setdefault(variant, []).append(metrics[key])
+    comparison.support = {c: float(np.mean(v)) for c, v in support.items()}
+    comparison.classes = sorted(comparison.support, key=lambda c: (-comparison.support[c], c))
+    return comparison
+
+
+# ---------------------------------------------------------------------- outputs
+def log_to_parent(client: Any, comparison: Comparison, folder: Path) -> None:
+    for name in ("comparison.md", "comparison.csv", "f1_heatmap.png"):
+        client.log_artifact(comparison.parent.info.run_id, str(folder / name), "comparison")
+    for variant in comparison.variants:
+        value = comparison.mean("macro F1", variant)
+        if not np.isnan(value):
+            key = re.sub(r"[^A-Za-z0-9_\-. /]", "_", variant)
+            client.log_metric(comparison.parent.info.run_id, f"compare/f1_macro/{key}", value)
+
+
+def write_outputs(comparison: Comparison, folder: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comparison.md").write_text(comparison.markdown())
+    (folder / "comparison.csv").write_text(comparison.csv())
+    figure = comparison.heatmap()
+    figure.savefig(folder / "f1_heatmap.png", dpi=110)
+    plt.close(figure)
+
+
+def report_markdown(comparison: Comparison, study: str, command: str) -> str:
+    parent = comparison.parent
+    tags = parent.data.tags
+    start, end = parent.info.start_time, parent.info.end_time
+    wall = f"{(end - start) / 60000:.1f} min" if end else "still running"
+    jobs = sum(len(r) for r in comparison.runs.values())
+    lines = [
+        f"# {study}: test F1 by class",
+        "",
+        "Produced by `taco-compare` from the sweep's runs in MLflow; do not edit by hand.",
+        "",
+        "Re-run the study and this report with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"- sweep parent run: `{parent.info.run_id}` ({parent.info.status}), "
+        f"{jobs} finished job(s), wall time {wall}",
+        f"- sweep overrides: `{tags.get('hydra_overrides', '')}`",
+        f"- launcher: `{tags.get('launcher', '')}`",
+        f"- git commit: `{tags.get('git_commit', '?')}`"
+        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
+        f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "Thresholds are tuned per class on the validation split; F1 is on the test split; "
+        "support is the number of test images with the class. **Bold**: the best variant of the "
+        "row. n/a: the class has no positive test image (or, for a variant, no prediction to "
+        "score)." + (" Cells are mean ± std over seeds." if comparison.seeds() > 1 else ""),
+        "",
+        comparison.markdown(),
+        "![test F1 heatmap](f1_heatmap.png)",
+        "",
+        "Per variant (the first job of each):",
+        "",
+        "| variant | run | epochs | fit s | floor: predict all | floor: prevalence |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for variant, runs in comparison.runs.items():
+        m = defaultdict(lambda: float("nan"), runs[0].data.metrics)
+        lines.append(
+            f"| {variant} | `{runs[0].info.run_id[:8]}` | {m['epochs_trained']:.0f} "
+            f"| {m['fit_seconds']:.0f} | {m['test/floor/f1_macro_all']:.3f} "
+            f"| {m['test/floor/f1_macro_prevalence']:.3f} |"
+        )
+    if comparison.unfinished:
+        lines += ["", "Jobs that did not finish (left out of the table):", ""]
+        lines += [
+            f"- `{r.info.run_id[:8]}` {r.data.tags.get('hydra_overrides', '')}: {r.info.status}"
+            for r in comparison.unfinished
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taco-compare", description="Model x class table of test F1 for a sweep."
+    )
+    parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
+    parser.add_argument("--experiment", help="MLflow experiment name to take the latest sweep from")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder for comparison.md/.csv and f1_heatmap.png (default: tmp)"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="a study folder (experiments/compare_models): write REPORT.md and the files there",
+    )
+    parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
+    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    except TacoError as exc:
+        print(f"taco-compare: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import mlflow
+
+    from taco.config import project_root
+
+    uri = args.tracking_uri or os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}"
+    )
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise DataError(f"no MLflow store at {uri}: run `make compare` first")
+    client = mlflow.MlflowClient(uri)
+    parent = find_parent(client, args.parent, args.experiment)
+    comparison = collect(client, parent)
+    folder = args.report or args.out or Path(tempfile.mkdtemp(prefix="taco-compare-"))
+    write_outputs(comparison, folder)
+    if args.report:
+        study = args.report.resolve().name
+        command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
+        (args.report / "REPORT.md").write_text(report_markdown(comparison, study, command))
+    if not args.no_log:
+        log_to_parent(client, comparison, folder)
+    print(
+        f"sweep {parent.info.run_id} ({parent.info.status}): "
+        f"{sum(len(r) for r in comparison.runs.values())} finished job(s), "
+        f"{len(comparison.unfinished)} not finished"
+    )
+    print(comparison.markdown())
+    print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Multirun sweeps: a parent MLflow run per sweep, child runs per job, launchers, Optuna, and
+the comparison report read back from the store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from taco.compare import main as compare_main
+from tests.conftest import tiny_overrides
+
+EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+
+
+def _sweep(tmp_path, *overrides, timeout=600):
+    base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
+    cmd = [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _family(uri, experiment="taco"):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("taco.sweep") == "parent"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1  # every other run is a child of the sweep
+    return client, parent, children
+
+
+def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, capsys):
+    proc = _sweep(tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, parent, children = _family(mlflow_uri)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert "seed=1,2" in parent.data.tags["hydra_overrides"]
+    assert parent.data.metrics["sweep/jobs_finished"] == 4
+    saved = json.loads((tmp_path / "multirun" / "mlflow_parent_run.json").read_text())
+    assert saved["run_id"] == parent.info.run_id
+
+    assert compare_main(["--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if line.startswith("| class"))
+    assert "model.classifier.build.dense_units=8" in header and "dense_units=16" in header
+    assert " ± " in table  # two seeds per variant: mean ± std
+    macro = next(line for line in table.splitlines() if line.startswith("| **macro F1**"))
+    assert "**" in macro.split("|")[3] + macro.split("|")[4]  # the better variant is marked
+    csv = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert csv[0].startswith("class,support,") and len(csv) == 1 + 28 + 2
+    assert (tmp_path / "cmp" / "f1_heatmap.png").stat().st_size > 10_000
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    names = ("comparison.md", "comparison.csv", "f1_heatmap.png")
+    assert logged == {f"comparison/{n}" for n in names}
+
+
+def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
+    proc = _sweep(tmp_path, "model.classifier.loss=bce,hinge")
+    assert proc.returncode != 0
+    assert "1 job(s) failed" in proc.stderr + proc.stdout
+    client, parent, children = _family(mlflow_uri)
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    assert "model.classifier.loss=hinge" in parent.data.tags["failed_jobs"]
+    assert "loss must be one of" in parent.data.tags["failed_jobs"]
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_and_loses_no_run(tmp_path, mlflow_uri):
+    proc = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parent, children = _family(mlflow_uri)
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert "JoblibLauncher" in parent.data.tags["launcher"]
+    assert sorted(c.data.tags["sweep_job"] for c in children) == ["0", "1", "2"]
+
+
+def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(tmp_path, mlflow_uri):
+    proc = _sweep(
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parent, children = _family(mlflow_uri)
+    assert len(children) == 3 and parent.info.status == "FINISHED"
+    best = {k: v for k, v in parent.data.params.items() if k.startswith("best/")}
+    assert set(best) == {  # dense_units is fixed on the command line, so not searched
+        "best/model.classifier.learning_rate",
+        "best/model.classifier.build.dropout",
+        "best/model.classifier.build.convs_per_block",
+    }
+    values = [c.data.metrics["val/final/f1_macro"] for c in children]
+    assert parent.data.metrics["best_value"] == pytest.approx(max(values))
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_keeps_jobs_children(tmp_path, mlflow_uri):
+    proc = _sweep(tmp_path, "hydra/launcher=submitit_local", "seed=1,2", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parent, children = _family(mlflow_uri)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+
+
+def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
+    sizes = {}
+    for model in ("cnn", "vgg16", "xception", "xception_rf"):
+        cfg = compose_cfg(["experiment=compare_models", f"model={model}"])
+        sizes[model] = (cfg.model.image_size, cfg.trainer.max_epochs, cfg.model.get("weights"))
+        assert cfg.hydra.mode.name == "MULTIRUN" if "hydra" in cfg else True
+        assert cfg.logger.experiment_name == "compare_models"
+    assert sizes["vgg16"][0] == 32 and sizes["xception"][0] == 72 and sizes["cnn"][0] == 64
+    assert all(w is None for _, _, w in sizes.values())
+
+
+def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/none.db"
+    assert compare_main(["--tracking-uri", uri]) == 1
+    assert "make compare" in capsys.readouterr().err
