@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup-ray: setup
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	touch $@
 
 train: setup
 	$(BIN)/taco-train $(ARGS)
@@ -50,7 +53,7 @@ bench-models: setup
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
 
-test-all: setup
+test-all: setup-ray
 	$(BIN)/python -m pytest -m '' $(ARGS)
 
 lint: setup

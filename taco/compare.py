@@ -53,9 +53,11 @@ class Comparison:
         return float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
 
     def best(self, row: str) -> set[str]:
+        """The variants with the row's top mean; none when every variant ties (or only one)."""
         means = {v: self.mean(row, v) for v in self.variants}
         top = max((m for m in means.values() if not np.isnan(m)), default=None)
-        return {v for v, m in means.items() if top is not None and np.isclose(m, top)}
+        best = {v for v, m in means.items() if top is not None and np.isclose(m, top)}
+        return set() if len(best) == len(self.variants) else best
 
     def seeds(self) -> int:
         return max((len(r) for r in self.runs.values()), default=0)
@@ -65,8 +67,7 @@ class Comparison:
         if np.isnan(m):
             return "n/a"
         text = f"{m:.3f}" if np.isnan(s) else f"{m:.3f} ± {s:.3f}"
-        bold = len(self.variants) > 1 and variant in self.best(row)
-        return f"**{text}**" if bold else text
+        return f"**{text}**" if variant in self.best(row) else text
 
     def markdown(self) -> str:
         head = ["class", "support", *self.variants]
@@ -81,7 +82,9 @@ class Comparison:
             best = self.best(row)
             for v in best if len(best) == 1 else ():
                 wins[v] += 1
-        lines.append("| classes won | | " + " | ".join(str(wins[v]) for v in self.variants) + " |")
+        if len(self.variants) > 1:
+            won = " | ".join(str(wins[v]) for v in self.variants)
+            lines.append(f"| classes won (alone) | | {won} |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
@@ -113,7 +116,7 @@ class Comparison:
         labels = [f"{r} ({_support(self.support[r])})" if r in self.support else r for r in rows]
         ax.set_yticks(range(len(rows)), labels)
         for i, row in enumerate(rows):
-            best = self.best(row) if len(self.variants) > 1 else set()
+            best = self.best(row)
             for j, v in enumerate(self.variants):
                 if np.isnan(data[i, j]):
                     ax.text(j, i, "n/a", ha="center", va="center", color="grey", fontsize=7)
@@ -208,6 +211,7 @@ def collect(client: Any, parent: Any) -> Comparison:
         raise DataError(
             f"sweep {parent.info.run_id} has no finished job ({len(children)} job(s) in all)"
         )
+    finished.sort(key=lambda r: (int(r.data.tags.get("sweep_job", 0)), r.info.start_time))
     names = variant_names(finished)
     variants = list(dict.fromkeys(names[r.info.run_id] for r in finished))
     comparison = Comparison(parent, variants, [], {}, unfinished=unfinished)
@@ -254,6 +258,22 @@ def write_outputs(comparison: Comparison, folder: Path) -> None:
     plt.close(figure)
 
 
+def study_description(study: str) -> str:
+    """The leading comment of `conf/experiment/<study>.yaml`: what the study is and why."""
+    from taco.config import CONF_DIR
+
+    path = CONF_DIR / "experiment" / f"{study}.yaml"
+    if not path.is_file():
+        return ""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            lines.append(line[1:].strip())
+    return " ".join(" ".join(lines).split())
+
+
 def report_markdown(comparison: Comparison, study: str, command: str) -> str:
     parent = comparison.parent
     tags = parent.data.tags
@@ -263,6 +283,7 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
     lines = [
         f"# {study}: test F1 by class",
         "",
+        *([study_description(study), ""] if study_description(study) else []),
         "Produced by `taco-compare` from the sweep's runs in MLflow; do not edit by hand.",
         "",
         "Re-run the study and this report with:",

@@ -123,3 +123,21 @@ def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/none.db"
     assert compare_main(["--tracking-uri", uri]) == 1
     assert "make compare" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_uri):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="make setup-ray")
+    proc = _sweep(
+        tmp_path,
+        "hydra/launcher=ray",
+        "hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+        "hydra.launcher.ray.remote.num_cpus=1",
+        "seed=1,2",
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parent, children = _family(mlflow_uri)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert "RayLauncher" in parent.data.tags["launcher"]
