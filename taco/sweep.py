@@ -193,7 +193,10 @@ class MLflowSweepParent(Callback):
             self._log_optimization_results(run_id)
             if failed:
                 self.client.set_tag(run_id, "failed_jobs", "\n".join(failed)[:5000])
-            final = "FAILED" if failed or not children else status
+            # closed at exit (interrupted): KILLED; completed with a failed job or none: FAILED
+            final = status
+            if status != "KILLED" and (failed or not children):
+                final = "FAILED"
             if not children:
                 self.client.set_tag(run_id, "error", "no job of the sweep logged a run")
             self.client.set_terminated(run_id, final)

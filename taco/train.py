@@ -195,7 +195,7 @@ def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: 
     classifier = instantiate(cfg.model.classifier)
     classifier.check(int(cfg.model.image_size))
     profiler = trainer.profiler
-    logger = trainer._profiled(logger)
+    logger = trainer.profiled(logger)
 
     with profiler.section("data_setup"):
         datamodule.prepare_data()

@@ -204,10 +204,11 @@ class Trainer:
         ckpt_path: str | Path | None = None,
     ) -> None:
         """Train; with `ckpt_path`, continue from that checkpoint at its next epoch."""
-        self.logger = self._profiled(logger)
+        self.logger = self.profiled(logger)
         self._classifier = classifier
         self.class_names = datamodule.class_names
         self.should_stop = False
+        self.last_epoch = 0
         with self.profiler.section("model_setup"), self.scope():
             classifier.setup(
                 datamodule.num_classes,
@@ -321,7 +322,7 @@ class Trainer:
 
     def validate(self, classifier: Any, datamodule: Any, logger: Any = None) -> Evaluation:
         """Score validation, choose the thresholds (tuned per class, or fixed) and log them."""
-        logger = self._profiled(logger)
+        logger = self.profiled(logger)
         with self.profiler.section("validate"), self.scope():
             val = self.batches(datamodule, "val")
             y, scores = val.targets(), classifier.predict_scores(val)
@@ -341,7 +342,7 @@ class Trainer:
         """Apply the validation thresholds to the test part and log per-class scores."""
         if self.thresholds is None:
             self.validate(classifier, datamodule, logger)
-        logger = self._profiled(logger)
+        logger = self.profiled(logger)
         with self.profiler.section("test"), self.scope():
             test = self.batches(datamodule, "test")
             y, scores = test.targets(), classifier.predict_scores(test)
@@ -349,9 +350,12 @@ class Trainer:
         logger.log_metrics({**result.summary("test"), **per_class_metrics(result, "test")})
         return result
 
-    def _profiled(self, logger: Any) -> Any:
+    def profiled(self, logger: Any) -> Any:
+        """The logger, timed as `logging` when the profiler is on (wrapped once)."""
         logger = logger or NullLogger()
-        return ProfiledLogger(logger, self.profiler) if self.profiler.enabled else logger
+        if not self.profiler.enabled or isinstance(logger, ProfiledLogger):
+            return logger
+        return ProfiledLogger(logger, self.profiler)
 
 
 def per_class_metrics(result: Evaluation, prefix: str) -> dict[str, float]:
