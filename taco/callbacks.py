@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from taco import checkpoint
 from taco.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ModelCheckpoint(_Monitoring):
     def on_fit_start(self, trainer: Any, classifier: Any) -> None:
         self.current(trainer)
         if self.writes(trainer) and self.save_last and trainer.logger.active:
-            trainer.logger.set_tags({"checkpoint": str(self.dirpath / "last.ckpt")})
+            trainer.logger.set_tags({"checkpoint": str(self.dirpath / checkpoint.LAST)})
 
     def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
         value = self.current(trainer)
@@ -163,9 +164,9 @@ class ModelCheckpoint(_Monitoring):
             if self.restore_best:
                 self.best_state = classifier.get_state()
             if self.save_best and self.writes(trainer):
-                trainer.save_checkpoint(self.dirpath / "best.ckpt")
+                trainer.save_checkpoint(self.dirpath / checkpoint.BEST)
         if self.save_last and self.writes(trainer):
-            self.last_path = trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            self.last_path = trainer.save_checkpoint(self.dirpath / checkpoint.LAST)
 
     def on_fit_end(self, trainer: Any, classifier: Any) -> None:
         if not self.restore_best or not self.best_epoch:
@@ -175,7 +176,7 @@ class ModelCheckpoint(_Monitoring):
         elif self.best_epoch == trainer.last_epoch:
             pass  # the weights in hand are the best ones
         elif self.save_best and self.writes(trainer):
-            trainer.load_weights(self.dirpath / "best.ckpt")  # resumed: the best is on disk
+            trainer.load_weights(self.dirpath / checkpoint.BEST)  # resumed: the best is on disk
         else:
             log.warning(
                 "the best epoch (%d) came before the resumption and was not saved "
@@ -189,7 +190,7 @@ class ModelCheckpoint(_Monitoring):
     def mark_complete(self) -> None:
         """The run finished: its last.ckpt is no longer a candidate for `ckpt_path=last`."""
         if self.dirpath is not None and self.last_path is not None:
-            (self.dirpath / "COMPLETE").write_text("the run that wrote last.ckpt finished\n")
+            (self.dirpath / checkpoint.COMPLETE).write_text("the run of last.ckpt finished\n")
 
 
 class LearningRateSchedule(Callback):

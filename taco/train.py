@@ -216,10 +216,11 @@ def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: 
     try:
         trainer.fit(classifier, datamodule, logger, ckpt_path=ckpt)
     except KeyboardInterrupt:
-        if trainer.last_epoch:
+        if trainer.last_checkpoint is not None:
             print(
-                f"\ninterrupted after epoch {trainer.last_epoch}; continue this run with the same "
-                "overrides plus ckpt_path=last",
+                f"\ninterrupted after epoch {trainer.last_epoch}, saved in "
+                f"{trainer.last_checkpoint}; continue this run with the same overrides plus "
+                "ckpt_path=last",
                 file=sys.stderr,
             )
         raise

@@ -149,6 +149,7 @@ class Trainer:
         self.epoch_started = 0.0
         self.fit_seconds = 0.0
         self.fingerprint: dict[str, Any] = {}
+        self.resumed_from: Path | None = None
         self._classifier: Any = None
         self._configured = False
 
@@ -303,6 +304,7 @@ class Trainer:
             if key in states:
                 cb.load_state_dict(states[key])
         self.last_epoch = int(meta["epoch"])
+        self.resumed_from = path
         log.info("resumed from %s after epoch %d", path, self.last_epoch)
         return self.last_epoch
 
@@ -315,10 +317,19 @@ class Trainer:
             out.append((f"{name}#{seen[name]}", cb))
         return out
 
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """The `last.ckpt` written for the latest epoch, if a ModelCheckpoint writes one."""
+        paths = [cb.last_path for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+        return next((p for p in paths if p is not None), None)
+
     def mark_complete(self) -> None:
+        """The run finished: neither its checkpoints nor the one it resumed from are `last`."""
         for cb in self.callbacks:
             if isinstance(cb, ModelCheckpoint):
                 cb.mark_complete()
+        if self.resumed_from is not None:
+            (self.resumed_from.parent / checkpoint.COMPLETE).write_text("resumed and finished\n")
 
     def validate(self, classifier: Any, datamodule: Any, logger: Any = None) -> Evaluation:
         """Score validation, choose the thresholds (tuned per class, or fixed) and log them."""
