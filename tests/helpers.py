@@ -36,3 +36,20 @@ class RecordHooks(Callback):
 
     def on_fit_end(self, trainer, classifier) -> None:
         self.calls.append("fit_end")
+
+
+def sigterm_once_training(cmd: list[str], marker: str = "epoch 2/", wait: float = 240) -> int:
+    """Start `cmd`, send SIGTERM once its output shows `marker` (training under way), return
+    its exit code: how a scheduler or `kill` stops a job."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + wait
+    for line in proc.stdout:
+        if marker in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    return proc.returncode

@@ -11,6 +11,7 @@ import pytest
 
 from taco.compare import main as compare_main
 from tests.conftest import tiny_overrides
+from tests.helpers import sigterm_once_training
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
@@ -144,20 +145,9 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_u
 
 
 def test_an_interrupted_sweep_closes_its_parent_killed(tmp_path, mlflow_uri):
-    import signal
-    import time
-
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))]
     cmd = [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun"]
-    cmd += ["trainer.max_epochs=500", "seed=1,2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    for line in proc.stdout:  # wait until the first job trains
-        if "epoch 2/500" in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert sigterm_once_training([*cmd, "trainer.max_epochs=500", "seed=1,2"]) != 0
     _, parent, children = _family(mlflow_uri)
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] == ["KILLED"]  # the second job never started

@@ -10,6 +10,7 @@ import pytest
 from taco.errors import DataError
 from taco.train import train
 from tests.conftest import tiny_overrides
+from tests.helpers import sigterm_once_training
 
 
 def _runs(uri):
@@ -125,22 +126,12 @@ def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path,
 
 
 def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, mlflow_uri):
-    import signal
-    import time
-
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     overrides = [
         o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))
     ]
     cmd = [exe, *overrides, "trainer.max_epochs=500", f"hydra.run.dir={tmp_path}/run"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    for line in proc.stdout:  # wait until training is under way
-        if "epoch 2/500" in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert sigterm_once_training(cmd) != 0
     _, runs = _runs(mlflow_uri)
     assert [r.info.status for r in runs] == ["KILLED"]
     assert "terminated by signal" in runs[0].data.tags["error"]
