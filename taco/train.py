@@ -101,13 +101,13 @@ def train(cfg: DictConfig) -> float:
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     fingerprint = checkpoint.fingerprint(resolved_config(cfg))
-    ckpt = None
-    if cfg.get("ckpt_path"):
+    ckpt, run_id = None, None
+    if cfg.get("ckpt_path"):  # resolved before a run opens: a wrong path leaves no run behind
         ckpt = checkpoint.resolve(str(cfg.ckpt_path), checkpoint_search_dirs(cfg), fingerprint)
         meta = checkpoint.read_meta(ckpt)
+        run_id = meta.get("run_id")
         tags["resumed_from"] = f"{ckpt} (epoch {meta['epoch']})"
         log.info("resuming %s after epoch %d", ckpt, meta["epoch"])
-    run_id = checkpoint.read_meta(ckpt).get("run_id") if ckpt else None
     with _sigterm_as_interrupt(), logger.run(tags=tags, run_id=run_id):
         return _train_in_run(cfg, logger, ckpt, fingerprint)
 
