@@ -286,9 +286,10 @@ class Trainer:
             return checkpoint.write(path, classifier.checkpoint_state(), meta)
 
     def load_weights(self, path: Path) -> None:
-        arrays, meta = checkpoint.read(path)
+        """The weights of a checkpoint (the best epoch), leaving the training state alone."""
+        arrays, _ = checkpoint.read(path)
         with self.scope():
-            self._classifier.load_checkpoint_state(arrays, source=path)
+            self._classifier.load_checkpoint_state(arrays, source=path, weights_only=True)
 
     def _restore(self, classifier: Any, path: Path) -> int:
         arrays, meta = checkpoint.read(path)

@@ -241,3 +241,20 @@ def test_forest_checkpoint_state_round_trip():
     b.load_checkpoint_state(a.checkpoint_state())
     for pa, pb in zip(a.forest.predict_proba(x), b.forest.predict_proba(x), strict=True):
         np.testing.assert_array_equal(pa, pb)
+
+
+def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(compose_cfg, tmp_path, mlflow_uri):
+    from tests.test_models import FAMILIES
+
+    tiny = [o for o in tiny_overrides(tmp_path) if not o.startswith("model.")]
+    base = [*tiny, *FAMILIES["vgg16"], "trainer.max_epochs=3"]
+    interrupt = ["+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch"]
+    with pytest.raises(KeyboardInterrupt):  # after epoch 2: the head epoch, one fine-tuning epoch
+        train(compose_cfg([*base, *interrupt, "+callbacks.interrupt.epoch=2"]))
+    train(compose_cfg([*base, "ckpt_path=last"]))
+    train(compose_cfg([*base, f"paths.output_dir={tmp_path}/straight"]))
+    _, runs = _runs(mlflow_uri)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    resumed, straight = sorted(runs, key=lambda r: "resumed_from" not in r.data.tags)
+    assert "epoch 2" in resumed.data.tags["resumed_from"]
+    assert _test_metrics(resumed) == _test_metrics(straight)

@@ -119,7 +119,9 @@ class ForestClassifier:
 
         return {"forest": np.frombuffer(pickle.dumps(self.forest), dtype=np.uint8)}
 
-    def load_checkpoint_state(self, arrays: dict[str, np.ndarray], source: Any = "") -> None:
+    def load_checkpoint_state(
+        self, arrays: dict[str, np.ndarray], source: Any = "", weights_only: bool = False
+    ) -> None:
         import pickle
 
         if "forest" not in arrays:

@@ -141,17 +141,22 @@ class KerasClassifier:
         arrays["fine_tuning"] = np.asarray(self.fine_tuning)
         return arrays
 
-    def load_checkpoint_state(self, arrays: dict[str, np.ndarray], source: Any = "") -> None:
+    def load_checkpoint_state(
+        self, arrays: dict[str, np.ndarray], source: Any = "", weights_only: bool = False
+    ) -> None:
+        """Resume (stage, weights, optimizer), or with `weights_only` take just the weights: the
+        best epoch may come from the head stage, whose optimizer had fewer variables."""
         model = self._model()
-        if bool(arrays.get("fine_tuning", False)) and not self.fine_tuning:
+        resume = not weights_only
+        if resume and bool(arrays.get("fine_tuning", False)) and not self.fine_tuning:
             self._unfreeze_top()
-        has_optimizer = any(k.startswith("optimizer.") for k in arrays)
+        has_optimizer = resume and any(k.startswith("optimizer.") for k in arrays)
         if has_optimizer:
             model.optimizer.build(model.trainable_variables)
-        for prefix, variables in (
-            ("model", model.variables),
-            ("optimizer", model.optimizer.variables if has_optimizer else []),
-        ):
+        groups = [("model", model.variables)]
+        if has_optimizer:
+            groups.append(("optimizer", model.optimizer.variables))
+        for prefix, variables in groups:
             stored = sorted(
                 (k for k in arrays if k.startswith(prefix + ".")),
                 key=lambda k: int(k.rsplit(".", 1)[1]),
