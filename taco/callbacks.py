@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from taco import checkpoint
 from taco.errors import ConfigError
+from taco.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -242,28 +241,23 @@ class ProgressBar(Callback):
 
     def __init__(self, refresh_rate: int = 1, enabled: bool | None = None) -> None:
         self.refresh_rate = max(int(refresh_rate), 1)
-        self.live = sys.stderr.isatty() if enabled is None else bool(enabled)
-        self.started = time.perf_counter()
+        self.enabled = enabled  # None: live only when stderr is a terminal
+        self.bar: Progress | None = None
 
     def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None:
-        self.started = time.perf_counter()
+        label = f"epoch {epoch + 1}/{trainer.fit_epochs}"
+        self.bar = Progress(trainer.num_training_batches, label, self.enabled)
 
     def on_train_batch_end(self, trainer: Any, classifier: Any, batch: int, logs: dict) -> None:
         done = batch + 1
-        if not self.live or (done % self.refresh_rate and done != trainer.num_training_batches):
+        if not self.bar.enabled or (done % self.refresh_rate and done != self.bar.total):
             return
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
         loss = (logs or {}).get("loss")
-        sys.stderr.write(
-            f"\repoch {trainer.current_epoch + 1}/{trainer.fit_epochs} "
-            f"batch {done}/{trainer.num_training_batches} ({rate:.1f}/s)"
-            + (f" loss {float(loss):.4f}" if loss is not None else "")
-        )
-        sys.stderr.flush()
+        self.bar.update(done, f"loss {float(loss):.4f}" if loss is not None else "")
 
     def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
-        if self.live:
-            sys.stderr.write("\r\033[K")
+        if self.bar is not None:
+            self.bar.close()
         m = trainer.callback_metrics
         parts = [f"epoch {epoch + 1}/{trainer.fit_epochs}", f"loss {m['train/loss']:.4f}"]
         if "val/f1_macro" in m:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from taco.errors import DataError, TacoError
+from taco.tracking import sanitize
 
 log = logging.getLogger("taco.compare")
 
@@ -39,6 +40,9 @@ class Comparison:
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     runs: dict[str, list[Any]] = field(default_factory=dict)
     unfinished: list[Any] = field(default_factory=list)
+
+    def add(self, row: str, variant: str, value: float) -> None:
+        self.values.setdefault(row, {}).setdefault(variant, []).append(value)
 
     @property
     def rows(self) -> list[str]:
@@ -216,21 +220,19 @@ def collect(client: Any, parent: Any) -> Comparison:
     variants = list(dict.fromkeys(names[r.info.run_id] for r in finished))
     comparison = Comparison(parent, variants, [], {}, unfinished=unfinished)
     support: dict[str, list[float]] = defaultdict(list)
-    for run in sorted(finished, key=lambda r: r.info.start_time):
+    for run in finished:  # in job order: within a variant, the seeds in sweep order
         variant = names[run.info.run_id]
         comparison.runs.setdefault(variant, []).append(run)
         metrics = run.data.metrics
         for key, value in metrics.items():
             match = re.fullmatch(r"test/(f1|support)/(.+)", key)
             if match and match.group(1) == "f1":
-                comparison.values.setdefault(match.group(2), {}).setdefault(variant, []).append(
-                    value
-                )
+                comparison.add(match.group(2), variant, value)
             elif match:
                 support[match.group(2)].append(value)
         for label, key in SUMMARY_ROWS:
             if key in metrics:
-                comparison.values.setdefault(label, {}).setdefault(variant, []).append(metrics[key])
+                comparison.add(label, variant, metrics[key])
     comparison.support = {c: float(np.mean(v)) for c, v in support.items()}
     comparison.classes = sorted(comparison.support, key=lambda c: (-comparison.support[c], c))
     return comparison
@@ -243,8 +245,8 @@ def log_to_parent(client: Any, comparison: Comparison, folder: Path) -> None:
     for variant in comparison.variants:
         value = comparison.mean("macro F1", variant)
         if not np.isnan(value):
-            key = re.sub(r"[^A-Za-z0-9_\-. /]", "_", variant)
-            client.log_metric(comparison.parent.info.run_id, f"compare/f1_macro/{key}", value)
+            key = f"compare/f1_macro/{sanitize(variant)}"
+            client.log_metric(comparison.parent.info.run_id, key, value)
 
 
 def write_outputs(comparison: Comparison, folder: Path) -> None:

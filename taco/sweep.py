@@ -123,17 +123,12 @@ class MLflowSweepParent(Callback):
             return
         import mlflow
 
-        from taco.tracking import artifact_location_for, git_state
+        from taco.tracking import get_or_create_experiment, git_state
 
         uri = str(logger.tracking_uri)
         self.client = mlflow.MlflowClient(uri)
         name = str(logger.experiment_name)
-        experiment = self.client.get_experiment_by_name(name)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else self.client.create_experiment(name, artifact_location=artifact_location_for(uri))
-        )
+        experiment_id = get_or_create_experiment(self.client, name)
         overrides = " ".join(config.hydra.overrides.task)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         tags = {

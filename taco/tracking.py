@@ -35,6 +35,23 @@ def artifact_location_for(tracking_uri: str) -> str | None:
     return None
 
 
+def get_or_create_experiment(client: Any, name: str) -> str:
+    """The experiment's id, created (artifacts beside a SQLite store) when missing; a parallel
+    job creating it at the same moment is not an error."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(
+            name, artifact_location=artifact_location_for(client.tracking_uri)
+        )
+    except Exception:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
 def git_state(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
         return subprocess.run(
@@ -96,13 +113,7 @@ class MLflowLogger(NullLogger):
 
         mlflow.set_tracking_uri(self.tracking_uri)
         client = mlflow.MlflowClient(self.tracking_uri)
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            experiment_id = client.create_experiment(
-                self.experiment_name, artifact_location=artifact_location_for(self.tracking_uri)
-            )
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = get_or_create_experiment(client, self.experiment_name)
         all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
         if run_id is not None and not self._exists(client, run_id):
             log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)

@@ -194,6 +194,7 @@ def _train_in_run(cfg: DictConfig, logger: Any, ckpt: Path | None, fingerprint: 
     trainer.fingerprint = fingerprint
     classifier = instantiate(cfg.model.classifier)
     classifier.check(int(cfg.model.image_size))
+    trainer.configure_hardware()
     profiler = trainer.profiler
     logger = trainer.profiled(logger)
 

@@ -187,12 +187,17 @@ class Trainer:
 
             tf.config.experimental.enable_op_determinism()
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """Devices, precision policy and distribution strategy for building and training."""
+    def configure_hardware(self) -> None:
+        """Choose devices once, before TensorFlow first uses one (an impossible choice fails
+        here, before any data work when the entry point calls it first)."""
         if not self._configured:
             self.hardware.configure()
             self._configured = True
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Devices, precision policy and distribution strategy for building and training."""
+        self.configure_hardware()
         with self.hardware.scope():
             yield
 
