@@ -243,6 +243,7 @@ def test_forest_checkpoint_state_round_trip():
         np.testing.assert_array_equal(pa, pb)
 
 
+@pytest.mark.slow  # about 50 s: a VGG16 three times; the CNN resume test covers the default run
 def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(compose_cfg, tmp_path, mlflow_uri):
     from tests.test_models import FAMILIES
 
