@@ -65,7 +65,7 @@ format: setup
 	$(BIN)/ruff check --fix taco tests benchmarks
 
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from taco.config import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

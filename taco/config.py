@@ -1,12 +1,18 @@
-"""Config helpers: the project root resolver used by `conf/paths`, and config flattening."""
+"""Config helpers: where things are (conf/, the project root, the MLflow store), the Hydra job
+this process runs, and building config nodes with user errors kept readable.
+
+Only OmegaConf and the standard library load here: every entry point imports this module, and
+`--help` / `--cfg job` must stay fast.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -19,9 +25,16 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def default_tracking_uri() -> str:
+    """The one MLflow store every command uses: $MLFLOW_TRACKING_URI, else <root>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root()}/mlflow.db"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("taco_root"):
         OmegaConf.register_new_resolver("taco_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("taco_tracking_uri"):
+        OmegaConf.register_new_resolver("taco_tracking_uri", default_tracking_uri)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -34,6 +47,85 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with a user error raised while building re-raised as itself
+    (Hydra wraps it in "Error in call to target", which hides the message)."""
+    from hydra.utils import instantiate
+
+    from taco.errors import user_error
+
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def build_optional(node: Any) -> Any:
+    """A config node that may be switched off: empty, null or `_target_: null` builds None."""
+    if node is None or "_target_" not in node or node._target_ is None:
+        return None
+    return build(node)
+
+
+# ---------------------------------------------------------------------- the Hydra job
+def hydra_runtime() -> Any:
+    """Hydra's runtime config, or None when composed without it (tests, notebooks)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get()
+    except Exception:
+        return None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hydra = hydra_runtime()
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
+
+
+def job_overrides() -> str | None:
+    """This job's command-line overrides, or None when composed without Hydra's runtime."""
+    hydra = hydra_runtime()
+    return " ".join(hydra.overrides.task) if hydra is not None else None
+
+
+def threads_per_job() -> int | None:
+    """CPU threads for one job when a joblib sweep runs several side by side, else None."""
+    hydra = hydra_runtime()
+    if hydra is None or not in_multirun():
+        return None
+    launcher = hydra.launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if not n_jobs:
+        return None
+    cpus = os.cpu_count() or 1
+    n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
+    return max(1, cpus // max(n_jobs, 1))
+
+
+def output_dir(cfg: DictConfig) -> Path | None:
+    """This job's Hydra output folder, or None when composed without Hydra's runtime."""
+    try:
+        return Path(cfg.paths.output_dir)
+    except Exception:
+        return None
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The config with every interpolation resolved, once (Hydra-only ones left as written)."""
+    cfg = cfg.copy()
+    try:
+        cfg.paths.output_dir = str(output_dir(cfg))
+    except Exception:
+        pass
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 register_resolvers()

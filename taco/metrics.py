@@ -1,15 +1,47 @@
-"""Multi-label metrics and per-class threshold tuning.
+"""Every metric in one place: loss, per-epoch scores, per-class scores, thresholds, floors.
 
 A class with no positives in the evaluated part has an undefined F1 (NaN): it is shown as such and
-left out of the macro average, which reports how many classes it averages over.
+left out of the macro average, which reports how many classes it averages over. The names below
+are the contract between the Trainer, its callbacks (progress bar, curves, monitors), the run
+logger and `taco-compare`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Per-epoch metrics the Trainer puts in `callback_metrics` (monitors choose among them).
+EPOCH_METRICS = (
+    "train/loss",
+    "val/loss",
+    "val/f1_macro",
+    "val/f1_macro_fixed",
+    "epoch_seconds",
+    "lr",
+)
+# Summary metrics of a scored part, logged as `<prefix>/<name>`.
+SUMMARY = ("f1_micro", "f1_macro", "f1_samples", "f1_macro_classes")
+# The summaries a comparison of runs shows, with their labels.
+HEADLINE = {"f1_macro": "macro F1", "f1_micro": "micro F1"}
+# Prefixes of the scored parts: the best epoch on validation (tuned thresholds), and test.
+FINAL_PARTS = ("val/final", "test")
+PER_CLASS = ("f1", "precision", "recall")
+
+_ALLOWED = re.compile(r"[^A-Za-z0-9_\-. ]")
+
+
+def sanitize(name: str) -> str:
+    """A class name as an MLflow metric-name part: '&' -> 'and', other odd characters -> '_'."""
+    return _ALLOWED.sub("_", name.replace("&", "and")).strip()
+
+
+def summary_names() -> list[str]:
+    """What `optimized_metric` may name: `val/final/*` and `test/*` summaries."""
+    return [f"{part}/{name}" for part in FINAL_PARTS for name in SUMMARY]
 
 
 @dataclass
@@ -27,15 +59,26 @@ class Evaluation:
     macro_classes: int  # classes the macro F1 averages over (support > 0)
     thresholds: np.ndarray = field(default_factory=lambda: np.array([]))
 
-    SUMMARY = ("f1_micro", "f1_macro", "f1_samples", "f1_macro_classes")
-
     def summary(self, prefix: str) -> dict[str, float]:
-        return {
-            f"{prefix}/f1_micro": self.f1_micro,
-            f"{prefix}/f1_macro": self.f1_macro,
-            f"{prefix}/f1_samples": self.f1_samples,
-            f"{prefix}/f1_macro_classes": float(self.macro_classes),
+        values = {
+            "f1_micro": self.f1_micro,
+            "f1_macro": self.f1_macro,
+            "f1_samples": self.f1_samples,
+            "f1_macro_classes": float(self.macro_classes),
         }
+        return {f"{prefix}/{name}": values[name] for name in SUMMARY}
+
+    def per_class(self, prefix: str) -> dict[str, float]:
+        """Scalar metrics per class (`test/f1/<class>`); undefined values are not logged."""
+        out: dict[str, float] = {}
+        for i, name in enumerate(self.class_names):
+            key = sanitize(name)
+            out[f"{prefix}/support/{key}"] = float(self.support[i])
+            for metric in PER_CLASS:
+                value = float(getattr(self, metric)[i])
+                if not np.isnan(value):
+                    out[f"{prefix}/{metric}/{key}"] = value
+        return out
 
     def table(self) -> str:
         """Markdown table: one row per class, undefined values shown as 'n/a'."""
@@ -91,6 +134,21 @@ def evaluate(
         macro_classes=int(defined.sum()),
         thresholds=thr,
     )
+
+
+def bce(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Mean binary cross-entropy over images and classes."""
+    p = np.clip(scores, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
+
+
+def epoch_scores(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The per-epoch validation metrics: loss, macro F1 at tuned and at fixed 0.5 thresholds."""
+    return {
+        "val/loss": bce(y_true, scores),
+        "val/f1_macro": macro_f1(y_true, scores, tune_thresholds(y_true, scores)),
+        "val/f1_macro_fixed": macro_f1(y_true, scores, 0.5),
+    }
 
 
 def macro_f1(y_true: np.ndarray, scores: np.ndarray, thresholds: float | np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taco.callbacks import Callback
+from taco.training.callbacks import Callback
 
 
 class InterruptAtEpoch(Callback):

@@ -14,7 +14,7 @@ def test_default_composition(compose_cfg):
     assert cfg.dataset.name == "synthetic"
     assert cfg.model.name == "cnn"
     assert cfg.trainer.max_epochs > 1
-    assert cfg.logger._target_ == "taco.tracking.MLflowLogger"
+    assert cfg.logger._target_ == "taco.tracking.mlflow_logger.MLflowLogger"
     assert set(cfg) >= {"dataset", "augmentation", "model", "trainer", "logger", "seed", "paths"}
     assert cfg.paths.root_dir == str(project_root())
 
@@ -46,7 +46,7 @@ def test_unknown_key_is_refused(compose_cfg):
 
 def test_startup_does_not_import_heavy_libraries():
     code = (
-        "import sys, taco.train; "
+        "import sys, taco.cli.train; "
         "heavy = [m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

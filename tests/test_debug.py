@@ -3,7 +3,7 @@
 import mlflow
 from hydra.utils import instantiate
 
-from taco.train import train
+from taco.cli.train import train
 from tests.conftest import tiny_overrides
 
 

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image, ImageOps
 
-from taco.data.download import FAILURES_NAME, download, main, safe_target
+from taco.cli.download import main
+from taco.data.sources.download import FAILURES_NAME, download, safe_target
 
 
 def _jpeg(w, h, orientation=1, colour=(200, 30, 30)):
@@ -228,7 +229,7 @@ def test_download_then_load_as_dataset_taco(tmp_path, compose_cfg):
 
     from hydra.utils import instantiate
 
-    from taco.data.synthetic import SyntheticTaco
+    from taco.data.sources.synthetic import SyntheticTaco
 
     source = tmp_path / "served"
     SyntheticTaco(num_images=20, image_size=(96, 72)).write(source)

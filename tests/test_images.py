@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from taco.data.images import build_cache, decode_image, to_rgb
-from taco.data.synthetic import _INVERSE_ORIENTATION
+from taco.data.sources.synthetic import _INVERSE_ORIENTATION
 from taco.errors import ConfigError, DataError
 
 

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 
 from taco.errors import ConfigError
-from taco.train import train
+from taco.cli.train import train
 from tests.conftest import tiny_overrides
 
 FAMILIES = {
@@ -83,7 +83,7 @@ def _fitted(compose_cfg, tmp_path, extra):
     ids=["cnn", "vgg16_rf"],
 )
 def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, extra):
-    from taco.predict import load_model
+    from taco.models.registry import load_model
 
     dm, trainer, classifier = _fitted(compose_cfg, tmp_path, extra)
     test = dm.batches("test")
@@ -131,7 +131,7 @@ def test_forest_scores_with_labels_constant_in_training():
 
 
 def test_backbone_checks_at_config_time(tmp_path, monkeypatch):
-    from taco.models.transfer import check_backbone
+    from taco.models.backbones import check_backbone
 
     with pytest.raises(ConfigError, match="not a keras.applications model"):
         check_backbone("VGG17", 64)
@@ -141,7 +141,7 @@ def test_backbone_checks_at_config_time(tmp_path, monkeypatch):
 
 
 def test_missing_weights_say_where_keras_looks(tmp_path, monkeypatch):
-    from taco.models.transfer import check_backbone
+    from taco.models.backbones import check_backbone
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weight file
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

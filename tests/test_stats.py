@@ -1,6 +1,6 @@
 import numpy as np
 
-from taco.stats import class_table, cooccurrence, labels_per_image, stats
+from taco.cli.stats import class_table, cooccurrence, labels_per_image, stats
 from tests.conftest import tiny_overrides
 
 

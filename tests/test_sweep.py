@@ -9,7 +9,7 @@ import sys
 import mlflow
 import pytest
 
-from taco.compare import main as compare_main
+from taco.cli.compare import main as compare_main
 from tests.conftest import tiny_overrides
 from tests.helpers import sigterm_once_training
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from taco.data.synthetic import STAMP_NAME, SyntheticTaco
+from taco.data.sources.synthetic import STAMP_NAME, SyntheticTaco
 from taco.data.taxonomy import TACO_CATEGORIES
 from taco.errors import DataError
 

@@ -1,7 +1,8 @@
 import mlflow
 import pytest
 
-from taco.tracking import MLflowLogger, artifact_location_for, sanitize
+from taco.metrics import sanitize
+from taco.tracking.mlflow_logger import MLflowLogger, artifact_location_for
 
 
 def test_sanitize_class_names():

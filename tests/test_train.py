@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from taco.errors import DataError
-from taco.train import train
+from taco.cli.train import train
 from tests.conftest import tiny_overrides
 from tests.helpers import sigterm_once_training
 
@@ -70,7 +70,7 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     from hydra.core.global_hydra import GlobalHydra
 
     from taco.config import CONF_DIR
-    from taco.evaluate import evaluate_model
+    from taco.cli.evaluate import evaluate_model
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -154,7 +154,7 @@ def test_eval_needs_a_run_or_a_model(tmp_path, mlflow_uri):
 
     from taco.config import CONF_DIR
     from taco.errors import ConfigError
-    from taco.evaluate import evaluate_model
+    from taco.cli.evaluate import evaluate_model
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from taco import checkpoint
-from taco.callbacks import LearningRateSchedule
+from taco.training import checkpoint
+from taco.training.callbacks import LearningRateSchedule
 from taco.errors import ConfigError
-from taco.train import instantiate_callbacks, train
+from taco.cli.train import build_callbacks, train
 from tests.conftest import tiny_overrides
 
 
@@ -166,7 +166,7 @@ def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):
 
 def test_bad_callback_configs_fail_before_training(compose_cfg, tmp_path, mlflow_uri):
     with pytest.raises(ConfigError, match="no _target_"):
-        instantiate_callbacks({"mine": {"patience": 3}})
+        build_callbacks({"mine": {"patience": 3}})
     cfg = compose_cfg([*tiny_overrides(tmp_path), "callbacks.early_stopping.monitor=val/f2"])
     with pytest.raises(ConfigError, match="monitor must be one of"):
         train(cfg)

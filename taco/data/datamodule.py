@@ -1,7 +1,8 @@
 """The DataModule: one object that turns a dataset config into train / val / test batches.
 
 `prepare_data()` writes or checks the files once; `setup()` loads labels, builds the image cache
-and splits. The same class serves the embedded synthetic data set and real TACO.
+and splits. The same class serves the embedded synthetic data set and real TACO; it implements
+`taco.protocols.DataModule`, and nothing outside `taco/data` reads its cache or rows.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from taco.data.coco import LabelSet, load_labelset
 from taco.data.images import ImageCache, build_cache
 from taco.data.split import PARTS, split_rows
 from taco.errors import DataError
+
+if TYPE_CHECKING:
+    from taco.data.pipeline import CachedBatches
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class TacoDataModule:
         self.missing_hint = missing_hint
         self.image_size = int(image_size)
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cache"
-        self.augmentation = augmentation
+        self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)
         self.decode_workers = decode_workers
         self.labelset: LabelSet | None = None
@@ -87,7 +91,10 @@ class TacoDataModule:
         return split_rows(labels, self.fractions, self.seed)
 
     def setup(self) -> None:
-        """Labels -> decode cache (every bad image reported at once) -> seeded stratified split."""
+        """Labels -> decode cache (every bad image reported at once) -> seeded stratified split.
+        Done once: a second call keeps what the first built."""
+        if self.labelset is not None:
+            return
         labelset = self.load_labels()
         cache = build_cache(
             labelset.paths,
@@ -125,6 +132,11 @@ class TacoDataModule:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def cache_key(self) -> str:
+        """Names the image cache: what caches derived from it (features) are keyed on."""
+        return self._cache().path.stem
+
     def labels(self, part: str) -> np.ndarray:
         return self._labels().labels[self.rows[part]]
 
@@ -134,15 +146,16 @@ class TacoDataModule:
         shuffle: bool | None = None,
         limit_batches: int | None = None,
         augment: bool | None = None,
-    ):
+        profiler: Any = None,
+    ) -> CachedBatches:
         """Keras batches of one part; by default only the training part is shuffled and
-        augmented."""
+        augmented. A `profiler` times batch reading."""
         from taco.data.pipeline import CachedBatches
 
         labelset = self._labels()
         train = part == "train"
         return CachedBatches(
-            self.cache.array,
+            self._cache().array,
             labelset.labels,
             self.rows[part],
             self.batch_size,
@@ -150,17 +163,19 @@ class TacoDataModule:
             seed=self.seed,
             augment=self.augmentation if (train if augment is None else augment) else None,
             limit_batches=limit_batches,
-            cache_key=self.cache.path.stem,
+            cache_key=self.cache_key,
+            profiler=profiler,
         )
 
     def sample(self, part: str, n: int) -> np.ndarray:
         """The first `n` cached images of a part (uint8), e.g. for previews."""
-        return np.asarray(self.cache.array[np.sort(self.rows[part][:n])])
+        return np.asarray(self._cache().array[np.sort(self.rows[part][:n])])
 
-    def split_record(self) -> dict:
-        """Image ids (COCO ids) of each part, to save with the run."""
+    def record(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """(tags, split record) to log with a run: the annotations' hash, and the image ids
+        (COCO ids) of each part with the skipped images."""
         labelset = self._labels()
-        return {
+        return {"dataset_sha256": labelset.content_hash[:16]}, {
             "dataset": self.name,
             "seed": self.seed,
             "fractions": self.fractions,
@@ -171,6 +186,11 @@ class TacoDataModule:
             **{part: labelset.image_ids[self.rows[part]].tolist() for part in PARTS},
             "skipped": [b.__dict__ for b in self.skipped],
         }
+
+    def _cache(self) -> ImageCache:
+        if self.cache is None:
+            raise RuntimeError("call setup() before using the data module")
+        return self.cache
 
     def _labels(self) -> LabelSet:
         if self.labelset is None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -27,9 +34,10 @@ class CachedBatches(keras.utils.PyDataset):
         augment: Callable[..., dict] | None = None,
         limit_batches: int | None = None,
         cache_key: str = "",
+        profiler: Any = None,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
-        self.images = images
+        self.images_array = images
         self.labels = labels.astype(np.float32)
         self.rows = np.asarray(rows, dtype=int)
         self.batch_size = int(batch_size)
@@ -38,7 +46,7 @@ class CachedBatches(keras.utils.PyDataset):
         self.limit_batches = limit_batches
         self.cache_key = cache_key  # names the image cache: what derived caches are keyed on
         self.seed = int(seed)
-        self.profiler = None  # set by the Trainer to time batch reading (`trainer.profiler`)
+        self.profiler = profiler  # times batch reading as `data` (`trainer.profiler`)
         self.set_epoch(0)
 
     @property
@@ -71,7 +79,7 @@ class CachedBatches(keras.utils.PyDataset):
 
     def _batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.batch_rows(index)
-        x = np.asarray(self.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+        x = np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
         if self.augment is not None:
             x = np.stack([self.augment(image=img)["image"] for img in x])
         return x.astype(np.float32), self.labels[rows]
@@ -86,3 +94,62 @@ class CachedBatches(keras.utils.PyDataset):
     def targets(self) -> np.ndarray:
         """Labels in batch order, aligned with what `predict` returns."""
         return self.labels[self.ordered_rows()]
+
+    @property
+    def num_images(self) -> int:
+        return len(self.rows)
+
+    def images(self) -> np.ndarray:
+        """The un-augmented images in batch order (uint8)."""
+        rows = self.ordered_rows()
+        return np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
+
+    def derived(
+        self,
+        folder: str | Path,
+        name: str,
+        compute: Callable[[np.ndarray], np.ndarray],
+        chunk: int = 64,
+    ) -> np.ndarray:
+        """Per-image values (e.g. backbone features) computed once for every cached image,
+        stored as `<folder>/<cache key>-<name>.npy` and returned in batch order: every part,
+        split and job of a sweep reuses them."""
+        values = _derived_for_cache(Path(folder), self.cache_key, name, self.images_array, compute, chunk)
+        return values[self.ordered_rows()]
+
+
+_loaded: dict[Path, np.ndarray] = {}
+
+
+def _derived_for_cache(
+    folder: Path,
+    cache_key: str,
+    name: str,
+    images: np.ndarray,
+    compute: Callable[[np.ndarray], np.ndarray],
+    chunk: int,
+) -> np.ndarray:
+    path = folder / f"{cache_key or 'nokey'}-{name}.npy"
+    if path in _loaded and len(_loaded[path]) == len(images):
+        return _loaded[path]
+    if path.is_file():
+        values = np.load(path, mmap_mode="r")
+        if len(values) == len(images):  # made by an earlier run or job
+            _loaded[path] = values
+            return values
+    start = time.perf_counter()
+    parts = [compute(np.asarray(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    values = np.concatenate(parts)
+    log.info(
+        "computed %s for %d images in %.1f s -> %s",
+        name,
+        len(values),
+        time.perf_counter() - start,
+        path,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, values)
+    os.replace(tmp, path)  # whole or absent, also with parallel jobs of a sweep
+    _loaded[path] = values
+    return values

@@ -1,1 +1,1 @@
-"""Model families: each config in conf/model/ builds one of these through Hydra."""
+"""Model families behind `taco.protocols.Classifier`; each config in conf/model/ builds one."""

@@ -1,31 +1,32 @@
 """ForestClassifier: pooled backbone features -> scikit-learn RandomForestClassifier.
 
-Features depend only on (backbone, weights, image size, image cache), so they are extracted once
-for every cached image, stored on disk under that key, and reused by every forest of a sweep.
-Follows the same classifier protocol as `KerasClassifier`, so it goes through the same Trainer,
-thresholds, metrics and MLflow logging.
+Features depend only on (backbone, weights, image size, image cache), so they are computed once
+for every cached image, stored on disk under that key by the data (`Batches.derived`), and
+reused by every forest of a sweep. Implements `taco.protocols.Classifier` directly: it is fitted
+in a single pass, so the Trainer runs one epoch, and it goes through the same thresholds,
+metrics and MLflow logging as the Keras models.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from taco.errors import ConfigError, DataError
+from taco.protocols import Batches, BatchHooks
 
 log = logging.getLogger(__name__)
 
 
 class ForestClassifier:
     kind = "forest"
-    single_pass = True  # fitted once: the Trainer reports one epoch
+    single_pass = True  # fitted once: the Trainer runs one epoch
 
     def __init__(
         self,
@@ -53,65 +54,64 @@ class ForestClassifier:
         }
         self.batch_size = int(batch_size)
         self.image_size = 0
+        self.num_classes = 0
         self.forest: Any = None
         self.extractor: Any = None
-        self.feature_seconds = 0.0
-        self.features_reused = False
-        self._loaded: tuple[Path, np.ndarray] | None = None
+        self.thresholds: np.ndarray | None = None
 
     # ------------------------------------------------------------------ protocol
     def check(self, image_size: int) -> None:
-        from taco.models.transfer import check_backbone
-
-        check_backbone(self.backbone, image_size, self.weights)
         from sklearn.ensemble import RandomForestClassifier
 
+        from taco.models.backbones import check_backbone
+
+        check_backbone(self.backbone, image_size, self.weights)
         try:
             RandomForestClassifier(**self.forest_params)._validate_params()
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model.classifier forest parameters: {exc}") from None
 
-    def setup(
-        self, num_classes: int, image_size: int, train_labels: np.ndarray | None = None
-    ) -> None:
-        self.num_classes, self.image_size = num_classes, image_size
+    def use_callbacks(self, callbacks: Sequence[Any]) -> None:
+        if callbacks:
+            names = ", ".join(type(c).__qualname__ for c in callbacks)
+            log.warning("callbacks %s are ignored by a random forest (not a Keras model)", names)
 
-    def fit(
-        self,
-        batches: Any,
-        epochs: int = 1,
-        callbacks: Sequence[Any] = (),
-        initial_epoch: int = 0,
-        verbose: int = 0,
-    ) -> None:
-        """Extract (or reuse) features, fit the forest once, then report one 'epoch'."""
+    def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
+        self.num_classes, self.image_size = num_classes, image_size
+        self.thresholds = None
+
+    def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
+        """Compute (or reuse) the features and fit the forest once; no loss to report."""
         from sklearn.ensemble import RandomForestClassifier
 
-        for callback in callbacks:
-            callback.on_epoch_begin(0)
-        features = self.features(batches)
-        rows = batches.ordered_rows()
+        features, labels = self.features(batches), batches.targets()
         start = time.perf_counter()
         self.forest = RandomForestClassifier(**self.forest_params)
-        self.forest.fit(features[rows], batches.labels[rows].astype(np.int64))
+        self.forest.fit(features, labels.astype(np.int64))
         log.info(
             "random forest (%d trees) fitted on %d images in %.1f s",
             self.forest_params["n_estimators"],
-            len(rows),
+            len(labels),
             time.perf_counter() - start,
         )
-        for callback in callbacks:  # validation scoring and logging, as after a Keras epoch
-            callback.on_epoch_end(0, {"loss": float("nan")})
+        return float("nan")
 
-    def predict_scores(self, batches: Any) -> np.ndarray:
-        features = self.features(batches)[batches.ordered_rows()]
-        return forest_scores(self.forest, features, self.num_classes)
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        return False
+
+    def end_fit(self) -> None: ...
+
+    def predict_scores(self, batches: Batches) -> np.ndarray:
+        return forest_scores(self.forest, self.features(batches), self.num_classes)
 
     def get_state(self) -> Any:
         return self.forest
 
     def set_state(self, state: Any) -> None:
         self.forest = state
+
+    def set_learning_rate_factor(self, factor: float) -> float | None:
+        return None  # nothing to schedule
 
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """The fitted forest, pickled: a local checkpoint this process wrote itself."""
@@ -120,7 +120,7 @@ class ForestClassifier:
         return {"forest": np.frombuffer(pickle.dumps(self.forest), dtype=np.uint8)}
 
     def load_checkpoint_state(
-        self, arrays: dict[str, np.ndarray], source: Any = "", weights_only: bool = False
+        self, arrays: Mapping[str, np.ndarray], source: Any = "", weights_only: bool = False
     ) -> None:
         import pickle
 
@@ -128,9 +128,11 @@ class ForestClassifier:
             raise DataError(f"{source}: not a forest checkpoint")
         self.forest = pickle.loads(arrays["forest"].tobytes())
 
-    def save(self, folder: Path, meta: dict) -> Path:
+    def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
         """The forest in MLflow's scikit-learn format, the feature extractor as `.keras`."""
         import mlflow.sklearn
+
+        from taco.models.registry import write_info
 
         folder.mkdir(parents=True, exist_ok=True)
         # skops format; the tree node storage is ours, written by this run, so it is trusted
@@ -138,63 +140,44 @@ class ForestClassifier:
             self.forest, folder / "forest", skops_trusted_types=["sklearn.tree._tree.Tree"]
         )
         self._extractor().save(folder / "features.keras")
-        info = {"kind": self.kind, "backbone": self.backbone, "weights": self.weights, **meta}
-        (folder / "taco_model.json").write_text(json.dumps(info, indent=1))
-        return folder
+        return write_info(folder, self, {"backbone": self.backbone, "weights": self.weights, **meta})
+
+    @staticmethod
+    def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+        import keras
+        import mlflow.sklearn
+
+        import taco.models.backbones  # noqa: F401  (registers the custom layers)
+
+        forest = mlflow.sklearn.load_model(str(folder / "forest"))
+        extractor = keras.saving.load_model(folder / "features.keras", compile=False)
+        n = len(info["class_names"])
+        return lambda x: forest_scores(forest, extractor.predict(x, verbose=0), n)
 
     # ------------------------------------------------------------------ features
-    def feature_path(self, cache_key: str) -> Path:
+    def feature_name(self) -> str:
         weights = os.path.basename(str(self.weights))  # "imagenet", "None" or a file name
-        name = f"{cache_key}-{self.backbone}-{weights}-{self.image_size}px.npy"
-        return self.features_dir / name
+        return f"{self.backbone}-{weights}-{self.image_size}px"
 
-    def features(self, batches: Any) -> np.ndarray:
-        """Pooled backbone features of every image in the cache, from disk when present."""
-        path = self.feature_path(batches.cache_key or "nokey")
-        if self._loaded is not None and self._loaded[0] == path:
-            return self._loaded[1]
-        if path.is_file():
-            features = np.load(path, mmap_mode="r")
-            if len(features) == len(batches.images):
-                self.features_reused = True  # extracted by an earlier run or job
-                self._loaded = (path, features)
-                return features
-        start = time.perf_counter()
-        extractor = self._extractor()
-        parts = []
-        for i in range(0, len(batches.images), self.batch_size):
-            chunk = np.asarray(batches.images[i : i + self.batch_size], dtype=np.float32)
-            parts.append(extractor.predict_on_batch(chunk))
-        features = np.concatenate(parts).astype(np.float32)
-        self.feature_seconds = time.perf_counter() - start
-        log.info(
-            "extracted %s features of %d images in %.1f s -> %s",
-            self.backbone,
-            len(features),
-            self.feature_seconds,
-            path,
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, features)
-        os.replace(tmp, path)  # whole or absent, also with parallel jobs of a sweep
-        self._loaded = (path, features)
-        return features
+    def features(self, batches: Batches) -> np.ndarray:
+        """Pooled backbone features of the batches' images, in batch order (cached on disk)."""
+        extractor = None
 
-    def _extractor(self):
+        def compute(images: np.ndarray) -> np.ndarray:
+            nonlocal extractor
+            extractor = extractor or self._extractor()
+            chunk = np.asarray(images, dtype=np.float32)
+            return np.asarray(extractor.predict_on_batch(chunk), dtype=np.float32)
+
+        return batches.derived(self.features_dir, self.feature_name(), compute, self.batch_size)
+
+    def _extractor(self) -> Any:
         if self.extractor is None:
             import keras
 
-            from taco.models.transfer import BackbonePreprocess, backbone_constructor
+            from taco.models.backbones import backbone_features
 
-            base = backbone_constructor(self.backbone)(
-                include_top=False,
-                weights=self.weights,
-                input_shape=(self.image_size, self.image_size, 3),
-                pooling="avg",
-            )
-            inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
-            outputs = base(BackbonePreprocess(self.backbone)(inputs), training=False)
+            inputs, outputs = backbone_features(self.backbone, self.image_size, self.weights)
             self.extractor = keras.Model(inputs, outputs, name=f"{self.backbone}_features")
         return self.extractor
 

@@ -1,10 +1,8 @@
-"""KerasClassifier: wraps a keras.Model builder behind the Trainer's classifier protocol.
+"""KerasClassifier: a keras.Model builder behind `taco.protocols.Classifier`.
 
-The protocol (shared with `taco.models.forest.ForestClassifier`):
-`check(image_size)`, `setup(num_classes, image_size, train_labels)`,
-`fit(batches, epochs, callbacks, initial_epoch)`, `predict_scores(batches) -> (n, classes)`,
-`get_state()` / `set_state(state)` (the best weights, in memory), `checkpoint_state()` /
-`load_checkpoint_state(arrays)` (everything a resumed run needs, as named arrays), `save(folder)`.
+All that is Keras about training lives here: one `model.fit` epoch per `train_epoch`, the loss,
+the optimizer and its stages, and the plain Keras callbacks a user lists in `conf/callbacks/`
+(they see `val_f1_macro` and the other epoch metrics in their `logs`).
 
 A model with a nested backbone (transfer learning) trains in two stages on one epoch axis: the
 head on a frozen backbone for `head_epochs`, then the top `fine_tune_layers` layers of the
@@ -14,9 +12,8 @@ backbone at `learning_rate * fine_tune_lr_factor` for the remaining epochs.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +22,14 @@ import numpy as np
 
 from taco.errors import ConfigError, DataError
 from taco.models.losses import LOSSES, make_loss
+from taco.protocols import Batches, BatchHooks
 
 log = logging.getLogger(__name__)
 
 
 class KerasClassifier:
     kind = "keras"
+    single_pass = False
 
     def __init__(
         self,
@@ -54,21 +53,35 @@ class KerasClassifier:
         self.model: keras.Model | None = None
         self.fine_tuning = False
         self.stage_learning_rate = self.learning_rate
+        self.thresholds: np.ndarray | None = None
         self._loss: Any = None
+        self._user_callbacks: list[keras.callbacks.Callback] = []
+        self._callbacks: keras.callbacks.CallbackList | None = None  # while fitting
 
     # ------------------------------------------------------------------ protocol
     def check(self, image_size: int) -> None:
         """Config-time checks that need no data: backbone name and minimum image size."""
         backbone = _keyword(self.build, "backbone")
         if backbone is not None:
-            from taco.models.transfer import check_backbone
+            from taco.models.backbones import check_backbone
 
             check_backbone(backbone, image_size, _keyword(self.build, "weights"))
+
+    def use_callbacks(self, callbacks: Sequence[Any]) -> None:
+        for callback in callbacks:
+            if not isinstance(callback, keras.callbacks.Callback):
+                kind = f"{type(callback).__module__}.{type(callback).__qualname__}"
+                raise ConfigError(
+                    f"callbacks: {kind} is neither a taco.training.callbacks.Callback nor a "
+                    "keras.callbacks.Callback"
+                )
+        self._user_callbacks = list(callbacks)
 
     def setup(
         self, num_classes: int, image_size: int, train_labels: np.ndarray | None = None
     ) -> None:
         self.model = self.build(num_classes=num_classes, image_size=image_size)
+        self.thresholds = None
         self._loss = make_loss(self.loss_name, train_labels, self.focal_gamma)
         self.fine_tuning = False
         self.stage_learning_rate = self.learning_rate
@@ -77,44 +90,43 @@ class KerasClassifier:
             backbone.trainable = False
         self._compile(self.learning_rate)
 
-    def fit(
-        self,
-        batches: Any,
-        epochs: int,
-        callbacks: Sequence[Any] = (),
-        initial_epoch: int = 0,
-        verbose: int = 0,
-    ) -> None:
+    def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
+        """One `model.fit` epoch (the batches shuffle themselves, seeded by epoch)."""
         model = self._model()
-        staged = self.backbone is not None and self.head_epochs and self.head_epochs < epochs
-        if staged and initial_epoch < self.head_epochs:
-            model.fit(
-                batches,
-                initial_epoch=initial_epoch,
-                epochs=self.head_epochs,
-                callbacks=list(callbacks),
-                shuffle=False,
-                verbose=verbose,
-            )
-            if model.stop_training:  # early stopping ends both stages
-                return
-            initial_epoch = self.head_epochs
-        if staged and not self.fine_tuning:
+        if self._starts_fine_tuning(epoch):
             self._unfreeze_top()
             log.info(
                 "fine-tuning the top %s backbone layers from epoch %d at learning rate %g",
                 self.fine_tune_layers or "all",
-                self.head_epochs + 1,
+                epoch + 1,
                 self.stage_learning_rate,
             )
-        model.fit(  # shuffle=False: the batches shuffle themselves, seeded by epoch
+        if self._callbacks is None:
+            self._callbacks = keras.callbacks.CallbackList(self._user_callbacks, model=model)
+            self._callbacks.on_train_begin()
+        self._callbacks.on_epoch_begin(epoch)
+        history = model.fit(
             batches,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            callbacks=list(callbacks),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=[_BatchBridge(hooks, self._user_callbacks)],
             shuffle=False,
-            verbose=verbose,
+            verbose=0,
         )
+        return float(history.history.get("loss", [np.nan])[-1])
+
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """The user's Keras callbacks see the epoch's metrics as `val_f1_macro`, `val_loss`..."""
+        logs = {"loss": metrics.get("train/loss", np.nan)}
+        logs.update({k.replace("/", "_"): v for k, v in metrics.items()})
+        if self._callbacks is not None:
+            self._callbacks.on_epoch_end(epoch, logs)
+        return bool(self._model().stop_training)
+
+    def end_fit(self) -> None:
+        if self._callbacks is not None:
+            self._callbacks.on_train_end()
+            self._callbacks = None
 
     def predict_scores(self, batches: Any) -> np.ndarray:
         return np.asarray(self._model().predict(batches, verbose=0), dtype=np.float64)
@@ -125,7 +137,7 @@ class KerasClassifier:
     def set_state(self, state: list[np.ndarray]) -> None:
         self._model().set_weights(state)
 
-    def set_learning_rate_factor(self, factor: float) -> float:
+    def set_learning_rate_factor(self, factor: float) -> float | None:
         """Scale this stage's learning rate (an LR schedule); returns the rate now in use."""
         rate = self.stage_learning_rate * float(factor)
         self._model().optimizer.learning_rate.assign(rate)
@@ -170,14 +182,28 @@ class KerasClassifier:
             for key, variable in zip(stored, variables, strict=True):
                 variable.assign(arrays[key])
 
-    def save(self, folder: Path, meta: dict) -> Path:
+    def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
         """`model.keras` plus `taco_model.json` (class names, thresholds, image size)."""
+        from taco.models.registry import write_info
+
         folder.mkdir(parents=True, exist_ok=True)
         self._model().save(folder / "model.keras")
-        (folder / "taco_model.json").write_text(json.dumps({"kind": self.kind, **meta}, indent=1))
-        return folder
+        return write_info(folder, self, meta)
+
+    @staticmethod
+    def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+        """A saved model as a function: (n, size, size, 3) uint8-range images -> scores."""
+        import taco.models.backbones  # noqa: F401  (registers the custom layers)
+        import taco.models.losses  # noqa: F401
+
+        model = keras.saving.load_model(folder / "model.keras", compile=False)
+        return lambda x: np.asarray(model.predict(x, verbose=0), np.float64)
 
     # ------------------------------------------------------------------ helpers
+    def _starts_fine_tuning(self, epoch: int) -> bool:
+        staged = self.backbone is not None and bool(self.head_epochs)
+        return staged and epoch >= self.head_epochs and not self.fine_tuning
+
     @property
     def backbone(self) -> keras.Model | None:
         nested = [layer for layer in self._model().layers if isinstance(layer, keras.Model)]
@@ -200,6 +226,25 @@ class KerasClassifier:
         if self.model is None:
             raise RuntimeError("call setup() before using the classifier")
         return self.model
+
+
+class _BatchBridge(keras.callbacks.Callback):
+    """Inside `model.fit`: batch events to the Trainer's hooks and to the user's Keras
+    callbacks (whose epoch and train events `KerasClassifier` drives itself)."""
+
+    def __init__(self, hooks: BatchHooks, user_callbacks: Sequence[keras.callbacks.Callback]):
+        super().__init__()
+        self.hooks, self.user_callbacks = hooks, list(user_callbacks)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.hooks.batch_started(batch)
+        for callback in self.user_callbacks:
+            callback.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.hooks.batch_ended(batch, logs or {})
+        for callback in self.user_callbacks:
+            callback.on_train_batch_end(batch, logs)
 
 
 def _keyword(build: Callable, name: str) -> Any:

@@ -7,7 +7,7 @@ submitit launchers' workers, and by SLURM jobs) and in `<sweep dir>/mlflow_paren
 jobs on other machines that share the sweep folder). When the multirun ends, or the process exits
 early, it closes the parent FINISHED, or FAILED with the failed jobs named.
 
-Only Hydra and the standard library are imported here: Hydra instantiates this callback for
+Only Hydra, OmegaConf and the standard library are imported here: Hydra instantiates this callback for
 every command, `--help` included.
 """
 
@@ -17,12 +17,13 @@ import atexit
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from taco.config import hydra_runtime, in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +32,13 @@ PARENT_FILE = "mlflow_parent_run.json"
 SWEEP_TAG = "taco.sweep"
 
 
-def _hydra_runtime() -> Any:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get()
-    except Exception:  # composed without Hydra's runtime (tests, notebooks)
-        return None
-
-
-def in_multirun() -> bool:
-    from hydra.types import RunMode
-
-    hydra = _hydra_runtime()
-    return hydra is not None and hydra.mode == RunMode.MULTIRUN
-
-
 def parent_run_id() -> str | None:
     """The sweep's parent run for this job, when it is a job of a multirun."""
     if not in_multirun():
         return None
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
-    path = Path(_hydra_runtime().sweep.dir) / PARENT_FILE
+    path = Path(hydra_runtime().sweep.dir) / PARENT_FILE
     if path.is_file():
         return json.loads(path.read_text())["run_id"]
     return None
@@ -64,39 +49,7 @@ def job_tags() -> dict[str, str]:
     parent = parent_run_id()
     if parent is None:
         return {}
-    return {"mlflow.parentRunId": parent, "sweep_job": str(_hydra_runtime().job.num)}
-
-
-def prepare_job() -> None:
-    """Per job of a sweep: TF threads shared fairly between parallel jobs, a clean Keras state
-    in a reused worker process."""
-    if "keras" in sys.modules:
-        import keras
-
-        keras.backend.clear_session()
-    threads = _threads_per_job()
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    except RuntimeError:
-        pass  # a reused worker: TensorFlow kept the counts set by its first job
-
-
-def _threads_per_job() -> int | None:
-    hydra = _hydra_runtime()
-    if hydra is None or not in_multirun():
-        return None
-    launcher = hydra.launcher
-    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
-    if not n_jobs:
-        return None
-    cpus = os.cpu_count() or 1
-    n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
-    return max(1, cpus // max(n_jobs, 1))
+    return {"mlflow.parentRunId": parent, "sweep_job": str(hydra_runtime().job.num)}
 
 
 def child_runs(client: Any, parent_id: str) -> list[Any]:
@@ -123,7 +76,7 @@ class MLflowSweepParent(Callback):
             return
         import mlflow
 
-        from taco.tracking import get_or_create_experiment, git_state
+        from taco.tracking.mlflow_logger import get_or_create_experiment, git_state
 
         uri = str(logger.tracking_uri)
         self.client = mlflow.MlflowClient(uri)

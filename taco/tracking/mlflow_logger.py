@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import subprocess
 import traceback
 from collections.abc import Iterator, Mapping
@@ -18,14 +17,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-_ALLOWED = re.compile(r"[^A-Za-z0-9_\-. ]")
-
-
-def sanitize(name: str) -> str:
-    """A class name as an MLflow metric-name part: '&' -> 'and', other odd characters -> '_'."""
-    return _ALLOWED.sub("_", name.replace("&", "and")).strip()
-
 
 def artifact_location_for(tracking_uri: str) -> str | None:
     """Next to a SQLite store, so artifacts never land in whatever folder the job started in."""
@@ -67,9 +58,10 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 class NullLogger:
-    """Logs nothing; used by `logger=none` and by debug runs."""
+    """Logs nothing; used by `logger=none` and by debug runs (`taco.protocols.RunLogger`)."""
 
     run_id: str | None = None
+    tracking_uri: str | None = None
     active = False  # False: nothing is recorded, so nothing needs preparing for it
     resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
 
@@ -93,12 +85,14 @@ class MLflowLogger(NullLogger):
 
     def __init__(
         self,
-        tracking_uri: str,
+        tracking_uri: str | None = None,
         experiment_name: str = "taco",
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        self.tracking_uri = tracking_uri
+        from taco.config import default_tracking_uri
+
+        self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.tags = dict(tags or {})

@@ -92,3 +92,23 @@ class Hardware:
                 yield
         finally:
             keras.config.set_dtype_policy(previous)
+
+
+def prepare_job(threads: int | None = None) -> None:
+    """Per job: a clean Keras state in a reused worker process (joblib sweeps), and `threads`
+    CPU threads when several jobs share the machine."""
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session()
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError:
+        pass  # a reused worker: TensorFlow kept the counts set by its first job

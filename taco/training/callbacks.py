@@ -1,43 +1,87 @@
 """Trainer callbacks, Lightning style: hooks around fitting, configured in `conf/callbacks/`.
 
 A callback subclasses `Callback` and overrides the hooks it needs. After each epoch,
-`trainer.callback_metrics` holds that epoch's `train/loss`, `epoch_seconds` and (on validation
-epochs) `val/loss`, `val/f1_macro` (thresholds tuned per class) and `val/f1_macro_fixed` (0.5).
-`state_dict` / `load_state_dict` carry a callback's state through a checkpoint, so a resumed run
-continues exactly where the interrupted one stopped.
+`trainer.callback_metrics` holds that epoch's metrics (`taco.metrics.EPOCH_METRICS`): `train/loss`,
+`epoch_seconds` and, on validation epochs, `val/loss`, `val/f1_macro` (thresholds tuned per class)
+and `val/f1_macro_fixed` (0.5). `state_dict` / `load_state_dict` carry a callback's state through
+a checkpoint under its `state_key`, so a resumed run continues exactly where it stopped.
+Callbacks run in `order` (lowest first): the checkpoint callback runs last, after every state it
+saves has been updated.
 
-Plain Keras callbacks (`keras.callbacks.*`) may be listed too: they are handed to `model.fit` of
-Keras models and see the validation metrics in `logs` as `val_f1_macro`, `val_loss`, ...
+Plain Keras callbacks (`keras.callbacks.*`) may be listed too: the Keras classifier drives them,
+and they see the validation metrics in `logs` as `val_f1_macro`, `val_loss`, ...
+The callbacks that log a run's reports (model, test table, previews) are in
+`taco.training.reports`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from taco import checkpoint
 from taco.errors import ConfigError
+from taco.metrics import EPOCH_METRICS, Evaluation
 from taco.progress import Progress
+from taco.training import checkpoint
+
+if TYPE_CHECKING:
+    from taco.protocols import Classifier
+    from taco.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
 class Callback:
-    def on_fit_start(self, trainer: Any, classifier: Any) -> None: ...
-    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None: ...
-    def on_train_batch_end(self, trainer: Any, classifier: Any, batch: int, logs: dict) -> None: ...
-    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None: ...
-    def on_fit_end(self, trainer: Any, classifier: Any) -> None: ...
-    def on_exception(self, trainer: Any, classifier: Any, error: BaseException) -> None: ...
+    """Override the hooks you need; each gets the Trainer and the classifier it fits."""
+
+    order = 0  # callbacks run lowest order first
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint."""
+        return type(self).__qualname__
+
+    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
+        """Data set up, model built (and restored when resuming), before the first epoch."""
+
+    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+        """Before epoch `epoch` (0-based) trains; `trainer.callback_metrics` is empty."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, classifier: Classifier, batch: int, logs: dict
+    ) -> None:
+        """After each training batch, with the model's running `logs` (e.g. `loss`)."""
+
+    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+        """After epoch `epoch` trained and (on validation epochs) was scored."""
+
+    def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
+        """After the last epoch (or an early stop), before thresholds are tuned."""
+
+    def on_validation_end(
+        self, trainer: Trainer, classifier: Classifier, result: Evaluation
+    ) -> None:
+        """After `Trainer.validate` tuned the thresholds (`classifier.thresholds`)."""
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        """After `Trainer.test` scored the test part with the tuned thresholds."""
+
+    def on_exception(
+        self, trainer: Trainer, classifier: Classifier, error: BaseException
+    ) -> None:
+        """Fitting stopped on an error or an interrupt (Ctrl-C, SIGTERM); it is re-raised."""
 
     def state_dict(self) -> dict:
+        """What a resumed run needs of this callback (JSON-serialisable)."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what `state_dict` returned, when resuming from a checkpoint."""
 
 
 def _mode(monitor: str, mode: str) -> str:
@@ -52,16 +96,15 @@ class _Monitoring(Callback):
     """Tracks the best value of one epoch metric."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if monitor not in EPOCH_METRICS:  # fails while the config is built, before any run
+            raise ConfigError(
+                f"callbacks: monitor must be one of {sorted(EPOCH_METRICS)}; got {monitor!r}"
+            )
         self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), float(min_delta)
         self.best: float | None = None
         self.best_epoch = 0  # 1-based; 0 = none yet
 
-    def current(self, trainer: Any) -> float | None:
-        if self.monitor not in trainer.known_metrics:
-            raise ConfigError(
-                f"callbacks: monitor must be one of {sorted(trainer.known_metrics)}; "
-                f"got {self.monitor!r}"
-            )
+    def current(self, trainer: Trainer) -> float | None:
         value = trainer.callback_metrics.get(self.monitor)
         return None if value is None or math.isnan(value) else float(value)
 
@@ -96,10 +139,7 @@ class EarlyStopping(_Monitoring):
         self.wait = 0
         self.stopped_epoch = 0
 
-    def on_fit_start(self, trainer: Any, classifier: Any) -> None:
-        self.current(trainer)  # an unknown monitor fails now, not after the first epoch
-
-    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         value = self.current(trainer)
         if value is None:
             return
@@ -133,6 +173,8 @@ class ModelCheckpoint(_Monitoring):
     written and the run cannot be resumed.
     """
 
+    order = 100  # last: the checkpoint holds every other callback's state of the epoch
+
     def __init__(
         self,
         dirpath: str | None = None,
@@ -148,48 +190,65 @@ class ModelCheckpoint(_Monitoring):
         self.best_state: Any = None
         self.last_path: Path | None = None
 
-    def writes(self, trainer: Any) -> bool:
+    def writes(self, trainer: Trainer) -> bool:
         return self.dirpath is not None and not trainer.fast_dev_run
 
-    def on_fit_start(self, trainer: Any, classifier: Any) -> None:
-        self.current(trainer)
+    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
         if self.writes(trainer) and self.save_last and trainer.logger.active:
             trainer.logger.set_tags({"checkpoint": str(self.dirpath / checkpoint.LAST)})
 
-    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         value = self.current(trainer)
         if value is not None and self.improved(value):
             self.best, self.best_epoch = value, epoch + 1
             if self.restore_best:
                 self.best_state = classifier.get_state()
             if self.save_best and self.writes(trainer):
-                trainer.save_checkpoint(self.dirpath / checkpoint.BEST)
+                trainer.checkpoints.save(self.dirpath / checkpoint.BEST)
         if self.save_last and self.writes(trainer):
-            self.last_path = trainer.save_checkpoint(self.dirpath / checkpoint.LAST)
+            self.last_path = trainer.checkpoints.save(self.dirpath / checkpoint.LAST)
 
-    def on_fit_end(self, trainer: Any, classifier: Any) -> None:
+    def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
+        best = self._restore_best(trainer, classifier)
+        trainer.logger.log_metrics({"best_epoch": best})
+
+    def _restore_best(self, trainer: Trainer, classifier: Classifier) -> int:
+        """The best epoch's weights into the classifier; returns the epoch now held."""
         if not self.restore_best or not self.best_epoch:
-            return
+            return trainer.epochs_completed
         if self.best_state is not None:
             classifier.set_state(self.best_state)
-        elif self.best_epoch == trainer.last_epoch:
+        elif self.best_epoch == trainer.epochs_completed:
             pass  # the weights in hand are the best ones
         elif self.save_best and self.writes(trainer):
-            trainer.load_weights(self.dirpath / checkpoint.BEST)  # resumed: the best is on disk
+            trainer.checkpoints.load_weights(self.dirpath / checkpoint.BEST)  # resumed: on disk
         else:
             log.warning(
                 "the best epoch (%d) came before the resumption and was not saved "
                 "(callbacks.model_checkpoint.save_best=false): keeping the last weights",
                 self.best_epoch,
             )
-            return
-        trainer.best_epoch = self.best_epoch
+            return trainer.epochs_completed
         log.info("restored the weights of epoch %d (best %s)", self.best_epoch, self.monitor)
+        return self.best_epoch
 
-    def mark_complete(self) -> None:
-        """The run finished: its last.ckpt is no longer a candidate for `ckpt_path=last`."""
+    def on_exception(
+        self, trainer: Trainer, classifier: Classifier, error: BaseException
+    ) -> None:
+        if isinstance(error, KeyboardInterrupt) and self.last_path is not None:
+            print(
+                f"\ninterrupted after epoch {trainer.epochs_completed}, saved in "
+                f"{self.last_path}; continue this run with the same overrides plus "
+                "ckpt_path=last",
+                file=sys.stderr,
+            )
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        """The run finished: neither its checkpoints nor the one it resumed from are `last`."""
         if self.dirpath is not None and self.last_path is not None:
             (self.dirpath / checkpoint.COMPLETE).write_text("the run of last.ckpt finished\n")
+        if trainer.ckpt_path is not None:
+            (trainer.ckpt_path.parent / checkpoint.COMPLETE).write_text("resumed and finished\n")
 
 
 class LearningRateSchedule(Callback):
@@ -230,9 +289,9 @@ class LearningRateSchedule(Callback):
             return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
         return 1.0
 
-    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None:
-        if hasattr(classifier, "set_learning_rate_factor"):
-            lr = classifier.set_learning_rate_factor(self.factor(epoch, trainer.max_epochs))
+    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+        lr = classifier.set_learning_rate_factor(self.factor(epoch, trainer.max_epochs))
+        if lr is not None:
             trainer.callback_metrics["lr"] = lr
 
 
@@ -244,22 +303,24 @@ class ProgressBar(Callback):
         self.enabled = enabled  # None: live only when stderr is a terminal
         self.bar: Progress | None = None
 
-    def on_train_epoch_start(self, trainer: Any, classifier: Any, epoch: int) -> None:
-        label = f"epoch {epoch + 1}/{trainer.fit_epochs}"
+    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+        label = f"epoch {epoch + 1}/{trainer.epochs}"
         self.bar = Progress(trainer.num_training_batches, label, self.enabled)
 
-    def on_train_batch_end(self, trainer: Any, classifier: Any, batch: int, logs: dict) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, classifier: Classifier, batch: int, logs: dict
+    ) -> None:
         done = batch + 1
         if not self.bar.enabled or (done % self.refresh_rate and done != self.bar.total):
             return
         loss = (logs or {}).get("loss")
         self.bar.update(done, f"loss {float(loss):.4f}" if loss is not None else "")
 
-    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         if self.bar is not None:
             self.bar.close()
         m = trainer.callback_metrics
-        parts = [f"epoch {epoch + 1}/{trainer.fit_epochs}", f"loss {m['train/loss']:.4f}"]
+        parts = [f"epoch {epoch + 1}/{trainer.epochs}", f"loss {m['train/loss']:.4f}"]
         if "val/f1_macro" in m:
             parts += [
                 f"val_loss {m['val/loss']:.4f}",
@@ -270,9 +331,9 @@ class ProgressBar(Callback):
         log.info("  ".join(parts) + f"  {m['epoch_seconds']:.1f}s")
 
 
-class LogMetrics(Callback):
+class LogEpochMetrics(Callback):
     """Logs each epoch's metrics (and the learning rate) to the run: the curves in MLflow."""
 
-    def on_train_epoch_end(self, trainer: Any, classifier: Any, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         metrics = {k: v for k, v in trainer.callback_metrics.items() if not np.isnan(v)}
         trainer.logger.log_metrics(metrics, step=epoch + 1)

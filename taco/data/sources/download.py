@@ -1,4 +1,4 @@
-"""`taco-download`: fetch TACO's annotations and images, safely, resumably, in parallel.
+"""Fetch TACO's annotations and images, safely, resumably, in parallel (`taco-download`).
 
 Each image comes from its `flickr_url` (falling back to `flickr_640_url`) with a timeout and
 retries with backoff; the body is checked against Content-Length, decoded, and its EXIF-corrected
@@ -9,14 +9,12 @@ atomically, so a verified file on disk is skipped by the next run: re-running re
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import io
 import json
 import logging
 import os
 import random
-import sys
 import threading
 import time
 import urllib.error
@@ -259,49 +257,3 @@ def download(
     elif failures.exists():
         failures.unlink()
     return summary
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taco-download", description="Download TACO (annotations and images)."
-    )
-    parser.add_argument("--root", default=None, help="data folder (default: <repo>/data/taco)")
-    parser.add_argument("--unofficial", action="store_true", help="the crowd-annotated set")
-    parser.add_argument("--annotations-url", default=None, help="another annotation file URL")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--refresh-annotations", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from taco.config import project_root
-
-    root = Path(args.root) if args.root else project_root() / "data" / "taco"
-    url = args.annotations_url or (UNOFFICIAL_URL if args.unofficial else OFFICIAL_URL)
-    try:
-        summary = download(
-            root,
-            url,
-            workers=args.workers,
-            timeout=args.timeout,
-            retries=args.retries,
-            limit=args.limit,
-            refresh_annotations=args.refresh_annotations or bool(args.unofficial),
-        )
-    except DataError as exc:
-        print(f"taco-download: error: {exc}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    if summary.failed:
-        print(
-            f"{len(summary.failed)} failed; see {root / FAILURES_NAME}. Run the same command "
-            "again to retry them (verified files are skipped).",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`taco-compare` (`make report`): a sweep's runs, read back from MLflow, as a model x class table.
+"""A sweep's runs, read back from MLflow, as a model x class table (`taco-compare`, `make report`).
 
 Rows are classes (most frequent first) with their test support, then macro and micro F1; columns
 are the sweep's variants (what its jobs' overrides vary, seed aside). Jobs that differ only by
@@ -9,11 +9,9 @@ REPORT.md.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import shlex
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from taco.errors import DataError, TacoError
-from taco.tracking import sanitize
+from taco.errors import DataError
+from taco.metrics import HEADLINE, sanitize
 
 log = logging.getLogger("taco.compare")
 
-SUMMARY_ROWS = (("macro F1", "test/f1_macro"), ("micro F1", "test/f1_micro"))
+SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
 
 
 @dataclass
@@ -177,7 +175,7 @@ def variant_names(runs: list[Any]) -> dict[str, str]:
 
 
 def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> Any:
-    from taco.sweep import SWEEP_TAG
+    from taco.tracking.sweep import SWEEP_TAG
 
     if parent_id:
         try:
@@ -206,7 +204,7 @@ def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> A
 
 
 def collect(client: Any, parent: Any) -> Comparison:
-    from taco.sweep import child_runs
+    from taco.tracking.sweep import child_runs
 
     children = child_runs(client, parent.info.run_id)
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -329,69 +327,3 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
             for r in comparison.unfinished
         ]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taco-compare", description="Model x class table of test F1 for a sweep."
-    )
-    parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
-    parser.add_argument("--experiment", help="MLflow experiment name to take the latest sweep from")
-    parser.add_argument(
-        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db)"
-    )
-    parser.add_argument(
-        "--out", type=Path, help="folder for comparison.md/.csv and f1_heatmap.png (default: tmp)"
-    )
-    parser.add_argument(
-        "--report",
-        type=Path,
-        help="a study folder (experiments/compare_models): write REPORT.md and the files there",
-    )
-    parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
-    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except TacoError as exc:
-        print(f"taco-compare: error: {exc}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-
-    import mlflow
-
-    from taco.config import project_root
-
-    uri = args.tracking_uri or os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}"
-    )
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise DataError(f"no MLflow store at {uri}: run `make compare` first")
-    client = mlflow.MlflowClient(uri)
-    parent = find_parent(client, args.parent, args.experiment)
-    comparison = collect(client, parent)
-    folder = args.report or args.out or Path(tempfile.mkdtemp(prefix="taco-compare-"))
-    write_outputs(comparison, folder)
-    if args.report:
-        study = args.report.resolve().name
-        command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
-        (args.report / "REPORT.md").write_text(report_markdown(comparison, study, command))
-    if not args.no_log:
-        log_to_parent(client, comparison, folder)
-    print(
-        f"sweep {parent.info.run_id} ({parent.info.status}): "
-        f"{sum(len(r) for r in comparison.runs.values())} finished job(s), "
-        f"{len(comparison.unfinished)} not finished"
-    )
-    print(comparison.markdown())
-    print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

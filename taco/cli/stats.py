@@ -13,11 +13,10 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, register_resolvers
-from taco.errors import exit_on_user_error
+from taco.config import CONF_DIR, build
+from taco.errors import cli_errors
 
 log = logging.getLogger("taco.stats")
-register_resolvers()
 
 
 def class_table(class_names: list[str], labels: np.ndarray, parts: dict[str, np.ndarray]) -> str:
@@ -68,9 +67,7 @@ def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
 
 
 def stats(cfg: DictConfig, out_dir: Path) -> str:
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(cfg.dataset, image_size=cfg.model.image_size, seed=cfg.seed)
+    datamodule = build(cfg.dataset, augmentation=None)
     datamodule.prepare_data()
     labelset = datamodule.load_labels()
     parts = datamodule.split(labelset.labels)
@@ -110,7 +107,7 @@ def stats(cfg: DictConfig, out_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="stats")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
-    with exit_on_user_error("taco-stats"):
+    with cli_errors("taco-stats"):
         print(stats(cfg, out_dir))
     print(f"written to {out_dir} (stats.md, cooccurrence.csv, cooccurrence.png)")
 

@@ -1,0 +1,77 @@
+"""`taco-compare` (`make report`): a sweep's model x class table of test F1, from MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from taco.config import default_tracking_uri
+from taco.errors import DataError, cli_errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taco-compare", description="Model x class table of test F1 for a sweep."
+    )
+    parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
+    parser.add_argument("--experiment", help="MLflow experiment name to take the latest sweep from")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder for comparison.md/.csv and f1_heatmap.png (default: tmp)"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="a study folder (experiments/compare_models): write REPORT.md and the files there",
+    )
+    parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
+    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with cli_errors("taco-compare"):
+        return compare(args)
+
+
+def compare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import mlflow
+
+    from taco.tracking.compare import (
+        collect,
+        find_parent,
+        log_to_parent,
+        report_markdown,
+        write_outputs,
+    )
+
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise DataError(f"no MLflow store at {uri}: run `make compare` first")
+    client = mlflow.MlflowClient(uri)
+    parent = find_parent(client, args.parent, args.experiment)
+    comparison = collect(client, parent)
+    folder = args.report or args.out or Path(tempfile.mkdtemp(prefix="taco-compare-"))
+    write_outputs(comparison, folder)
+    if args.report:
+        study = args.report.resolve().name
+        command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
+        (args.report / "REPORT.md").write_text(report_markdown(comparison, study, command))
+    if not args.no_log:
+        log_to_parent(client, comparison, folder)
+    print(
+        f"sweep {parent.info.run_id} ({parent.info.status}): "
+        f"{sum(len(r) for r in comparison.runs.values())} finished job(s), "
+        f"{len(comparison.unfinished)} not finished"
+    )
+    print(comparison.markdown())
+    print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`taco-eval`: a trained model on the test split of a dataset config, logged to a new run.
+
+The model (from a run's `model/` artifact, or a model folder) brings its class names, thresholds
+and image size; the dataset config brings the images and the seeded split. The new run is tagged
+with the training run's id (`source_run_id`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from taco.config import CONF_DIR, build
+from taco.errors import ConfigError, cli_errors
+
+log = logging.getLogger("taco.eval")
+
+
+def model_dir(cfg: DictConfig) -> str | None:
+    """`model_dir`, or its deprecated name `ckpt_path` (a model folder, not a checkpoint)."""
+    if cfg.get("ckpt_path"):
+        if cfg.get("model_dir"):
+            raise ConfigError("give model_dir only (ckpt_path is its deprecated name)")
+        log.warning("taco-eval: ckpt_path is deprecated, use model_dir=%s", cfg.ckpt_path)
+        return str(cfg.ckpt_path)
+    return str(cfg.model_dir) if cfg.get("model_dir") else None
+
+
+def evaluate_model(cfg: DictConfig) -> float:
+    """Returns the test macro F1; logs per-class test metrics to a new run."""
+    from taco.metrics import evaluate
+    from taco.models.registry import load_model, load_run_model
+
+    folder = model_dir(cfg)
+    if bool(cfg.run_id) == bool(folder):
+        raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")
+    logger = build(cfg.logger)
+    model = load_run_model(str(cfg.run_id), logger.tracking_uri) if cfg.run_id else None
+    model = model or load_model(Path(folder))
+    datamodule = build(
+        cfg.dataset, image_size=model.image_size, resize=model.resize, augmentation=None
+    )
+    datamodule.prepare_data()
+    datamodule.setup()
+    if datamodule.class_names != model.class_names:
+        raise ConfigError(
+            f"the model predicts {len(model.class_names)} classes {model.class_names[:3]}...; "
+            f"dataset {cfg.dataset.name} with label_level={cfg.dataset.label_level} has "
+            f"{datamodule.num_classes} {datamodule.class_names[:3]}...: use the same class map"
+        )
+    tags = {"task": "eval", "dataset": cfg.dataset.name, "model": model.info.get("model", "?")}
+    if cfg.run_id:
+        tags["source_run_id"] = str(cfg.run_id)
+    with logger.run(tags=tags):
+        test = datamodule.batches("test")
+        scores = model.predict(test.images().astype("float32"))
+        result = evaluate(test.targets(), scores, model.thresholds, model.class_names)
+        params = {"run_id": cfg.run_id, "model_dir": folder, "dataset.name": cfg.dataset.name}
+        logger.log_params({**params, "seed": cfg.seed})
+        logger.log_metrics({**result.summary("test"), **result.per_class("test")})
+        logger.log_text(result.table(), "per_class_test.md")
+    print(f"\nTest set of {cfg.dataset.name}, model {model.info.get('model', '?')}:")
+    print(result.table())
+    return result.f1_macro
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> float:
+    with cli_errors("taco-eval"):
+        return evaluate_model(cfg)
+
+
+if __name__ == "__main__":
+    main()

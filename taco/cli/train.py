@@ -1,0 +1,183 @@
+"""`taco-train`: build every part from the config, then fit, validate and test in one MLflow run.
+
+Only Hydra and OmegaConf are imported at module level, so `--help` and `--cfg job` stay fast;
+TensorFlow, Keras and MLflow load inside `train()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from taco.config import (
+    CONF_DIR,
+    build,
+    flatten,
+    in_multirun,
+    job_overrides,
+    output_dir,
+    resolved_config,
+    threads_per_job,
+)
+from taco.errors import ConfigError, cli_errors
+
+if TYPE_CHECKING:
+    from taco.protocols import Classifier, DataModule, RunLogger
+    from taco.training.trainer import Trainer
+
+log = logging.getLogger("taco.train")
+
+
+@dataclass
+class Job:
+    """Every part of a training job, built and checked before a run opens."""
+
+    datamodule: DataModule
+    classifier: Classifier
+    trainer: Trainer
+    logger: RunLogger
+    tags: dict[str, str]
+    ckpt: Path | None = None  # resume from this checkpoint ...
+    run_id: str | None = None  # ... in this run
+
+
+def train(cfg: DictConfig) -> float:
+    """One training job; returns `cfg.optimized_metric`."""
+    from taco.training.hardware import prepare_job
+
+    resolved = resolved_config(cfg)
+    prepare_job(threads_per_job())
+    job = build_job(cfg, resolved)
+    with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=job.run_id) as logger:
+        log_config(logger, resolved, output_dir(cfg))
+        job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=job.ckpt)
+        val = job.trainer.validate(job.classifier, job.datamodule)
+        test = job.trainer.test(job.classifier, job.datamodule)
+    if logger.run_id:
+        print(f"MLflow run {logger.run_id} ({logger.tracking_uri})")
+    return {**val.summary("val/final"), **test.summary("test")}[cfg.optimized_metric]
+
+
+def build_job(cfg: DictConfig, resolved: dict) -> Job:
+    """Build and check every part: a config mistake fails here, before any data work or run."""
+    from taco.metrics import summary_names
+    from taco.training import checkpoint
+
+    if cfg.optimized_metric not in summary_names():
+        raise ConfigError(
+            f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
+        )
+    trainer = build(cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")))
+    classifier = build(cfg.model.classifier)
+    classifier.check(int(cfg.model.image_size))
+    trainer.connect(classifier)
+    trainer.configure_hardware()  # devices first: an impossible choice fails before data work
+    trainer.fingerprint = checkpoint.fingerprint(resolved)
+    job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg))
+    if cfg.get("ckpt_path"):
+        job.ckpt = checkpoint.resolve(str(cfg.ckpt_path), search_dirs(cfg), trainer.fingerprint)
+        meta = checkpoint.read_meta(job.ckpt)
+        job.run_id = meta.get("run_id")
+        job.tags["resumed_from"] = f"{job.ckpt} (epoch {meta['epoch']})"
+        log.info("resuming %s after epoch %d", job.ckpt, meta["epoch"])
+    return job
+
+
+def build_callbacks(node: Any) -> list[Any]:
+    """`callbacks.<name>: {_target_: ...}` -> objects; a null entry is switched off."""
+    callbacks = []
+    for name, spec in (node or {}).items():
+        if spec is None:
+            continue
+        if "_target_" not in spec:
+            raise ConfigError(f"callbacks.{name} has no _target_: name the class to build")
+        callbacks.append(build(spec))
+    return callbacks
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """What a run is tagged with: dataset, model, task, git state, overrides, sweep, user tags."""
+    from taco.tracking.mlflow_logger import git_state
+    from taco.tracking.sweep import job_tags
+
+    overrides = job_overrides()
+    return {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "task": cfg.task_name,
+        **git_state(Path(cfg.paths.root_dir)),
+        **({"hydra_overrides": overrides[:5000] or "(none)"} if overrides is not None else {}),
+        **job_tags(),
+        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+    }
+
+
+def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
+    """Params and the resolved config (a resumed run keeps those it started with) and Hydra's
+    own record of the job (`.hydra/`)."""
+    if not logger.resumed:
+        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path")}
+        logger.log_params(flatten(params))
+        logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    if out is not None and (out / ".hydra").is_dir():
+        logger.log_artifacts(out / ".hydra", ".hydra")
+
+
+def search_dirs(cfg: DictConfig) -> list[Path]:
+    """Where `ckpt_path=last` looks: this job's folder, then every run and sweep folder."""
+    root = Path(cfg.paths.root_dir)
+    dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
+    return list(dict.fromkeys(d for d in dirs if d is not None))
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: marked KILLED, not left RUNNING."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    if in_multirun():
+        return sweep_job(cfg)
+    with cli_errors("taco-train"):
+        return train(cfg)
+
+
+def sweep_job(cfg: DictConfig) -> float:
+    """A failed job of a sweep is logged (its run FAILED) and scores NaN; the other jobs go on,
+    and the sweep's parent run ends FAILED naming it. Ctrl-C still stops the whole sweep."""
+    from taco.errors import user_error
+
+    try:
+        return train(cfg)
+    except Exception as exc:
+        error = user_error(exc)
+        shown = error or exc
+        log.error("job failed: %s: %s", type(shown).__name__, shown, exc_info=error is None)
+        return float("nan")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Where data sets come from: generated here (`synthetic`) or downloaded (`download`)."""

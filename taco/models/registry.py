@@ -1,0 +1,87 @@
+"""Saved models: what `taco_model.json` records, and loading a saved or logged model by it.
+
+A classifier's `save` writes its files and `taco_model.json` (through `write_info`), which names
+the class that can load it back (`loader`) beside its `kind`. `load_model` imports that class and
+asks it for a predictor, so a new model family is loadable without touching this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import TacoError
+
+INFO_NAME = "taco_model.json"
+# models saved before `loader` was recorded name only their kind
+_BUILT_IN = {
+    "keras": "taco.models.keras_classifier.KerasClassifier",
+    "forest": "taco.models.forest.ForestClassifier",
+}
+
+
+@dataclass
+class LoadedModel:
+    info: dict
+    predict: Callable[[np.ndarray], np.ndarray]  # (n, size, size, 3) uint8-range -> scores
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info["class_names"]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.asarray(self.info["thresholds"], float)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.info["image_size"])
+
+    @property
+    def resize(self) -> str:
+        return self.info.get("resize", "squash")
+
+
+def write_info(folder: Path, classifier: Any, meta: Mapping[str, Any]) -> Path:
+    """`taco_model.json`: the classifier's kind and loader, then `meta` (class names, ...)."""
+    cls = type(classifier)
+    info = {"kind": classifier.kind, "loader": f"{cls.__module__}.{cls.__qualname__}", **meta}
+    (folder / INFO_NAME).write_text(json.dumps(info, indent=1))
+    return folder
+
+
+def load_model(folder: str | Path) -> LoadedModel:
+    """A model folder as written by a classifier's `save` (the run's `model/` artifact)."""
+    folder = Path(folder)
+    info_path = folder / INFO_NAME
+    if not info_path.is_file():
+        raise TacoError(f"{folder} holds no taco model ({INFO_NAME} is missing)")
+    info = json.loads(info_path.read_text())
+    loader = info.get("loader") or _BUILT_IN.get(info.get("kind", ""))
+    if loader is None:
+        raise TacoError(f"{info_path}: no loader recorded for a model of kind {info.get('kind')!r}")
+    module, _, name = loader.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise TacoError(f"{info_path}: cannot import its loader {loader} ({exc})") from None
+    return LoadedModel(info, cls.load_predictor(folder, info))
+
+
+def load_run_model(run_id: str, tracking_uri: str | None = None) -> LoadedModel:
+    """The `model/` artifact of an MLflow run."""
+    import mlflow
+
+    try:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="model", tracking_uri=tracking_uri
+        )
+    except Exception as exc:
+        raise TacoError(f"cannot fetch the model of run {run_id}: {exc}") from None
+    return load_model(folder)

@@ -1,0 +1,1 @@
+"""Training: the Trainer, its callbacks and reports, checkpoints, profiler and hardware."""

@@ -1,0 +1,195 @@
+"""Checkpoints: the `.ckpt` file (an uncompressed npz), how `ckpt_path` finds one, and the
+connector that saves and restores a Trainer's whole state (like Lightning's).
+
+A checkpoint holds the classifier's full training state (weights, optimizer slots, random
+generator states, training stage) as arrays, plus JSON metadata: the epochs completed, every
+callback's state under its own key, the MLflow run id to continue and the config fingerprint it
+was trained with. It is written to a temporary name and moved into place, so a kill mid-write
+leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from taco.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from taco.protocols import Classifier
+    from taco.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+COMPLETE = "COMPLETE"  # written beside last.ckpt when the run finished: nothing to resume
+FORMAT = 2  # 2: callback states keyed by `Callback.state_key`
+_META = "__meta__"
+
+
+class CheckpointConnector:
+    """Saves and restores everything a Trainer needs to continue a fit exactly."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def save(self, path: Path) -> Path:
+        """The full training state after `trainer.epochs_completed` epochs, atomically."""
+        trainer = self.trainer
+        meta = {
+            "epoch": trainer.epochs_completed,
+            "max_epochs": trainer.max_epochs,
+            "classifier": trainer.classifier.kind,
+            "run_id": trainer.logger.run_id,
+            "fingerprint": trainer.fingerprint,
+            "callbacks": {key: cb.state_dict() for key, cb in keyed(trainer.callbacks)},
+        }
+        with trainer.profiler.section("checkpoint"):
+            return write(path, trainer.classifier.checkpoint_state(), meta)
+
+    def restore(self, classifier: Classifier, path: Path) -> int:
+        """Classifier and callback states from `path`; returns the epochs it had completed."""
+        arrays, meta = read(path)
+        if meta.get("classifier") != classifier.kind:
+            raise ConfigError(
+                f"ckpt_path={path}: a {meta.get('classifier')} checkpoint cannot resume a "
+                f"{classifier.kind} model"
+            )
+        with self.trainer.scope():
+            classifier.load_checkpoint_state(arrays, source=path)
+        states = meta.get("callbacks", {})
+        for key, cb in keyed(self.trainer.callbacks):
+            if key in states:
+                cb.load_state_dict(states[key])
+        self.trainer.ckpt_path = path
+        log.info("resumed from %s after epoch %d", path, meta["epoch"])
+        return int(meta["epoch"])
+
+    def load_weights(self, path: Path) -> None:
+        """The weights of a checkpoint (the best epoch), leaving the training state alone."""
+        arrays, _ = read(path)
+        with self.trainer.scope():
+            self.trainer.classifier.load_checkpoint_state(arrays, source=path, weights_only=True)
+
+
+def keyed(callbacks: Sequence[Any]) -> list[tuple[str, Any]]:
+    """(state key, callback): each callback's `state_key`, numbered when it repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        key = cb.state_key
+        seen[key] = seen.get(key, 0) + 1
+        out.append((key if seen[key] == 1 else f"{key}#{seen[key]}", cb))
+    return out
+
+
+def write(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    blob = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), dtype=np.uint8)
+    with open(tmp, "wb") as f:
+        np.savez(f, **{_META: blob}, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_meta(path: Path) -> dict:
+    """The metadata alone (the arrays are not read)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data[_META]).decode())
+    except FileNotFoundError:
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable taco checkpoint ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ConfigError(
+            f"{path} was written by an earlier taco (checkpoint format {meta.get('format')}, "
+            f"this one reads {FORMAT}): start the run afresh without ckpt_path, or resume it "
+            "with the taco version that wrote it"
+        )
+    return meta
+
+
+def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    meta = read_meta(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != _META}
+    return arrays, meta
+
+
+def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption, flattened."""
+    from taco.config import flatten
+
+    keys = ("model", "dataset", "augmentation", "seed")
+    return flatten({k: config.get(k) for k in keys})
+
+
+def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(stored) | set(current))
+    return [
+        f"{k}: {stored.get(k)!r} in the checkpoint, {current.get(k)!r} now"
+        for k in keys
+        if json.dumps(stored.get(k), default=str) != json.dumps(current.get(k), default=str)
+    ]
+
+
+def resolve(ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, Any]) -> Path:
+    """`last` (the newest unfinished `last.ckpt` trained with this config) or a file/folder."""
+    if str(ckpt_path) != "last":
+        path = Path(ckpt_path).expanduser()
+        if path.is_dir():
+            path = path / LAST if (path / LAST).is_file() else path / "checkpoints" / LAST
+        diff = differences(read_meta(path).get("fingerprint", {}), current)
+        if diff:
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: the checkpoint was trained with a different config:\n  "
+                + "\n  ".join(diff[:10])
+                + "\nresume with the overrides of the interrupted run"
+            )
+        return path
+    found = sorted(
+        {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)},
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    unfinished = {p: _readable_meta(p) for p in found if not (p.parent / COMPLETE).exists()}
+    unfinished = {p: meta for p, meta in unfinished.items() if meta is not None}
+    for path, meta in unfinished.items():
+        if not differences(meta.get("fingerprint", {}), current):
+            return path
+    where = ", ".join(str(d) for d in search_dirs)
+    if unfinished:
+        newest, meta = next(iter(unfinished.items()))
+        diff = differences(meta.get("fingerprint", {}), current)
+        raise ConfigError(
+            f"ckpt_path=last: no interrupted run with this config under {where}; the newest "
+            f"({newest}) differs:\n  " + "\n  ".join(diff[:10])
+        )
+    raise ConfigError(
+        f"ckpt_path=last: no interrupted run to resume under {where}"
+        + (f" ({len(found)} finished run(s) found)" if found else "")
+        + "; pass ckpt_path=<path to a .ckpt> to continue a finished one"
+    )
+
+
+def _readable_meta(path: Path) -> dict | None:
+    """A candidate for `last`: its metadata, or None (skipped, with a warning) when unreadable
+    or of another format, so one bad file does not block resuming every other run."""
+    from taco.errors import TacoError
+
+    try:
+        return read_meta(path)
+    except TacoError as exc:
+        log.warning("ckpt_path=last skips %s: %s", path, exc)
+        return None

@@ -1,0 +1,310 @@
+"""A small Lightning-style Trainer: fit, validate (tune thresholds), test. It knows no model kind.
+
+`fit` sets the data module up, builds the classifier and runs the epoch loop: each epoch it calls
+the classifier's `train_epoch`, scores the validation part and hands the metrics to its callbacks
+(`taco.training.callbacks`): they log the curves, keep and restore the best epoch, write
+`last.ckpt`, stop early, schedule the learning rate, log reports. `validate` tunes one threshold
+per class on validation and stores them with the classifier; `test` applies them to the test part.
+Saving and restoring the training state is `taco.training.checkpoint.CheckpointConnector`'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import ConfigError
+from taco.metrics import Evaluation, epoch_scores, evaluate, tune_thresholds
+from taco.protocols import Batches, Classifier, DataModule, RunLogger
+from taco.tracking.mlflow_logger import NullLogger
+from taco.training.callbacks import Callback
+from taco.training.checkpoint import CheckpointConnector
+from taco.training.hardware import Hardware
+from taco.training.profiler import ProfiledLogger, make_profiler
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Fits any `taco.protocols.Classifier`; callbacks do the rest (`conf/callbacks/`)."""
+
+    def __init__(
+        self,
+        max_epochs: int = 20,
+        callbacks: Sequence[Any] | None = None,
+        threshold: str | float = "tuned",
+        seed: int | None = None,
+        deterministic: bool = True,
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        limit_test_batches: int | None = None,
+        fast_dev_run: bool = False,
+        overfit_batches: int = 0,
+        check_val_every_n_epoch: int = 1,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        precision: str = "float32",
+        profiler: str | None = None,
+    ) -> None:
+        _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
+        self.max_epochs = 1 if fast_dev_run else int(max_epochs)
+        self.threshold = threshold
+        self.seed = seed
+        self.deterministic = deterministic
+        self.limits = {
+            "train": limit_train_batches,
+            "val": limit_val_batches,
+            "test": limit_test_batches,
+        }
+        self.fast_dev_run = bool(fast_dev_run)
+        self.overfit_batches = int(overfit_batches or 0)
+        self.check_val_every_n_epoch = int(check_val_every_n_epoch)
+        self.hardware = Hardware(accelerator, devices, precision)
+        self.profiler = make_profiler(profiler)
+        every = list(callbacks or [])
+        # ordered by `Callback.order`: checkpoints (order 100) save every other callback's state
+        self.callbacks = sorted((c for c in every if isinstance(c, Callback)), key=_order)
+        self.model_callbacks = [c for c in every if not isinstance(c, Callback)]
+        self.logger: RunLogger = NullLogger()
+        self.classifier: Classifier | None = None
+        self.datamodule: DataModule | None = None
+        self.callback_metrics: dict[str, float] = {}
+        self.epochs_completed = 0  # the one epoch counter: epochs trained so far in this fit
+        self.should_stop = False
+        self.num_training_batches = 0
+        self.fingerprint: dict[str, Any] = {}  # the config a checkpoint must match to resume
+        self.ckpt_path: Path | None = None  # the checkpoint this fit resumed from
+        self.checkpoints = CheckpointConnector(self)
+        self._configured = False
+        self._batch_listeners: list[Callback] = []
+        self._batch_started = 0.0
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def epochs(self) -> int:
+        """Epochs this fit runs: one for a single-pass classifier, else `max_epochs`."""
+        single = self.classifier is not None and self.classifier.single_pass
+        return 1 if single else self.max_epochs
+
+    def connect(self, classifier: Classifier) -> None:
+        """Hand the classifier the callbacks of its own framework (plain Keras callbacks); one
+        it cannot drive fails here, before any data work."""
+        classifier.use_callbacks(self.model_callbacks)
+
+    def configure_hardware(self) -> None:
+        """Choose devices once, before the backend first uses one (an impossible choice fails
+        here, before any data work when the entry point calls it first)."""
+        if not self._configured:
+            self.hardware.configure()
+            self._configured = True
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Devices, precision policy and distribution strategy for building and training."""
+        self.configure_hardware()
+        with self.hardware.scope():
+            yield
+
+    def batches(self, datamodule: DataModule, part: str) -> Batches:
+        """The batches a stage uses, after fast_dev_run, overfit_batches and limit_*_batches.
+
+        overfit_batches=N trains on the same N un-augmented, unshuffled training batches and
+        validates and tests on them too: a model that cannot fit them cannot learn at all.
+        """
+        profiler = self.profiler if part == "train" else None
+        if self.overfit_batches:
+            return datamodule.batches(
+                "train",
+                shuffle=False,
+                limit_batches=self.overfit_batches,
+                augment=False,
+                profiler=profiler,
+            )
+        limit = 1 if self.fast_dev_run else self.limits[part]
+        return datamodule.batches(part, limit_batches=limit, profiler=profiler)
+
+    def validates(self, epoch: int) -> bool:
+        """Validation runs every `check_val_every_n_epoch` epochs and after the last one."""
+        last = epoch + 1 >= self.epochs
+        return (epoch + 1) % self.check_val_every_n_epoch == 0 or last
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        classifier: Classifier,
+        datamodule: DataModule,
+        logger: RunLogger | None = None,
+        ckpt_path: str | Path | None = None,
+    ) -> None:
+        """Set the data up, build the model, train; with `ckpt_path`, continue from that
+        checkpoint at its next epoch."""
+        self.logger = self.profiled(logger)
+        self.classifier, self.datamodule = classifier, datamodule
+        self._setup_data(datamodule)
+        self._setup_model(classifier, datamodule)
+        train, val = self.batches(datamodule, "train"), self.batches(datamodule, "val")
+        self.num_training_batches = len(train)
+        start = self.checkpoints.restore(classifier, Path(ckpt_path)) if ckpt_path else 0
+        self.epochs_completed, self.should_stop = start, False
+        self._call("on_fit_start")
+        started = time.perf_counter()
+        try:
+            with self.profiler.section("fit"), self.scope():
+                self._epoch_loop(classifier, train, val, start)
+            classifier.end_fit()
+        except BaseException as error:
+            self._call("on_exception", error)
+            raise
+        seconds = time.perf_counter() - started
+        self._call("on_fit_end")
+        self._log_fit(train, start, seconds)
+
+    def _setup_data(self, datamodule: DataModule) -> None:
+        with self.profiler.section("data_setup"):
+            datamodule.prepare_data()
+            datamodule.setup()
+        tags, record = datamodule.record()
+        self.logger.set_tags(tags)
+        self.logger.log_dict(record, "split.json")
+        skipped = record.get("skipped", [])
+        self.logger.log_metrics({"data/skipped_images": len(skipped)})
+        if skipped:
+            self.logger.log_dict(skipped, "skipped_images.json")
+
+    def _setup_model(self, classifier: Classifier, datamodule: DataModule) -> None:
+        if self.seed is not None:
+            self.seed_everything(self.seed)
+        self.connect(classifier)
+        with self.profiler.section("model_setup"), self.scope():
+            classifier.setup(datamodule.num_classes, datamodule.image_size, datamodule.labels("train"))
+
+    def seed_everything(self, seed: int) -> None:
+        """Python, NumPy and backend generators; deterministic kernels when asked."""
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        if self.deterministic and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+
+    def _epoch_loop(self, classifier: Classifier, train: Batches, val: Batches, start: int) -> None:
+        if start >= self.epochs:
+            log.info("the checkpoint has all %d epochs: nothing left to fit", self.epochs)
+            return
+        self._batch_listeners = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+        y_val = val.targets()
+        for epoch in range(start, self.epochs):
+            self._run_epoch(classifier, train, val, y_val, epoch)
+            if self.should_stop:
+                break
+
+    def _run_epoch(
+        self, classifier: Classifier, train: Batches, val: Batches, y_val: np.ndarray, epoch: int
+    ) -> None:
+        train.set_epoch(epoch)  # shuffling and augmentation seeded by epoch: resumable
+        self.callback_metrics = metrics = {}
+        started = time.perf_counter()
+        self._call("on_train_epoch_start", epoch)
+        metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
+        if self.validates(epoch):
+            with self.profiler.section("validation"):
+                metrics.update(epoch_scores(y_val, classifier.predict_scores(val)))
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        self.epochs_completed = epoch + 1
+        self._call("on_train_epoch_end", epoch)
+        if classifier.end_epoch(epoch, metrics):
+            self.should_stop = True
+
+    # `taco.protocols.BatchHooks`: what the classifier reports while it trains an epoch
+    def batch_started(self, batch: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def batch_ended(self, batch: int, logs: Mapping[str, float]) -> None:
+        self.profiler.add("train_batches", time.perf_counter() - self._batch_started)
+        for cb in self._batch_listeners:
+            cb.on_train_batch_end(self, self.classifier, batch, logs)
+
+    def _log_fit(self, train: Batches, start: int, seconds: float) -> None:
+        trained = self.epochs_completed - start if not self.limits["train"] else 0
+        speed = {"train_images_per_second": train.num_images * trained / seconds}
+        self.logger.log_metrics(
+            {
+                "epochs_trained": self.epochs_completed,
+                "fit_seconds": seconds,
+                **(speed if trained and seconds > 0 else {}),
+            }
+        )
+
+    # ------------------------------------------------------------------ validate / test
+    def validate(
+        self, classifier: Classifier, datamodule: DataModule, logger: RunLogger | None = None
+    ) -> Evaluation:
+        """Score validation, choose the thresholds (tuned per class, or fixed), store them with
+        the classifier and log them."""
+        logger = self.profiled(logger or self.logger)
+        with self.profiler.section("validate"), self.scope():
+            val = self.batches(datamodule, "val")
+            y, scores = val.targets(), classifier.predict_scores(val)
+        if self.threshold == "tuned":
+            classifier.thresholds = tune_thresholds(y, scores)
+        else:
+            classifier.thresholds = np.full(datamodule.num_classes, float(self.threshold))
+        result = evaluate(y, scores, classifier.thresholds, datamodule.class_names)
+        logger.log_metrics(result.summary("val/final"))
+        thresholds = zip(result.class_names, classifier.thresholds, strict=True)
+        logger.log_dict({name: float(t) for name, t in thresholds}, "thresholds.json")
+        self._call("on_validation_end", result)
+        return result
+
+    def test(
+        self, classifier: Classifier, datamodule: DataModule, logger: RunLogger | None = None
+    ) -> Evaluation:
+        """Apply the validation thresholds to the test part and log per-class scores."""
+        self.classifier, self.datamodule = classifier, datamodule
+        if classifier.thresholds is None:
+            self.validate(classifier, datamodule, logger)
+        logger = self.profiled(logger or self.logger)
+        with self.profiler.section("test"), self.scope():
+            test = self.batches(datamodule, "test")
+            y, scores = test.targets(), classifier.predict_scores(test)
+        result = evaluate(y, scores, classifier.thresholds, datamodule.class_names)
+        logger.log_metrics({**result.summary("test"), **result.per_class("test")})
+        self._call("on_test_end", result)
+        return result
+
+    def profiled(self, logger: RunLogger | None) -> RunLogger:
+        """The logger, timed as `logging` when the profiler is on (wrapped once)."""
+        logger = logger or NullLogger()
+        if not self.profiler.enabled or isinstance(logger, ProfiledLogger):
+            return logger
+        return ProfiledLogger(logger, self.profiler)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, self.classifier, *args)
+
+
+def _check_arguments(max_epochs: Any, threshold: Any, check_val_every_n_epoch: Any) -> None:
+    if threshold != "tuned" and not isinstance(threshold, int | float):
+        raise ConfigError(f"trainer.threshold must be 'tuned' or a number; got {threshold!r}")
+    if int(max_epochs) < 1:
+        raise ConfigError(f"trainer.max_epochs must be >= 1; got {max_epochs}")
+    if int(check_val_every_n_epoch) < 1:
+        raise ConfigError(
+            f"trainer.check_val_every_n_epoch must be >= 1; got {check_val_every_n_epoch}"
+        )
+
+
+def _order(callback: Callback) -> int:
+    return int(getattr(callback, "order", 0))
+
+
+def _overrides(callback: Callback, hook: str) -> bool:
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
