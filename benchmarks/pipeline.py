@@ -34,7 +34,7 @@ W, H = 3264, 2448
 def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
     """8 MP JPEGs drawn from the synthetic generator, upscaled, with noise so they compress
     like photos (about 2-3 MB each), half stored rotated with EXIF orientation 6."""
-    from taco.data.synthetic import SyntheticTaco
+    from taco.data.sources.synthetic import SyntheticTaco
 
     gen = SyntheticTaco(num_images=count, seed=seed, image_size=(408, 306), p_portrait=0)
     rng = np.random.default_rng(seed)

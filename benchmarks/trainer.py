@@ -1,6 +1,6 @@
 """Trainer overhead and startup time, measured side by side in one run.
 
-1. Epoch time of `taco.trainer.Trainer.fit` with the default callbacks (per-epoch validation
+1. Epoch time of `taco.training.trainer.Trainer.fit` with the default callbacks (per-epoch validation
    scoring and threshold tuning, best-weights tracking, `last.ckpt` and `best.ckpt` written,
    early stopping, progress line, metrics logging) against a raw `model.fit` with
    `validation_data` on the same images held in memory, same model, same batch size; the two
@@ -46,7 +46,7 @@ class _Collect:
 
 
 def _epoch_starts():
-    from taco.callbacks import Callback
+    from taco.training.callbacks import Callback
 
     class EpochStarts(Callback):
         """Wall clock at each epoch start and at the end of fitting: whole epochs, every
@@ -98,12 +98,12 @@ def main() -> None:
 
     import keras
 
-    from taco.callbacks import EarlyStopping, LogMetrics, ModelCheckpoint, ProgressBar
     from taco.data.datamodule import TacoDataModule
-    from taco.data.synthetic import SyntheticTaco
+    from taco.data.sources.synthetic import SyntheticTaco
     from taco.models.cnn import build_cnn
     from taco.models.keras_classifier import KerasClassifier
-    from taco.trainer import Trainer
+    from taco.training.callbacks import EarlyStopping, LogEpochMetrics, ModelCheckpoint, ProgressBar
+    from taco.training.trainer import Trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="taco-bench-trainer-"))
     try:
@@ -116,10 +116,9 @@ def main() -> None:
         )
         dm.prepare_data()
         dm.setup()
-        x = np.asarray(dm.cache.array[dm.rows["train"]], np.float32)
-        y = dm.labels("train").astype(np.float32)
-        xv = np.asarray(dm.cache.array[dm.rows["val"]], np.float32)
-        yv = dm.labels("val").astype(np.float32)
+        train, val = dm.batches("train", shuffle=False, augment=False), dm.batches("val")
+        x, y = train.images().astype(np.float32), train.targets()
+        xv, yv = val.images().astype(np.float32), val.targets()
 
         epochs = args.rounds + 1  # the first epoch of each block traces the graph: dropped
         ours, theirs = [], []
@@ -144,7 +143,7 @@ def main() -> None:
                 ModelCheckpoint(dirpath=str(tmp / f"checkpoints{block}")),
                 EarlyStopping(patience=100),
                 ProgressBar(),
-                LogMetrics(),
+                LogEpochMetrics(),
                 starts,
             ]
             trainer = Trainer(

@@ -1,9 +1,9 @@
 """Lightning-style debug modes and early stopping."""
 
 import mlflow
-from hydra.utils import instantiate
 
 from taco.cli.train import train
+from taco.config import build
 from tests.conftest import tiny_overrides
 
 
@@ -16,10 +16,9 @@ def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, mlflow_uri):
 
 def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "debug=fdr"])
-    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=0)
+    dm, trainer = build(cfg.dataset), build(cfg.trainer)
     dm.prepare_data()
     dm.setup()
-    trainer = instantiate(cfg.trainer)
     assert trainer.max_epochs == 1
     assert all(len(trainer.batches(dm, part)) == 1 for part in ("train", "val", "test"))
 

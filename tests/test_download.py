@@ -204,8 +204,9 @@ def test_symlinked_folder_leaving_the_root_is_refused(tmp_path):
 def test_cli_exit_codes_and_message(tmp_path, server, capsys):
     _dataset(server)
     server.routes["/bad.json"] = ("ok", b"<html>not json</html>")
-    code = main(["--root", str(tmp_path / "a"), "--annotations-url", f"{server.url}/bad.json"])
-    assert code == 1 and "did not return valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--root", str(tmp_path / "a"), "--annotations-url", f"{server.url}/bad.json"])
+    assert exit_.value.code == 1 and "did not return valid JSON" in capsys.readouterr().err
     code = main(
         [
             "--root",
@@ -227,8 +228,7 @@ def test_download_then_load_as_dataset_taco(tmp_path, compose_cfg):
     import functools
     from http.server import SimpleHTTPRequestHandler
 
-    from hydra.utils import instantiate
-
+    from taco.config import build
     from taco.data.sources.synthetic import SyntheticTaco
 
     source = tmp_path / "served"
@@ -250,8 +250,8 @@ def test_download_then_load_as_dataset_taco(tmp_path, compose_cfg):
         httpd.shutdown()
         httpd.server_close()
     cfg = compose_cfg(["dataset=taco", f"paths.data_dir={tmp_path}/data", "model.image_size=32"])
-    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "cache", seed=0)
+    dm = build(cfg.dataset, cache_dir=tmp_path / "cache")
     dm.prepare_data()
     dm.setup()
-    assert dm.cache.array.shape == (20, 32, 32, 3) and not dm.skipped
-    assert sum(len(r) for r in dm.rows.values()) == 20
+    assert dm.sample("train", 20).shape[1:] == (32, 32, 3) and not dm.skipped
+    assert sum(len(dm.labels(part)) for part in ("train", "val", "test")) == 20

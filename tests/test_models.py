@@ -3,10 +3,10 @@
 import mlflow
 import numpy as np
 import pytest
-from hydra.utils import instantiate
 
-from taco.errors import ConfigError
 from taco.cli.train import train
+from taco.config import build
+from taco.errors import ConfigError
 from tests.conftest import tiny_overrides
 
 FAMILIES = {
@@ -56,14 +56,7 @@ def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlfl
 
 def _fitted(compose_cfg, tmp_path, extra):
     cfg = compose_cfg(_tiny(tmp_path, extra))
-    dm = instantiate(
-        cfg.dataset, image_size=cfg.model.image_size, cache_dir=cfg.paths.cache_dir, seed=cfg.seed
-    )
-    dm.prepare_data()
-    dm.setup()
-    trainer = instantiate(cfg.trainer)
-    trainer.seed_everything(0)
-    classifier = instantiate(cfg.model.classifier)
+    dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
     trainer.fit(classifier, dm)
     trainer.validate(classifier, dm)
     return dm, trainer, classifier
@@ -90,12 +83,12 @@ def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, ext
     expected = classifier.predict_scores(test)
     meta = {
         "class_names": dm.class_names,
-        "thresholds": trainer.thresholds.tolist(),
+        "thresholds": classifier.thresholds.tolist(),
         "image_size": dm.image_size,
         "resize": "squash",
     }
     loaded = load_model(classifier.save(tmp_path / "model", meta))
-    images = np.asarray(dm.cache.array[test.ordered_rows()], np.float32)
+    images = test.images().astype(np.float32)
     np.testing.assert_allclose(loaded.predict(images), expected, rtol=1e-5, atol=1e-6)
     assert loaded.class_names == dm.class_names
 
@@ -107,12 +100,13 @@ def test_forest_features_are_extracted_once(compose_cfg, tmp_path):
         "model.image_size=32",
         "model.classifier.n_estimators=5",
     ]
-    dm, _, first = _fitted(compose_cfg, tmp_path, extra)
-    assert not first.features_reused
+    _fitted(compose_cfg, tmp_path, extra)
     files = list((tmp_path / "data" / "cache" / "features").glob("*.npy"))
     assert len(files) == 1 and "VGG16-None-32px" in files[0].name
-    _, _, second = _fitted(compose_cfg, tmp_path, [*extra, "model.classifier.n_estimators=7"])
-    assert second.features_reused
+    written = files[0].stat().st_mtime_ns
+    _fitted(compose_cfg, tmp_path, [*extra, "model.classifier.n_estimators=7"])
+    assert list((tmp_path / "data" / "cache" / "features").glob("*.npy")) == files
+    assert files[0].stat().st_mtime_ns == written  # reused, not computed again
 
 
 def test_forest_scores_with_labels_constant_in_training():

@@ -34,10 +34,9 @@ def test_stats_split_matches_training_split(compose_cfg, tmp_path):
 
 
 def _part_sizes(compose_cfg, tmp_path):
-    from hydra.utils import instantiate
+    from taco.config import build
 
-    cfg = compose_cfg(tiny_overrides(tmp_path))
-    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=cfg.seed)
+    dm = build(compose_cfg(tiny_overrides(tmp_path)).dataset)
     dm.prepare_data()
     dm.setup()
-    return [len(dm.rows[p]) for p in ("train", "val", "test")]
+    return [len(dm.labels(p)) for p in ("train", "val", "test")]

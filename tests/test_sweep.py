@@ -122,8 +122,9 @@ def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
 
 def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/none.db"
-    assert compare_main(["--tracking-uri", uri]) == 1
-    assert "make compare" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        compare_main(["--tracking-uri", uri])
+    assert exit_.value.code == 1 and "make compare" in capsys.readouterr().err
 
 
 @pytest.mark.slow

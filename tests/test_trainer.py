@@ -8,10 +8,10 @@ import sys
 import mlflow
 import numpy as np
 import pytest
-from hydra.utils import instantiate
 
 from taco.training import checkpoint
 from taco.training.callbacks import LearningRateSchedule
+from taco.config import build
 from taco.errors import ConfigError
 from taco.cli.train import build_callbacks, train
 from tests.conftest import tiny_overrides
@@ -108,7 +108,11 @@ def test_callbacks_from_config_with_a_plain_keras_callback(compose_cfg, tmp_path
         "model_checkpoint",
         "early_stopping",
         "progress_bar",
-        "mlflow_metrics",
+        "epoch_metrics",
+        "augmentation_preview",
+        "per_class_report",
+        "log_model",
+        "profile_report",
         "lr_schedule",
         "hooks",
         "csv",
@@ -138,14 +142,11 @@ def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):
             "trainer.check_val_every_n_epoch=2",
         ]
     )
-    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=0)
-    dm.prepare_data()
-    dm.setup()
     from tests.helpers import RecordHooks
 
-    hooks = RecordHooks()
-    trainer = instantiate(cfg.trainer, callbacks=[hooks])
-    trainer.fit(instantiate(cfg.model.classifier), dm)
+    hooks, dm = RecordHooks(), build(cfg.dataset)
+    trainer = build(cfg.trainer, callbacks=[hooks])
+    trainer.fit(build(cfg.model.classifier), dm)
     train_only = "['epoch_seconds', 'train/loss']"
     metrics = "['epoch_seconds', 'train/loss', 'val/f1_macro', 'val/f1_macro_fixed', 'val/loss']"
     batches = ["batch"] * len(trainer.batches(dm, "train"))
@@ -170,9 +171,13 @@ def test_bad_callback_configs_fail_before_training(compose_cfg, tmp_path, mlflow
     cfg = compose_cfg([*tiny_overrides(tmp_path), "callbacks.early_stopping.monitor=val/f2"])
     with pytest.raises(ConfigError, match="monitor must be one of"):
         train(cfg)
+    cfg = compose_cfg([*tiny_overrides(tmp_path), "+callbacks.odd._target_=collections.Counter"])
+    with pytest.raises(ConfigError, match="neither a taco.training.callbacks.Callback"):
+        train(cfg)
     _, runs = _runs(mlflow_uri)
-    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs == []  # refused while building: no run opened, no data prepared
     assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not (tmp_path / "data").exists()
 
 
 def test_learning_rate_schedules():
@@ -201,11 +206,7 @@ def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, mlflow_uri):
 def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
     assert cfg.trainer.precision == "mixed_float16" and cfg.trainer.accelerator == "gpu"
-    dm = instantiate(cfg.dataset, image_size=32, cache_dir=tmp_path / "c", seed=0)
-    dm.prepare_data()
-    dm.setup()
-    trainer = instantiate(cfg.trainer)
-    classifier = instantiate(cfg.model.classifier)
+    dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
     trainer.fit(classifier, dm)
     result = trainer.test(classifier, dm)
     conv = classifier.model.get_layer("conv0_0")

@@ -109,7 +109,7 @@ class KerasClassifier:
             batches,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=[_BatchBridge(hooks, self._user_callbacks)],
+            callbacks=[_BatchBridge(batches, hooks, self._user_callbacks)],
             shuffle=False,
             verbose=0,
         )
@@ -232,9 +232,19 @@ class _BatchBridge(keras.callbacks.Callback):
     """Inside `model.fit`: batch events to the Trainer's hooks and to the user's Keras
     callbacks (whose epoch and train events `KerasClassifier` drives itself)."""
 
-    def __init__(self, hooks: BatchHooks, user_callbacks: Sequence[keras.callbacks.Callback]):
+    def __init__(
+        self,
+        batches: Batches,
+        hooks: BatchHooks,
+        user_callbacks: Sequence[keras.callbacks.Callback],
+    ) -> None:
         super().__init__()
-        self.hooks, self.user_callbacks = hooks, list(user_callbacks)
+        self.batches, self.hooks, self.user_callbacks = batches, hooks, list(user_callbacks)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # `fit` draws a batch to build an unbuilt optimizer before the epoch starts: seed the
+        # epoch's order and augmentation again, so it draws what (seed, epoch) says
+        self.batches.set_epoch(epoch)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.hooks.batch_started(batch)
