@@ -1,6 +1,6 @@
 """Trainer overhead and startup time, measured side by side in one run.
 
-1. Epoch time of `taco.training.trainer.Trainer.fit` with the default callbacks (per-epoch validation
+1. Epoch time of `Trainer.fit` (taco.training) with the default callbacks (per-epoch validation
    scoring and threshold tuning, best-weights tracking, `last.ckpt` and `best.ckpt` written,
    early stopping, progress line, metrics logging) against a raw `model.fit` with
    `validation_data` on the same images held in memory, same model, same batch size; the two

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+PerImage = Callable[[np.ndarray], np.ndarray]  # a chunk of images -> one row per image
+
 
 class Profiler(Protocol):
     enabled: bool
@@ -36,13 +38,7 @@ class Batches(Protocol):
     def images(self) -> np.ndarray:
         """Every image of these batches, in batch order, un-augmented (uint8)."""
 
-    def derived(
-        self,
-        folder: str | Path,
-        name: str,
-        compute: Callable[[np.ndarray], np.ndarray],
-        chunk: int = 64,
-    ) -> np.ndarray:
+    def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
         """Per-image values computed once from every cached image by `compute` (uint8 chunks
         in, one row per image out), stored under `folder` keyed by the image cache and `name`,
         returned in batch order: e.g. a forest's backbone features."""
@@ -75,14 +71,10 @@ class DataModule(Protocol):
         """Names the image cache: what caches derived from it (features) are keyed on."""
 
     def labels(self, part: str) -> np.ndarray: ...
-    def batches(
-        self,
-        part: str,
-        shuffle: bool | None = None,
-        limit_batches: int | None = None,
-        augment: bool | None = None,
-        profiler: Profiler | None = None,
-    ) -> Batches: ...
+    def batches(self, part: str, **options: Any) -> Batches:
+        """One part's batches. Options: `shuffle` and `augment` (default: the training part
+        only), `limit_batches`, and a `Profiler` to time batch reading."""
+
     def sample(self, part: str, n: int) -> np.ndarray: ...
     def record(self) -> tuple[dict[str, str], dict[str, Any]]:
         """(tags, split record) to log with a run: content hash, image ids per part, skips."""
@@ -154,6 +146,7 @@ class RunLogger(Protocol):
     def run(
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None
     ) -> contextlib.AbstractContextManager[RunLogger]: ...
+    # the bodies do nothing: `NullLogger` inherits them
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...

@@ -7,8 +7,8 @@ import sys
 import mlflow
 import pytest
 
-from taco.errors import DataError
 from taco.cli.train import train
+from taco.errors import DataError
 from tests.conftest import tiny_overrides
 from tests.helpers import sigterm_once_training
 
@@ -69,8 +69,8 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from taco.config import CONF_DIR
     from taco.cli.evaluate import evaluate_model
+    from taco.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -152,9 +152,9 @@ def test_eval_needs_a_run_or_a_model(tmp_path, mlflow_uri):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from taco.cli.evaluate import evaluate_model
     from taco.config import CONF_DIR
     from taco.errors import ConfigError
-    from taco.cli.evaluate import evaluate_model
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -9,11 +9,11 @@ import mlflow
 import numpy as np
 import pytest
 
-from taco.training import checkpoint
-from taco.training.callbacks import LearningRateSchedule
+from taco.cli.train import build_callbacks, train
 from taco.config import build
 from taco.errors import ConfigError
-from taco.cli.train import build_callbacks, train
+from taco.training import checkpoint
+from taco.training.callbacks import LearningRateSchedule
 from tests.conftest import tiny_overrides
 
 

@@ -58,8 +58,10 @@ class PooledLogistic:
 
     def _scores(self, images: np.ndarray) -> np.ndarray:
         x = pooled(images, self.grid)
-        cols = [m.predict_proba(x)[:, 1] if hasattr(m, "predict_proba") else np.full(len(x), m)
-                for m in self.models]
+        cols = [
+            m.predict_proba(x)[:, 1] if hasattr(m, "predict_proba") else np.full(len(x), m)
+            for m in self.models
+        ]
         return np.stack(cols, 1)
 
     def get_state(self):

@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,25 @@ def _validate(doc: object) -> list[str]:
     return problems
 
 
+def _per_category(doc: dict) -> tuple[Any, list[dict], np.ndarray, np.ndarray]:
+    """pycocotools index, categories by id, image ids, and a multi-hot row per image over the
+    categories (each annotation's `category_id` looked up by id, never by list position)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    categories = [coco.cats[i] for i in sorted(coco.cats)]
+    column = {c["id"]: i for i, c in enumerate(categories)}
+    image_ids = np.array(sorted(coco.imgs), dtype=np.int64)
+    per_category = np.zeros((len(image_ids), len(categories)), dtype=np.uint8)
+    for row, image_id in enumerate(image_ids):
+        for ann in coco.imgToAnns.get(int(image_id), []):
+            per_category[row, column[ann["category_id"]]] = 1
+    return coco, categories, image_ids, per_category
+
+
 def load_labelset(
     annotation_file: str | Path,
     image_root: str | Path,
@@ -145,20 +165,7 @@ def load_labelset(
             f"class-map file; got {label_level!r}"
         )
     doc, content_hash = _read(annotation_file)
-    from pycocotools.coco import COCO
-
-    coco = COCO()
-    coco.dataset = doc
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-
-    categories = [coco.cats[i] for i in sorted(coco.cats)]
-    column = {c["id"]: i for i, c in enumerate(categories)}  # looked up by id, never position
-    image_ids = np.array(sorted(coco.imgs), dtype=np.int64)
-    per_category = np.zeros((len(image_ids), len(categories)), dtype=np.uint8)
-    for row, image_id in enumerate(image_ids):
-        for ann in coco.imgToAnns.get(int(image_id), []):
-            per_category[row, column[ann["category_id"]]] = 1
+    coco, categories, image_ids, per_category = _per_category(doc)
     class_map = classmaps.resolve(label_level, categories)
     labels, class_names, affected = classmaps.limit_rare(
         class_map.apply(per_category), class_map.class_names, min_images, rare

@@ -145,14 +145,7 @@ def build_cache(
     workers: int | None = None,
 ) -> ImageCache:
     """Decode `paths` into a memory-mapped cache, or reuse the cache built for the same inputs."""
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"dataset.resize must be one of {RESIZE_MODES}; got {resize!r}")
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise ConfigError(
-            f"dataset.on_bad_image must be one of {BAD_IMAGE_POLICIES}; got {on_bad_image!r}"
-        )
-    if size < 8:
-        raise ConfigError(f"model.image_size must be >= 8 pixels; got {size}")
+    _check_options(size, resize, on_bad_image)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(paths, content_hash, size, resize)
@@ -167,8 +160,49 @@ def build_cache(
             return ImageCache(array, bad, final, built=False)
 
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npy"
-    # Rows go to the file with positioned writes rather than through a memory map, so the
-    # written pages sit in the OS page cache, not in this process: memory stays flat with size.
+    start = time.perf_counter()
+    try:
+        bad = _decode_into(tmp, paths, sizes, size, resize, workers)
+        _check_bad(bad, on_bad_image)
+        meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
+        meta_path.write_text(json.dumps(meta))
+        os.replace(tmp, final)  # the cache exists only once it is whole
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info(
+        "image cache built: %d images in %.1f s -> %s",
+        len(paths),
+        time.perf_counter() - start,
+        final,
+    )
+    return ImageCache(np.load(final, mmap_mode="r"), bad, final, built=True)
+
+
+def _check_options(size: int, resize: str, on_bad_image: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"dataset.resize must be one of {RESIZE_MODES}; got {resize!r}")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ConfigError(
+            f"dataset.on_bad_image must be one of {BAD_IMAGE_POLICIES}; got {on_bad_image!r}"
+        )
+    if size < 8:
+        raise ConfigError(f"model.image_size must be >= 8 pixels; got {size}")
+
+
+def _decode_into(
+    tmp: Path,
+    paths: Sequence[Path],
+    sizes: np.ndarray,
+    size: int,
+    resize: str,
+    workers: int | None,
+) -> list[tuple[int, BadImage]]:
+    """Every image into the `.npy` file `tmp`, in parallel; returns the unusable ones by row.
+
+    Rows go to the file with positioned writes rather than through a memory map, so the written
+    pages sit in the OS page cache, not in this process: memory stays flat with size.
+    """
     row_bytes = size * size * 3
     with open(tmp, "wb") as handle:
         header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), size, size, 3)}
@@ -188,30 +222,16 @@ def build_cache(
                 reason = "file not found"
             bad.append((row, BadImage(str(paths[row]), reason)))
 
-    start = time.perf_counter()
     bar = Progress(len(paths), f"decoding images to {size} px")
     try:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             for _ in pool.map(work, range(len(paths))):
                 bar.update()
         bar.close()
-        bad.sort(key=lambda item: item[0])
-        _check_bad(bad, on_bad_image)
         os.fsync(fd)
-        meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
-        meta_path.write_text(json.dumps(meta))
-        os.replace(tmp, final)  # the cache exists only once it is whole
     finally:
         os.close(fd)
-        if tmp.exists():
-            tmp.unlink()
-    log.info(
-        "image cache built: %d images in %.1f s -> %s",
-        len(paths),
-        time.perf_counter() - start,
-        final,
-    )
-    return ImageCache(np.load(final, mmap_mode="r"), bad, final, built=True)
+    return sorted(bad, key=lambda item: item[0])
 
 
 def _check_bad(bad: list[tuple[int, BadImage]], policy: str) -> None:

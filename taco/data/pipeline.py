@@ -13,6 +13,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from taco.protocols import PerImage
+
 log = logging.getLogger(__name__)
 
 
@@ -104,17 +106,13 @@ class CachedBatches(keras.utils.PyDataset):
         rows = self.ordered_rows()
         return np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
 
-    def derived(
-        self,
-        folder: str | Path,
-        name: str,
-        compute: Callable[[np.ndarray], np.ndarray],
-        chunk: int = 64,
-    ) -> np.ndarray:
+    def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
         """Per-image values (e.g. backbone features) computed once for every cached image,
         stored as `<folder>/<cache key>-<name>.npy` and returned in batch order: every part,
         split and job of a sweep reuses them."""
-        values = _derived_for_cache(Path(folder), self.cache_key, name, self.images_array, compute, chunk)
+        values = _derived_for_cache(
+            Path(folder), self.cache_key, name, self.images_array, compute, chunk
+        )
         return values[self.ordered_rows()]
 
 

@@ -140,7 +140,9 @@ class ForestClassifier:
             self.forest, folder / "forest", skops_trusted_types=["sklearn.tree._tree.Tree"]
         )
         self._extractor().save(folder / "features.keras")
-        return write_info(folder, self, {"backbone": self.backbone, "weights": self.weights, **meta})
+        return write_info(
+            folder, self, {"backbone": self.backbone, "weights": self.weights, **meta}
+        )
 
     @staticmethod
     def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:

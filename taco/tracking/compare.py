@@ -308,6 +308,13 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
         comparison.markdown(),
         "![test F1 heatmap](f1_heatmap.png)",
         "",
+    ]
+    return "\n".join([*lines, *_per_variant_lines(comparison)]) + "\n"
+
+
+def _per_variant_lines(comparison: Comparison) -> list[str]:
+    """The first job of each variant (epochs, time, floors), then the jobs left out."""
+    lines = [
         "Per variant (the first job of each):",
         "",
         "| variant | run | epochs | fit s | floor: predict all | floor: prevalence |",
@@ -326,4 +333,4 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
             f"- `{r.info.run_id[:8]}` {r.data.tags.get('hydra_overrides', '')}: {r.info.status}"
             for r in comparison.unfinished
         ]
-    return "\n".join(lines) + "\n"
+    return lines

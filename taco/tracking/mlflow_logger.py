@@ -16,7 +16,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from taco.protocols import RunLogger
+
 log = logging.getLogger(__name__)
+
 
 def artifact_location_for(tracking_uri: str) -> str | None:
     """Next to a SQLite store, so artifacts never land in whatever folder the job started in."""
@@ -57,8 +60,8 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
 
 
-class NullLogger:
-    """Logs nothing; used by `logger=none` and by debug runs (`taco.protocols.RunLogger`)."""
+class NullLogger(RunLogger):
+    """Logs nothing; used by `logger=none` and by debug runs."""
 
     run_id: str | None = None
     tracking_uri: str | None = None
@@ -70,14 +73,6 @@ class NullLogger:
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None
     ) -> Iterator[NullLogger]:
         yield self
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-    def log_dict(self, data: Any, name: str) -> None: ...
-    def log_text(self, text: str, name: str) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
-    def log_artifacts(self, folder: str | Path, name: str | None = None) -> None: ...
 
 
 class MLflowLogger(NullLogger):

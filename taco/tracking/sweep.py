@@ -7,8 +7,8 @@ submitit launchers' workers, and by SLURM jobs) and in `<sweep dir>/mlflow_paren
 jobs on other machines that share the sweep folder). When the multirun ends, or the process exits
 early, it closes the parent FINISHED, or FAILED with the failed jobs named.
 
-Only Hydra, OmegaConf and the standard library are imported here: Hydra instantiates this callback for
-every command, `--help` included.
+Only Hydra, OmegaConf and the standard library are imported here: Hydra instantiates this
+callback for every command, `--help` included.
 """
 
 from __future__ import annotations

@@ -71,9 +71,7 @@ class Callback:
     def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
         """After `Trainer.test` scored the test part with the tuned thresholds."""
 
-    def on_exception(
-        self, trainer: Trainer, classifier: Classifier, error: BaseException
-    ) -> None:
+    def on_exception(self, trainer: Trainer, classifier: Classifier, error: BaseException) -> None:
         """Fitting stopped on an error or an interrupt (Ctrl-C, SIGTERM); it is re-raised."""
 
     def state_dict(self) -> dict:
@@ -232,9 +230,7 @@ class ModelCheckpoint(_Monitoring):
         log.info("restored the weights of epoch %d (best %s)", self.best_epoch, self.monitor)
         return self.best_epoch
 
-    def on_exception(
-        self, trainer: Trainer, classifier: Classifier, error: BaseException
-    ) -> None:
+    def on_exception(self, trainer: Trainer, classifier: Classifier, error: BaseException) -> None:
         if isinstance(error, KeyboardInterrupt) and self.last_path is not None:
             print(
                 f"\ninterrupted after epoch {trainer.epochs_completed}, saved in "

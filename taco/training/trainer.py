@@ -182,7 +182,9 @@ class Trainer:
             self.seed_everything(self.seed)
         self.connect(classifier)
         with self.profiler.section("model_setup"), self.scope():
-            classifier.setup(datamodule.num_classes, datamodule.image_size, datamodule.labels("train"))
+            classifier.setup(
+                datamodule.num_classes, datamodule.image_size, datamodule.labels("train")
+            )
 
     def seed_everything(self, seed: int) -> None:
         """Python, NumPy and backend generators; deterministic kernels when asked."""
@@ -198,7 +200,9 @@ class Trainer:
         if start >= self.epochs:
             log.info("the checkpoint has all %d epochs: nothing left to fit", self.epochs)
             return
-        self._batch_listeners = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+        self._batch_listeners = [
+            cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")
+        ]
         y_val = val.targets()
         for epoch in range(start, self.epochs):
             self._run_epoch(classifier, train, val, y_val, epoch)
