@@ -44,19 +44,16 @@ class Job:
     trainer: Trainer
     logger: RunLogger
     tags: dict[str, str]
+    resolved: dict  # the config, resolved once
     ckpt: Path | None = None  # resume from this checkpoint ...
     run_id: str | None = None  # ... in this run
 
 
-def train(cfg: DictConfig) -> float:
-    """One training job; returns `cfg.optimized_metric`."""
-    from taco.training.hardware import prepare_job
-
-    resolved = resolved_config(cfg)
-    prepare_job(threads_per_job())
-    job = build_job(cfg, resolved)
+def train(cfg: DictConfig, job: Job | None = None) -> float:
+    """One training job (its parts built here unless given); returns `cfg.optimized_metric`."""
+    job = job or build_job(cfg)
     with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=job.run_id) as logger:
-        log_config(logger, resolved, output_dir(cfg))
+        log_config(logger, job.resolved, output_dir(cfg))
         job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=job.ckpt)
         val = job.trainer.validate(job.classifier, job.datamodule)
         test = job.trainer.test(job.classifier, job.datamodule)
@@ -65,11 +62,14 @@ def train(cfg: DictConfig) -> float:
     return {**val.summary("val/final"), **test.summary("test")}[cfg.optimized_metric]
 
 
-def build_job(cfg: DictConfig, resolved: dict) -> Job:
+def build_job(cfg: DictConfig) -> Job:
     """Build and check every part: a config mistake fails here, before any data work or run."""
     from taco.metrics import summary_names
     from taco.training import checkpoint
+    from taco.training.hardware import prepare_job
 
+    resolved = resolved_config(cfg)
+    prepare_job(threads_per_job())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
@@ -80,7 +80,7 @@ def build_job(cfg: DictConfig, resolved: dict) -> Job:
     trainer.connect(classifier)
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
-    job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg))
+    job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
     if cfg.get("ckpt_path"):
         job.ckpt = checkpoint.resolve(str(cfg.ckpt_path), search_dirs(cfg), trainer.fingerprint)
         meta = checkpoint.read_meta(job.ckpt)
@@ -168,15 +168,34 @@ def main(cfg: DictConfig) -> float:
 def sweep_job(cfg: DictConfig) -> float:
     """A failed job of a sweep is logged (its run FAILED) and scores NaN; the other jobs go on,
     and the sweep's parent run ends FAILED naming it. Ctrl-C still stops the whole sweep."""
+    try:
+        job = build_job(cfg)
+    except Exception as exc:
+        record_unstarted(cfg, exc)
+        return job_failed(exc)
+    try:
+        return train(cfg, job)
+    except Exception as exc:
+        return job_failed(exc)
+
+
+def job_failed(exc: Exception) -> float:
     from taco.errors import user_error
 
+    error = user_error(exc)
+    shown = error or exc
+    log.error("job failed: %s: %s", type(shown).__name__, shown, exc_info=error is None)
+    return float("nan")
+
+
+def record_unstarted(cfg: DictConfig, error: Exception) -> None:
+    """A sweep job refused while it was built still gets its child run, FAILED with the error,
+    so the parent run names it."""
     try:
-        return train(cfg)
-    except Exception as exc:
-        error = user_error(exc)
-        shown = error or exc
-        log.error("job failed: %s: %s", type(shown).__name__, shown, exc_info=error is None)
-        return float("nan")
+        with build(cfg.logger).run(tags=run_tags(cfg)):
+            raise error
+    except Exception:
+        pass
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ class Trainer:
         limit = 1 if self.fast_dev_run else self.limits[part]
         return datamodule.batches(part, limit_batches=limit, profiler=profiler)
 
-    def validates(self, epoch: int) -> bool:
+    def is_validation_epoch(self, epoch: int) -> bool:
         """Validation runs every `check_val_every_n_epoch` epochs and after the last one."""
         last = epoch + 1 >= self.epochs
         return (epoch + 1) % self.check_val_every_n_epoch == 0 or last
@@ -217,7 +217,7 @@ class Trainer:
         started = time.perf_counter()
         self._call("on_train_epoch_start", epoch)
         metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
-        if self.validates(epoch):
+        if self.is_validation_epoch(epoch):
             with self.profiler.section("validation"):
                 metrics.update(epoch_scores(y_val, classifier.predict_scores(val)))
         metrics["epoch_seconds"] = time.perf_counter() - started
