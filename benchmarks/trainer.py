@@ -23,23 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-import taco  # noqa: F401
+from taco.tracking.mlflow_logger import NullLogger
 
 
-class _Collect:
+class _Collect(NullLogger):
     """A logger that keeps what the Trainer logs, for the benchmark to read back."""
-
-    active = False
-    run_id = None
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
     def log_metrics(self, metrics, step=None) -> None:
         self.rows.append(dict(metrics))
-
-    def log_dict(self, data, name) -> None:
-        pass
 
     def values(self, key: str) -> list[float]:
         return [r[key] for r in self.rows if key in r]
