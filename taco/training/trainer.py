@@ -252,6 +252,7 @@ class Trainer:
     ) -> Evaluation:
         """Score validation, choose the thresholds (tuned per class, or fixed), store them with
         the classifier and log them."""
+        self.classifier, self.datamodule = classifier, datamodule
         logger = self.profiled(logger or self.logger)
         with self.profiler.section("validate"), self.scope():
             val = self.batches(datamodule, "val")
