@@ -65,13 +65,6 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise error from None
 
 
-def build_optional(node: Any) -> Any:
-    """A config node that may be switched off: empty, null or `_target_: null` builds None."""
-    if node is None or "_target_" not in node or node._target_ is None:
-        return None
-    return build(node)
-
-
 # ---------------------------------------------------------------------- the Hydra job
 def hydra_runtime() -> Any:
     """Hydra's runtime config, or None when composed without it (tests, notebooks)."""

@@ -38,8 +38,10 @@ def evaluate_model(cfg: DictConfig) -> float:
     if bool(cfg.run_id) == bool(folder):
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")
     logger = build(cfg.logger)
-    model = load_run_model(str(cfg.run_id), logger.tracking_uri) if cfg.run_id else None
-    model = model or load_model(Path(folder))
+    if cfg.run_id:
+        model = load_run_model(str(cfg.run_id), logger.tracking_uri)
+    else:
+        model = load_model(Path(folder))
     datamodule = build(
         cfg.dataset, image_size=model.image_size, resize=model.resize, augmentation=None
     )

@@ -82,8 +82,8 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.fingerprint = checkpoint.fingerprint(resolved)
     job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
     if cfg.get("ckpt_path"):
-        job.ckpt = checkpoint.resolve(str(cfg.ckpt_path), search_dirs(cfg), trainer.fingerprint)
-        meta = checkpoint.read_meta(job.ckpt)
+        where = search_dirs(cfg)
+        job.ckpt, meta = checkpoint.resolve(str(cfg.ckpt_path), where, trainer.fingerprint)
         job.run_id = meta.get("run_id")
         job.tags["resumed_from"] = f"{job.ckpt} (epoch {meta['epoch']})"
         log.info("resuming %s after epoch %d", job.ckpt, meta["epoch"])
@@ -194,8 +194,9 @@ def record_unstarted(cfg: DictConfig, error: Exception) -> None:
     try:
         with build(cfg.logger).run(tags=run_tags(cfg)):
             raise error
-    except Exception:
-        pass
+    except Exception as exc:
+        if exc is not error:  # the logger itself failed: say so, the sweep still goes on
+            log.warning("could not record the failed job in the run store: %s", exc)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class CachedBatches(keras.utils.PyDataset):
 
     def _batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.batch_rows(index)
-        x = np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
+        x = self._read(rows)
         if self.augment is not None:
             x = np.stack([self.augment(image=img)["image"] for img in x])
         return x.astype(np.float32), self.labels[rows]
@@ -103,7 +103,10 @@ class CachedBatches(keras.utils.PyDataset):
 
     def images(self) -> np.ndarray:
         """The un-augmented images in batch order (uint8)."""
-        rows = self.ordered_rows()
+        return self._read(self.ordered_rows())
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """Cached images of `rows`, in that order (read in file order: memory-map friendly)."""
         return np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
 
     def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
@@ -116,9 +119,6 @@ class CachedBatches(keras.utils.PyDataset):
         return values[self.ordered_rows()]
 
 
-_loaded: dict[Path, np.ndarray] = {}
-
-
 def _derived_for_cache(
     folder: Path,
     cache_key: str,
@@ -128,12 +128,9 @@ def _derived_for_cache(
     chunk: int,
 ) -> np.ndarray:
     path = folder / f"{cache_key or 'nokey'}-{name}.npy"
-    if path in _loaded and len(_loaded[path]) == len(images):
-        return _loaded[path]
     if path.is_file():
-        values = np.load(path, mmap_mode="r")
+        values = np.load(path, mmap_mode="r")  # memory-mapped: cheap to open again
         if len(values) == len(images):  # made by an earlier run or job
-            _loaded[path] = values
             return values
     start = time.perf_counter()
     parts = [compute(np.asarray(images[i : i + chunk])) for i in range(0, len(images), chunk)]
@@ -149,5 +146,4 @@ def _derived_for_cache(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
     np.save(tmp, values)
     os.replace(tmp, path)  # whole or absent, also with parallel jobs of a sweep
-    _loaded[path] = values
     return values

@@ -163,13 +163,10 @@ class ForestClassifier:
 
     def features(self, batches: Batches) -> np.ndarray:
         """Pooled backbone features of the batches' images, in batch order (cached on disk)."""
-        extractor = None
 
         def compute(images: np.ndarray) -> np.ndarray:
-            nonlocal extractor
-            extractor = extractor or self._extractor()
             chunk = np.asarray(images, dtype=np.float32)
-            return np.asarray(extractor.predict_on_batch(chunk), dtype=np.float32)
+            return np.asarray(self._extractor().predict_on_batch(chunk), dtype=np.float32)
 
         return batches.derived(self.features_dir, self.feature_name(), compute, self.batch_size)
 

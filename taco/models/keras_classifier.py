@@ -128,7 +128,7 @@ class KerasClassifier:
             self._callbacks.on_train_end()
             self._callbacks = None
 
-    def predict_scores(self, batches: Any) -> np.ndarray:
+    def predict_scores(self, batches: Batches) -> np.ndarray:
         return np.asarray(self._model().predict(batches, verbose=0), dtype=np.float64)
 
     def get_state(self) -> list[np.ndarray]:

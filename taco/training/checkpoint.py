@@ -144,20 +144,24 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     ]
 
 
-def resolve(ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, Any]) -> Path:
-    """`last` (the newest unfinished `last.ckpt` trained with this config) or a file/folder."""
+def resolve(
+    ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, Any]
+) -> tuple[Path, dict]:
+    """`last` (the newest unfinished `last.ckpt` trained with this config) or a file/folder;
+    returns the checkpoint and its metadata (read once)."""
     if str(ckpt_path) != "last":
         path = Path(ckpt_path).expanduser()
         if path.is_dir():
             path = path / LAST if (path / LAST).is_file() else path / "checkpoints" / LAST
-        diff = differences(read_meta(path).get("fingerprint", {}), current)
+        meta = read_meta(path)
+        diff = differences(meta.get("fingerprint", {}), current)
         if diff:
             raise ConfigError(
                 f"ckpt_path={ckpt_path}: the checkpoint was trained with a different config:\n  "
                 + "\n  ".join(diff[:10])
                 + "\nresume with the overrides of the interrupted run"
             )
-        return path
+        return path, meta
     found = sorted(
         {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)},
         key=lambda p: p.stat().st_mtime,
@@ -167,7 +171,7 @@ def resolve(ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, A
     unfinished = {p: meta for p, meta in unfinished.items() if meta is not None}
     for path, meta in unfinished.items():
         if not differences(meta.get("fingerprint", {}), current):
-            return path
+            return path, meta
     where = ", ".join(str(d) for d in search_dirs)
     if unfinished:
         newest, meta = next(iter(unfinished.items()))
