@@ -53,3 +53,26 @@ def test_ctrl_c_marks_killed(mlflow_uri):
         with logger.run():
             raise KeyboardInterrupt
     assert _status(mlflow_uri, logger.run_id).info.status == "KILLED"
+
+
+def test_a_signal_during_a_store_write_is_delivered_after_it():
+    """SIGTERM in the middle of a write would leave SQLite locked and the run RUNNING: it is
+    held until the write ends, then raised by the job's own handler."""
+    import signal
+
+    from taco.tracking.mlflow_logger import uninterrupted
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    steps = []
+    try:
+        with pytest.raises(KeyboardInterrupt, match="signal"):
+            with uninterrupted():
+                signal.raise_signal(signal.SIGTERM)
+                steps.append("write finished")
+        assert steps == ["write finished"]
+        assert signal.getsignal(signal.SIGTERM) is interrupt  # the job's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)

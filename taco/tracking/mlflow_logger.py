@@ -8,11 +8,12 @@ same interface and logs nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import subprocess
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,37 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a store write is held until the write ends, then delivered: a
+    SQLite transaction cut short keeps the database locked, and the run could not be closed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])  # handled now, by the handler the job installed
+
+
+def _uninterrupted(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def write(*args: Any, **kwargs: Any) -> None:
+        with uninterrupted():
+            method(*args, **kwargs)
+
+    return write
+
+
 class NullLogger(RunLogger):
     """Logs nothing; used by `logger=none` and by debug runs."""
 
@@ -100,23 +132,8 @@ class MLflowLogger(NullLogger):
         """A new run, or with `run_id` the same run reopened (a resumed training job)."""
         import mlflow
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        client = mlflow.MlflowClient(self.tracking_uri)
-        experiment_id = get_or_create_experiment(client, self.experiment_name)
-        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
-        if run_id is not None and not self._exists(client, run_id):
-            log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
-            run_id = None
-        if run_id is not None:
-            run = mlflow.start_run(run_id=run_id)
-            mlflow.set_tags(all_tags)
-            if "error" in run.data.tags:  # from the interruption being resumed
-                mlflow.delete_tag("error")
-            self.resumed = True
-        else:
-            run = mlflow.start_run(
-                experiment_id=experiment_id, run_name=self.run_name, tags=all_tags
-            )
+        with uninterrupted():
+            run = self._start(mlflow, tags, run_id)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
         try:
@@ -128,7 +145,27 @@ class MLflowLogger(NullLogger):
             self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")
             raise
         else:
-            mlflow.end_run("FINISHED")
+            with uninterrupted():
+                mlflow.end_run("FINISHED")
+
+    def _start(self, mlflow: Any, tags: Mapping[str, str] | None, run_id: str | None) -> Any:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        experiment_id = get_or_create_experiment(client, self.experiment_name)
+        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
+        if run_id is not None and not self._exists(client, run_id):
+            log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
+            run_id = None
+        if run_id is None:
+            return mlflow.start_run(
+                experiment_id=experiment_id, run_name=self.run_name, tags=all_tags
+            )
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(all_tags)
+        if "error" in run.data.tags:  # from the interruption being resumed
+            mlflow.delete_tag("error")
+        self.resumed = True
+        return run
 
     @staticmethod
     def _exists(client: Any, run_id: str) -> bool:
@@ -138,6 +175,7 @@ class MLflowLogger(NullLogger):
             return False
         return True
 
+    @_uninterrupted
     def _close_with_error(self, status: str, message: str) -> None:
         import mlflow
 
@@ -149,36 +187,43 @@ class MLflowLogger(NullLogger):
         finally:
             mlflow.end_run(status)
 
+    @_uninterrupted
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
         mlflow.log_params({k: _param(v) for k, v in params.items()})
 
+    @_uninterrupted
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    @_uninterrupted
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
+    @_uninterrupted
     def log_dict(self, data: Any, name: str) -> None:
         import mlflow
 
         mlflow.log_text(json.dumps(data, indent=1, default=_jsonable), name)
 
+    @_uninterrupted
     def log_text(self, text: str, name: str) -> None:
         import mlflow
 
         mlflow.log_text(text, name)
 
+    @_uninterrupted
     def log_figure(self, figure: Any, name: str) -> None:
         import mlflow
 
         mlflow.log_figure(figure, name)
 
+    @_uninterrupted
     def log_artifacts(self, folder: str | Path, name: str | None = None) -> None:
         import mlflow
 
