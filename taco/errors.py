@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import typing
 from collections.abc import Iterator
 
 
@@ -35,14 +36,22 @@ def user_error(exc: BaseException) -> TacoError | None:
 @contextlib.contextmanager
 def cli_errors(prog: str) -> Iterator[None]:
     """Every entry point (Hydra and argparse alike): a user error ends the command with one line
-    `<prog>: error: <message>` on stderr and exit code 1, no traceback."""
+    `<prog>: error: <message>` on stderr, no traceback; exit code 2 for a config mistake (as
+    argparse does for a bad argument), 1 for bad data."""
     try:
         yield
     except Exception as exc:
         error = user_error(exc)
         if error is None:
             raise
-        if logging.getLogger().handlers:  # a Hydra job: the message also goes to its log file
-            logging.getLogger(prog).error("%s", error)
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(prog, error)
+
+
+def fail(prog: str, error: BaseException) -> typing.NoReturn:
+    """Print the one line, keep it in a Hydra job's log file too, and exit."""
+    record = logging.LogRecord(prog, logging.ERROR, __file__, 0, "%s", (error,), None)
+    for handler in logging.getLogger().handlers:  # the log file only: stderr gets one line
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None

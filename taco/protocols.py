@@ -59,6 +59,10 @@ class DataModule(Protocol):
     def prepare_data(self) -> None:
         """Write (generate) or check the files once, before `setup`."""
 
+    def check(self) -> None:
+        """`prepare_data`, then refuse (ConfigError, DataError) what can be refused without
+        decoding an image: annotations, class map, split. Runs before a run opens."""
+
     def setup(self) -> None:
         """Load labels, build the image cache, split."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, build
+from taco.config import CONF_DIR, build, resolved_config
 from taco.errors import ConfigError, cli_errors
 
 log = logging.getLogger("taco.eval")
@@ -33,7 +33,9 @@ def evaluate_model(cfg: DictConfig) -> float:
     """Returns the test macro F1; logs per-class test metrics to a new run."""
     from taco.metrics import evaluate
     from taco.models.registry import load_model, load_run_model
+    from taco.schema import check_config
 
+    check_config(resolved_config(cfg))
     folder = model_dir(cfg)
     if bool(cfg.run_id) == bool(folder):
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")

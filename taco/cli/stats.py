@@ -8,30 +8,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, build
+from taco.config import CONF_DIR, build, resolved_config
 from taco.errors import cli_errors
 
 log = logging.getLogger("taco.stats")
 
 
 def class_table(class_names: list[str], labels: np.ndarray, parts: dict[str, np.ndarray]) -> str:
-    """Markdown: class | images | per part (count and share of the class's images)."""
+    """Markdown: class | images | per part; `parts` are rows of `labels` (together: the images
+    a run uses)."""
     names = list(parts)
     width = max(len(n) for n in [*class_names, "class"])
     head = f"| {'class':<{width}} | images | " + " | ".join(f"{p:>7}" for p in names) + " |"
     rule = f"|{'-' * (width + 2)}|-------:|" + "|".join("--------:" for _ in names) + "|"
     lines = [head, rule]
     for j, name in enumerate(class_names):
-        total = int(labels[:, j].sum())
-        cells = " | ".join(f"{int(labels[rows, j].sum()):>7}" for rows in parts.values())
-        lines.append(f"| {name:<{width}} | {total:>6} | {cells} |")
-    sizes = " | ".join(f"{len(rows):>7}" for rows in parts.values())
-    lines.append(f"| {'(images)':<{width}} | {len(labels):>6} | {sizes} |")
+        counts = [int(labels[rows, j].sum()) for rows in parts.values()]
+        cells = " | ".join(f"{c:>7}" for c in counts)
+        lines.append(f"| {name:<{width}} | {sum(counts):>6} | {cells} |")
+    sizes = [len(rows) for rows in parts.values()]
+    cells = " | ".join(f"{n:>7}" for n in sizes)
+    lines.append(f"| {'(images)':<{width}} | {sum(sizes):>6} | {cells} |")
     return "\n".join(lines)
 
 
@@ -66,23 +69,40 @@ def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
     return fig
 
 
-def stats(cfg: DictConfig, out_dir: Path) -> str:
-    datamodule = build(cfg.dataset, augmentation=None)
-    datamodule.prepare_data()
+def used_parts(datamodule: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """The labels and the split rows a training run with this dataset config uses. Images are
+    decoded (and cached) only with `on_bad_image=skip`, where which are unusable decides the
+    split; otherwise training uses every annotated image, and annotations alone suffice."""
+    if datamodule.on_bad_image == "skip":
+        datamodule.setup()
+        return datamodule.labelset, datamodule.rows
     labelset = datamodule.load_labels()
-    parts = datamodule.split(labelset.labels)
-    counts = cooccurrence(labelset.labels)
-    hist = labels_per_image(labelset.labels)
+    return labelset, datamodule.split(labelset.labels)
+
+
+def stats(cfg: DictConfig, out_dir: Path) -> str:
+    from taco.schema import check_config
+
+    check_config(resolved_config(cfg))
+    datamodule = build(cfg.dataset, augmentation=None)
+    datamodule.check()
+    labelset, parts = used_parts(datamodule)
+    used = labelset.labels[np.sort(np.concatenate(list(parts.values())))]
+    counts = cooccurrence(used)
+    hist = labels_per_image(used)
     title = f"{cfg.dataset.name} ({datamodule.label_level}): label co-occurrence"
     report = "\n".join(
         [
-            f"# {cfg.dataset.name}: {len(labelset)} images, {len(labelset.class_names)} classes "
+            f"# {cfg.dataset.name}: {len(used)} images, {len(labelset.class_names)} classes "
             f"({datamodule.label_level}), split seed {cfg.seed}",
             "",
             class_table(labelset.class_names, labelset.labels, parts),
             "",
             "Labels per image: " + ", ".join(f"{k}: {v}" for k, v in hist.items()),
-            f"Images with more than one label: {int((labelset.labels.sum(1) > 1).sum())}",
+            f"Images with more than one label: {int((used.sum(1) > 1).sum())}",
+            f"Images skipped as unusable (dataset.on_bad_image=skip): {len(datamodule.skipped)}",
+            f"Images without annotations: {len(labelset.meta.get('unlabeled_ids', []))} "
+            f"(dataset.unlabeled={datamodule.unlabeled})",
             "",
         ]
     )

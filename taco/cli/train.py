@@ -65,10 +65,12 @@ def train(cfg: DictConfig, job: Job | None = None) -> float:
 def build_job(cfg: DictConfig) -> Job:
     """Build and check every part: a config mistake fails here, before any data work or run."""
     from taco.metrics import summary_names
+    from taco.schema import check_config
     from taco.training import checkpoint
     from taco.training.hardware import prepare_job
 
     resolved = resolved_config(cfg)
+    check_config(resolved)  # types and ranges: refused in a second, before anything is built
     prepare_job(threads_per_job())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
@@ -81,6 +83,7 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
     job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
+    job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):
         where = search_dirs(cfg)
         job.ckpt, meta = checkpoint.resolve(str(cfg.ckpt_path), where, trainer.fingerprint)

@@ -86,6 +86,13 @@ def _read(path: Path) -> tuple[dict, str]:
     return doc, hashlib.sha256(data).hexdigest()
 
 
+_REQUIRED = {
+    "images": ("id", "file_name", "width", "height"),
+    "annotations": ("id", "image_id", "category_id"),
+    "categories": ("id", "name", "supercategory"),
+}
+
+
 def _validate(doc: object) -> list[str]:
     if not isinstance(doc, dict):
         return [f"top level is a {type(doc).__name__}, expected an object"]
@@ -95,16 +102,13 @@ def _validate(doc: object) -> list[str]:
             problems.append(f"missing list '{key}'")
     if problems:
         return problems
-    need = {
-        "images": ("id", "file_name", "width", "height"),
-        "annotations": ("id", "image_id", "category_id"),
-        "categories": ("id", "name", "supercategory"),
-    }
-    for key, fields in need.items():
+    for key, fields in _REQUIRED.items():
         for i, item in enumerate(doc[key]):
             missing = [f for f in fields if not isinstance(item, dict) or f not in item]
             if missing:
                 problems.append(f"{key}[{i}] lacks {', '.join(missing)}")
+            else:
+                problems.extend(_wrong_types(key, i, item))
     if problems:
         return problems
     for key in ("images", "categories"):
@@ -123,6 +127,33 @@ def _validate(doc: object) -> list[str]:
         if name.startswith(("/", "\\")) or ".." in Path(name).parts:
             problems.append(f"image {im['id']}: file_name {name!r} leaves the data folder")
     return problems
+
+
+_FIELD_TYPES = {  # field: (check, what it must be)
+    "id": (lambda v: _is_int(v), "an integer"),
+    "image_id": (lambda v: _is_int(v), "an integer"),
+    "category_id": (lambda v: _is_int(v), "an integer"),
+    "width": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "height": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "file_name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "supercategory": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+}
+_SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wrong_types(key: str, index: int, item: dict) -> list[str]:
+    """Each required field of the wrong type, named with its item's id (or list position)."""
+    who = f"{_SINGULAR[key]} {item['id']}" if _is_int(item["id"]) else f"{key}[{index}]"
+    return [
+        f"{who}: {name} is {item[name]!r}, expected {what}"
+        for name, (ok, what) in _FIELD_TYPES.items()
+        if name in item and name in _REQUIRED[key] and not ok(item[name])
+    ]
 
 
 def _per_category(doc: dict) -> tuple[Any, list[dict], np.ndarray, np.ndarray]:
@@ -185,5 +216,6 @@ def load_labelset(
             "class_map": class_map.name,
             f"rare_{rare}d": affected,
             "min_images": min_images,
+            "unlabeled_ids": image_ids[per_category.sum(1) == 0].tolist(),
         },
     )

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from taco.data.coco import LabelSet, load_labelset
-from taco.data.images import ImageCache, build_cache
+from taco.data.images import ImageCache, ImageLimits, build_cache
 from taco.data.split import PARTS, split_rows
-from taco.errors import DataError
+from taco.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from taco.data.pipeline import CachedBatches
@@ -38,6 +38,8 @@ class TacoDataModule:
         batch_size: int = 32,
         resize: str = "squash",
         on_bad_image: str = "error",
+        unlabeled: str = "keep",
+        max_pixels: int | None = 100_000_000,
         generator: Any = None,
         missing_hint: str = "",
         image_size: int = 64,
@@ -56,6 +58,8 @@ class TacoDataModule:
         self.batch_size = int(batch_size)
         self.resize = resize
         self.on_bad_image = on_bad_image
+        self.unlabeled = unlabeled  # images without annotations: keep (all-negative) | drop
+        self.max_pixels = max_pixels
         self.generator = generator
         self.missing_hint = missing_hint
         self.image_size = int(image_size)
@@ -63,6 +67,7 @@ class TacoDataModule:
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)
         self.decode_workers = decode_workers
+        self.indexed: LabelSet | None = None  # labels, before any image is decoded
         self.labelset: LabelSet | None = None
         self.cache: ImageCache | None = None
         self.rows: dict[str, np.ndarray] = {}
@@ -82,13 +87,27 @@ class TacoDataModule:
             )
 
     def load_labels(self) -> LabelSet:
-        """Annotations -> multi-hot labels under the configured class map (no image decoding)."""
-        return load_labelset(
-            self.annotation_path, self.root, self.label_level, self.min_images, self.rare
-        )
+        """Annotations -> multi-hot labels under the configured class map (no image decoding),
+        images without annotations kept or dropped (`unlabeled`); read once."""
+        if self.indexed is None:
+            labelset = load_labelset(
+                self.annotation_path, self.root, self.label_level, self.min_images, self.rare
+            )
+            labelset = _apply_unlabeled(labelset, self.unlabeled)
+            _check_classes(labelset, self)
+            self.indexed = labelset
+        return self.indexed
 
     def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        return split_rows(labels, self.fractions, self.seed)
+        parts = split_rows(labels, self.fractions, self.seed)
+        _check_parts(labels, parts, self)
+        return parts
+
+    def check(self) -> None:
+        """Files, annotations, class map and split, without decoding an image: what can be
+        refused is refused before a run opens."""
+        self.prepare_data()
+        self.split(self.load_labels().labels)
 
     def setup(self) -> None:
         """Labels -> decode cache (every bad image reported at once) -> seeded stratified split.
@@ -105,6 +124,7 @@ class TacoDataModule:
             resize=self.resize,
             on_bad_image=self.on_bad_image,
             workers=self.decode_workers,
+            limits=ImageLimits(self.root, self.max_pixels),
         )
         self.skipped = [b for _, b in cache.bad]
         if self.skipped:
@@ -175,7 +195,11 @@ class TacoDataModule:
         """(tags, split record) to log with a run: the annotations' hash, and the image ids
         (COCO ids) of each part with the skipped images."""
         labelset = self._labels()
-        return {"dataset_sha256": labelset.content_hash[:16]}, {
+        unlabeled = labelset.meta.get("unlabeled_ids", [])
+        return {
+            "dataset_sha256": labelset.content_hash[:16],
+            "images_unlabeled": f"{len(unlabeled)} ({self.unlabeled})",
+        }, {
             "dataset": self.name,
             "seed": self.seed,
             "fractions": self.fractions,
@@ -185,6 +209,7 @@ class TacoDataModule:
             "annotation_sha256": labelset.content_hash,
             **{part: labelset.image_ids[self.rows[part]].tolist() for part in PARTS},
             "skipped": [b.__dict__ for b in self.skipped],
+            "unlabeled": {"policy": self.unlabeled, "image_ids": unlabeled},
         }
 
     def _cache(self) -> ImageCache:
@@ -196,3 +221,49 @@ class TacoDataModule:
         if self.labelset is None:
             raise RuntimeError("call setup() before using the data module")
         return self.labelset
+
+
+def _apply_unlabeled(labelset: LabelSet, policy: str) -> LabelSet:
+    """Images without any annotation: counted and reported; kept all-negative, or dropped."""
+    ids = labelset.meta.get("unlabeled_ids", [])
+    if not ids:
+        return labelset
+    action = "kept as all-negative" if policy == "keep" else "left out"
+    log.warning(
+        "%d of %d images have no annotation: %s (dataset.unlabeled=%s)",
+        len(ids),
+        len(labelset),
+        action,
+        policy,
+    )
+    if policy == "keep":
+        return labelset
+    kept = np.flatnonzero(~np.isin(labelset.image_ids, ids))
+    return labelset.subset(kept)
+
+
+def _check_classes(labelset: LabelSet, dm: TacoDataModule) -> None:
+    names = labelset.class_names
+    if len(names) < 2:
+        raise ConfigError(
+            f"dataset.label_level={dm.label_level} with dataset.min_images={dm.min_images} "
+            f"(rare={dm.rare}) leaves {len(names)} class(es) {names}: a classifier needs at "
+            "least two; lower dataset.min_images or choose another class map"
+        )
+    if len(labelset) == 0:
+        raise ConfigError(f"dataset {dm.name}: no image is left (dataset.unlabeled=drop?)")
+
+
+def _check_parts(labels: np.ndarray, parts: dict[str, np.ndarray], dm: TacoDataModule) -> None:
+    """Refuse a split that tests a class it never trains on (a class absent everywhere is
+    allowed: it scores zero support)."""
+    train = labels[parts["train"]].sum(0)
+    elsewhere = labels.sum(0) - train
+    names = dm.load_labels().class_names
+    lacking = [names[j] for j in np.flatnonzero((train == 0) & (elsewhere > 0))]
+    if lacking:
+        raise ConfigError(
+            f"dataset.split (seed {dm.seed}) leaves class(es) {lacking} without a training "
+            "image: raise dataset.min_images to merge or drop rare classes, change "
+            "dataset.split, or use another seed"
+        )

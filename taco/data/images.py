@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from taco.data.files import damaged, open_array, read_json, remove_dead_temps, temp_path
 from taco.errors import ConfigError, DataError
 from taco.progress import Progress
 
@@ -31,6 +32,25 @@ CACHE_VERSION = 1
 RESIZE_MODES = ("squash", "letterbox")
 BAD_IMAGE_POLICIES = ("error", "skip")
 _TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image file may be: inside `root` once resolved (symlinks included), and at most
+    `max_pixels` (read from its header before decoding)."""
+
+    root: Path | None = None
+    max_pixels: int | None = None
+
+    def check_path(self, path: Path) -> None:
+        if self.root is None:
+            return
+        resolved, root = Path(path).resolve(), self.root.resolve()
+        if not resolved.is_relative_to(root):
+            raise ValueError(
+                f"resolves to {resolved}, outside the data root {root} (a symlink?): "
+                "copy the file into the data folder"
+            )
 
 
 @dataclass(frozen=True)
@@ -68,11 +88,20 @@ def size_matches(actual: Sequence[int], expected: Sequence[int], tolerance: floa
 
 
 def decode_image(
-    path: str | Path, size: int, resize: str = "squash", expected: Sequence[int] | None = None
+    path: str | Path,
+    size: int,
+    resize: str = "squash",
+    expected: Sequence[int] | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """One image file -> (size, size, 3) uint8 RGB in the display frame (EXIF applied)."""
     with Image.open(path) as im:
         stored = im.size
+        if max_pixels and stored[0] * stored[1] > max_pixels:  # from the header, not decoded
+            raise ValueError(
+                f"{stored[0]}x{stored[1]} = {stored[0] * stored[1]:,} pixels is above "
+                f"dataset.max_pixels={max_pixels:,}; raise it if the image is genuine"
+            )
         orientation = im.getexif().get(274, 1)
         display = stored[::-1] if orientation in _TRANSPOSING else stored
         if expected is not None and not size_matches(display, expected):
@@ -143,33 +172,32 @@ def build_cache(
     resize: str = "squash",
     on_bad_image: str = "error",
     workers: int | None = None,
+    limits: ImageLimits | None = None,
 ) -> ImageCache:
-    """Decode `paths` into a memory-mapped cache, or reuse the cache built for the same inputs."""
+    """Decode `paths` into a memory-mapped cache, or reuse the cache built for the same inputs
+    (checked first: a damaged one is rebuilt)."""
     _check_options(size, resize, on_bad_image)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(cache_dir)
     key = cache_key(paths, content_hash, size, resize)
     final, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if final.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        array = np.load(final, mmap_mode="r")
-        if array.shape == (len(paths), size, size, 3):
-            bad = [(row, BadImage(**b)) for row, b in meta["bad"]]
-            _check_bad(bad, on_bad_image)
-            log.info("image cache hit: %s", final)
-            return ImageCache(array, bad, final, built=False)
-
-    tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npy"
+    cached = _open_cache(final, meta_path, (len(paths), size, size, 3))
+    if cached is not None:
+        _check_bad(cached.bad, on_bad_image)
+        log.info("image cache hit: %s", final)
+        return cached
+    tmp = temp_path(final)
     start = time.perf_counter()
     try:
-        bad = _decode_into(tmp, paths, sizes, size, resize, workers)
+        bad = _decode_into(tmp, paths, sizes, size, resize, workers, limits or ImageLimits())
         _check_bad(bad, on_bad_image)
         meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
-        meta_path.write_text(json.dumps(meta))
+        meta["file_bytes"] = tmp.stat().st_size  # checked when opened: a cut file is rebuilt
+        _write_json(meta_path, meta)
         os.replace(tmp, final)  # the cache exists only once it is whole
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     log.info(
         "image cache built: %d images in %.1f s -> %s",
         len(paths),
@@ -177,6 +205,32 @@ def build_cache(
         final,
     )
     return ImageCache(np.load(final, mmap_mode="r"), bad, final, built=True)
+
+
+def _open_cache(final: Path, meta_path: Path, shape: tuple[int, ...]) -> ImageCache | None:
+    """The cache built for these inputs, or None when absent or damaged (cut short, unreadable,
+    a different shape, its metadata missing or cut off)."""
+    if not final.is_file():
+        return None
+    meta = read_json(meta_path)
+    if meta is None:
+        return damaged(final, f"its metadata {meta_path.name} is missing or unreadable")
+    if meta.get("file_bytes") not in (None, final.stat().st_size):
+        return damaged(final, f"{final.stat().st_size} bytes, expected {meta['file_bytes']}")
+    array = open_array(final, shape)
+    if array is None:
+        return None
+    try:
+        bad = [(int(row), BadImage(**b)) for row, b in meta["bad"]]
+    except (KeyError, TypeError, ValueError):
+        return damaged(meta_path, "no valid list of bad images")
+    return ImageCache(array, bad, final, built=False)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _check_options(size: int, resize: str, on_bad_image: str) -> None:
@@ -197,6 +251,7 @@ def _decode_into(
     size: int,
     resize: str,
     workers: int | None,
+    limits: ImageLimits,
 ) -> list[tuple[int, BadImage]]:
     """Every image into the `.npy` file `tmp`, in parallel; returns the unusable ones by row.
 
@@ -214,7 +269,8 @@ def _decode_into(
 
     def work(row: int) -> None:
         try:
-            pixels = decode_image(paths[row], size, resize, sizes[row])
+            limits.check_path(paths[row])
+            pixels = decode_image(paths[row], size, resize, sizes[row], limits.max_pixels)
             os.pwrite(fd, np.ascontiguousarray(pixels).tobytes(), offset + row * row_bytes)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             reason = str(exc) or type(exc).__name__

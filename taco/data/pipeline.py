@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from taco.data.files import open_array, remove_dead_temps, save_array
 from taco.protocols import PerImage
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,10 @@ def _derived_for_cache(
     chunk: int,
 ) -> np.ndarray:
     path = folder / f"{cache_key or 'nokey'}-{name}.npy"
-    if path.is_file():
-        values = np.load(path, mmap_mode="r")  # memory-mapped: cheap to open again
-        if len(values) == len(images):  # made by an earlier run or job
-            return values
+    values = open_array(path, rows=len(images))  # memory-mapped: cheap to open again
+    if values is not None:  # made by an earlier run or job
+        return values
+    remove_dead_temps(folder)
     start = time.perf_counter()
     parts = [compute(np.asarray(images[i : i + chunk])) for i in range(0, len(images), chunk)]
     values = np.concatenate(parts)
@@ -142,8 +142,5 @@ def _derived_for_cache(
         time.perf_counter() - start,
         path,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, values)
-    os.replace(tmp, path)  # whole or absent, also with parallel jobs of a sweep
+    save_array(path, values)
     return values

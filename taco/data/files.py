@@ -1,0 +1,101 @@
+"""Cache files that heal: written whole or not at all, checked when opened, and the temporary
+files of builds that died (`kill -9`, OOM) removed by the next build.
+
+A temporary file is named `.<final name>.<pid>.tmp<suffix>`: the pid says whether its writer is
+still alive (a parallel job of a sweep building the same cache) or gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.\w+)?$")
+
+
+def temp_path(final: Path) -> Path:
+    """Where this process writes `final` before moving it into place."""
+    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_dead_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files in `folder` whose writing process is gone; returns them."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMP.match(path.name)
+        if match and not pid_alive(int(match.group(1))):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                continue
+    if removed:
+        log.warning(
+            "removed %d temporary file(s) left by builds that died: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+def open_array(path: Path, shape: tuple[int, ...] | None = None, rows: int | None = None) -> Any:
+    """The memory-mapped `.npy` at `path`, or None (with a warning) when it is absent, cut short,
+    unreadable or not the expected `shape` / number of `rows`: the caller rebuilds it."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        return damaged(path, f"unreadable ({exc})")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        return damaged(path, f"shape {array.shape}, expected {shape}")
+    if rows is not None and len(array) != rows:
+        return damaged(path, f"{len(array)} rows, expected {rows}")
+    return array
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON sidecar, or None (with a warning) when it is absent, cut off or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        return damaged(path, f"unreadable ({exc})")
+    return data if isinstance(data, dict) else damaged(path, "not a JSON object")
+
+
+def damaged(path: Path, reason: str) -> None:
+    log.warning("cache file %s is damaged (%s): rebuilding it", path, reason)
+    return None
+
+
+def save_array(path: Path, values: np.ndarray) -> None:
+    """`np.save`, whole or absent: also with parallel jobs of a sweep writing the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        np.save(tmp, values)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
