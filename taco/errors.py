@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
 import typing
 from collections.abc import Iterator
+from typing import Any
 
 
 class TacoError(Exception):
@@ -19,6 +22,41 @@ class ConfigError(TacoError):
 
 class DataError(TacoError):
     """A data set file (annotations, images) is missing, malformed or unreadable."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGTERM from a scheduler or `kill`) stopping a command as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def interrupt_once(signum: int, frame: Any) -> None:
+    """Signal handler: the first SIGTERM or SIGINT stops the job; later ones (passed on by a
+    sweep, or a terminal's Ctrl-C reaching the whole process group) must not cut short the
+    checkpoint and run closing that follow."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupts(prog: str, resume: str | None = None) -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does; either ends it with one line on stderr (how to
+    resume, no traceback) and exit code 128 + signal: 130 for SIGINT, 143 for SIGTERM."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt_once) if main else None
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        hint = f"; resume with: {resume}" if resume else ""
+        print(f"{prog}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def user_error(exc: BaseException) -> TacoError | None:

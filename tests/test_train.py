@@ -92,15 +92,14 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
         assert evaluate_model(cfg) == pytest.approx(m["test/f1_macro"])
 
 
-def test_missing_dataset_fails_clearly_and_marks_the_run(compose_cfg, tmp_path, mlflow_uri):
+def test_missing_dataset_is_refused_before_a_run_opens(compose_cfg, tmp_path, mlflow_uri):
     cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path)[:2]])
     with pytest.raises(DataError) as err:
         train(cfg)
     assert str(tmp_path / "data" / "taco") in str(err.value)
     assert "Download TACO" in str(err.value)
     _, runs = _runs(mlflow_uri)
-    assert [r.info.status for r in runs] == ["FAILED"]
-    assert "dataset folder not found" in runs[0].data.tags["error"]
+    assert runs == []  # nothing to lose, nothing left RUNNING
     assert mlflow.active_run() is None
 
 

@@ -26,7 +26,7 @@ from taco.config import (
     resolved_config,
     threads_per_job,
 )
-from taco.errors import ConfigError, cli_errors
+from taco.errors import ConfigError, cli_errors, interrupt_once, interrupts
 
 if TYPE_CHECKING:
     from taco.protocols import Classifier, DataModule, RunLogger
@@ -83,6 +83,7 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
     job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
+    job.logger.check()  # the store: created once, or the server answers
     job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):
         where = search_dirs(cfg)
@@ -149,19 +150,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, interrupt_once)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def resume_command() -> str:
+    """This command again, with `ckpt_path=last`: each interrupted job resumes its checkpoint."""
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("ckpt_path=")]
+    return shlex.join(["taco-train", *args, "ckpt_path=last"])
+
+
+def main() -> None:
+    """`taco-train`: Ctrl-C or SIGTERM ends it with one line naming the command that resumes."""
+    with interrupts("taco-train", resume_command()):
+        hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     if in_multirun():
         return sweep_job(cfg)
     with cli_errors("taco-train"):

@@ -61,6 +61,17 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
 
 
+HOST_TAG, PID_TAG = "host", "pid"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process writes a run: a RUNNING run whose process is gone is stale."""
+    import os
+    import socket
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
     """Ctrl-C or SIGTERM during a store write is held until the write ends, then delivered: a
@@ -125,6 +136,11 @@ class MLflowLogger(NullLogger):
         self.tags = dict(tags or {})
         self.run_id = None
 
+    def check(self) -> None:
+        from taco.tracking.store import ensure_store
+
+        ensure_store(self.tracking_uri)
+
     @contextlib.contextmanager
     def run(
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None
@@ -152,7 +168,7 @@ class MLflowLogger(NullLogger):
         mlflow.set_tracking_uri(self.tracking_uri)
         client = mlflow.MlflowClient(self.tracking_uri)
         experiment_id = get_or_create_experiment(client, self.experiment_name)
-        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}, **process_tags()}
         if run_id is not None and not self._exists(client, run_id):
             log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
             run_id = None

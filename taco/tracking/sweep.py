@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "TACO_SWEEP_PARENT_RUN_ID"
 PARENT_FILE = "mlflow_parent_run.json"
+NOT_STARTED_FILE = "jobs_not_started.json"
 SWEEP_TAG = "taco.sweep"
 
 
@@ -61,6 +62,90 @@ def child_runs(client: Any, parent_id: str) -> list[Any]:
     )
 
 
+def check_sweep(config: Any, limit: int = 500) -> None:
+    """Every job of a grid sweep composed and checked against the schema before the first job
+    starts: a typo in the tenth value of a sweep fails now, not hours later. (Other sweepers,
+    e.g. Optuna, choose values as they go: each job checks its own.)"""
+    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+        return
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+
+    from taco.config import resolved_config
+    from taco.errors import ConfigError
+    from taco.schema import check_config
+
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(
+        [*params, *config.hydra.overrides.task]
+    )
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    for num, overrides in enumerate(jobs[:limit]):
+        try:
+            job = loader.load_sweep_config(config, list(overrides))
+            with open_dict(job):
+                del job["hydra"]  # as a job sees its config: Hydra's own node is not in it
+            check_config(resolved_config(job))
+        except ConfigError as exc:
+            raise ConfigError(f"job #{num} [{' '.join(overrides)}]: {exc}") from None
+        except Exception as exc:  # not a value the schema refuses: the job itself will say
+            log.debug("sweep check skipped job #%d: %s", num, exc)
+
+
+def _parent_record(sweep_dir: Path) -> dict | None:
+    path = sweep_dir / PARENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], reason: str) -> None:
+    """A job whose process died: its run (found by pid) closed FAILED with `reason`, or a FAILED
+    run made for it when it died before opening one, so the parent run names it."""
+    record = _parent_record(sweep_dir)
+    if record is None:  # no tracking (logger=none)
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    try:
+        mine = [
+            r
+            for r in child_runs(client, record["run_id"])
+            if r.data.tags.get("pid") == str(pid) and r.info.status == "RUNNING"
+        ]
+        if not mine:
+            parent = client.get_run(record["run_id"])
+            tags = {
+                "mlflow.parentRunId": record["run_id"],
+                "sweep_job": str(num),
+                "hydra_overrides": " ".join(overrides)[:5000] or "(none)",
+            }
+            mine = [client.create_run(parent.info.experiment_id, tags=tags)]
+        for run in mine:
+            client.set_tag(run.info.run_id, "error", reason)
+            client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # the store is unreachable: the parent still names the job
+        log.warning("could not close the run of dead job #%d: %s", num, exc)
+
+
+def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> None:
+    """Jobs an interrupted sweep never started: named in its parent run (`failed_jobs`)."""
+    if jobs:
+        entries = [{"num": n, "overrides": " ".join(o)} for n, o in jobs]
+        (sweep_dir / NOT_STARTED_FILE).write_text(json.dumps(entries))
+
+
+def not_started(sweep_dir: Path | None) -> list[str]:
+    path = (sweep_dir or Path(".")) / NOT_STARTED_FILE
+    if not path.is_file():
+        return []
+    return [
+        f"job #{e['num']} [{e['overrides']}]: not started" for e in json.loads(path.read_text())
+    ]
+
+
 class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -71,14 +156,23 @@ class MLflowSweepParent(Callback):
 
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from taco.errors import cli_errors
+
+        with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
+            check_sweep(config)
+            self._open_parent(config)
+
+    def _open_parent(self, config: Any) -> None:
         logger = config.get("logger") or {}
         if not self.enabled or "MLflowLogger" not in str(logger.get("_target_", "")):
             return
         import mlflow
 
-        from taco.tracking.mlflow_logger import get_or_create_experiment, git_state
+        from taco.tracking.mlflow_logger import get_or_create_experiment, git_state, process_tags
+        from taco.tracking.store import ensure_store
 
         uri = str(logger.tracking_uri)
+        ensure_store(uri)
         self.client = mlflow.MlflowClient(uri)
         name = str(logger.experiment_name)
         experiment_id = get_or_create_experiment(self.client, name)
@@ -93,6 +187,7 @@ class MLflowSweepParent(Callback):
             "launcher": str(config.hydra.launcher.get("_target_", "")),
             **git_state(Path(str(config.paths.root_dir))),
             **{str(k): str(v) for k, v in (config.get("tags") or {}).items()},
+            **process_tags(),
         }
         run_name = f"sweep-{config.get('task_name', 'train')}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -135,6 +230,7 @@ class MLflowSweepParent(Callback):
                 if c.info.status != "FINISHED"
             ]
             finished = len(children) - len(failed)
+            failed += not_started(self.sweep_dir)
             self.client.log_metric(run_id, "sweep/jobs", len(children))
             self.client.log_metric(run_id, "sweep/jobs_finished", finished)
             self.client.log_metric(run_id, "sweep/wall_seconds", time.time() - self.started)

@@ -1,0 +1,222 @@
+"""`hydra/launcher=joblib` that loses nothing: the joblib launcher's settings and interface, with
+every job in a process of its own.
+
+Hydra's joblib launcher runs jobs in a loky pool: when one worker dies (SIGKILL, the OOM killer)
+loky breaks the whole pool, healthy jobs are aborted, their runs stay RUNNING and nothing says
+which jobs never started. Here at most `n_jobs` jobs run at once, each in a fresh spawned process
+watched by a thread of the sweep's main process:
+
+- a job whose process dies has its run closed FAILED ("worker died"); the other jobs go on;
+- SIGTERM or SIGINT to the sweep is passed to every running job, which saves its checkpoint and
+  closes its run KILLED; jobs not yet started are not started and are named in the parent run;
+- a job process gets SIGTERM when the sweep's process dies, however it dies (Linux), so no job
+  outlives its sweep.
+
+Only the standard library and Hydra load at module level: Hydra builds the launcher for every
+multirun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 300  # how long an interrupted job may take to save and close before SIGKILL
+
+
+@dataclass
+class JobProcess:
+    """One job of the sweep and the process running it (None until it starts)."""
+
+    num: int
+    overrides: list[str]
+    process: Any = None
+    result: JobReturn | None = None
+    died: str = ""  # why the process ended without a result
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class JoblibLauncher(Launcher):
+    """Accepts the joblib launcher's config (`n_jobs` is what it uses; loky's own settings are
+    accepted and ignored)."""
+
+    def __init__(self, n_jobs: int = -1, **joblib: Any) -> None:
+        self.n_jobs = int(n_jobs)
+        self.joblib = joblib
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def workers(self) -> int:
+        cpus = os.cpu_count() or 1
+        return cpus if self.n_jobs < 0 else max(1, min(self.n_jobs, cpus))
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [JobProcess(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        log.info("launching %d jobs, %d at a time, in %s", len(jobs), self.workers(), sweep_dir)
+        for job in jobs:
+            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+        try:
+            self._run_all(jobs)
+        except KeyboardInterrupt:
+            self._stop(jobs, sweep_dir)
+            raise
+        for job in jobs:
+            if job.died:
+                from taco.tracking.sweep import close_dead_job
+
+                close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
+        return [job.result or _failed_return(job) for job in jobs]
+
+    # ------------------------------------------------------------------ running
+    def _run_all(self, jobs: list[JobProcess]) -> None:
+        slots = threading.Semaphore(self.workers())
+        threads = []
+        for job in jobs:
+            while not slots.acquire(timeout=0.2):  # short waits: signals reach this thread
+                pass
+            thread = threading.Thread(target=self._watch, args=(job, slots), daemon=True)
+            job.process = self._start(job)
+            thread.start()
+            threads.append(thread)
+        for job in jobs:
+            while not job.done.wait(timeout=0.2):
+                pass
+
+    def _start(self, job: JobProcess) -> Any:
+        from joblib.externals import cloudpickle
+
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        payload = cloudpickle.dumps(
+            (
+                job.num,
+                job.overrides,
+                self.hydra_context,
+                self.config,
+                self.task_function,
+                Singleton.get_state(),
+            )
+        )
+        process = context.Process(
+            target=_job_main, args=(payload, send), name=f"taco-job-{job.num}", daemon=False
+        )
+        process.start()
+        send.close()
+        process.receive = receive
+        return process
+
+    def _watch(self, job: JobProcess, slots: threading.Semaphore) -> None:
+        """Wait for one job's result or its process's end; a death is recorded, not raised."""
+        from joblib.externals import cloudpickle
+
+        process = job.process
+        try:
+            try:
+                kind, data = cloudpickle.loads(process.receive.recv_bytes())
+            except (EOFError, OSError):
+                kind, data = "died", None
+            process.join()
+            if kind == "result":
+                job.result = data
+            elif kind == "interrupted":
+                job.died = ""
+            else:
+                job.died = _death(process.exitcode)
+                log.error("job #%d: %s", job.num, job.died)
+        finally:
+            slots.release()
+            job.done.set()
+
+    def _stop(self, jobs: list[JobProcess], sweep_dir: Path) -> None:
+        """Interrupted: every running job saves and closes KILLED, none starts any more."""
+        running = [j for j in jobs if j.process is not None and not j.done.is_set()]
+        log.warning("sweep interrupted: stopping %d running job(s)", len(running))
+        for job in running:
+            with contextlib.suppress(OSError):
+                os.kill(job.process.pid, signal.SIGTERM)
+        for job in running:
+            job.process.join(STOP_WAIT_S)
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join()
+        not_started = [j for j in jobs if j.process is None]
+        from taco.tracking.sweep import record_not_started
+
+        record_not_started(sweep_dir, [(j.num, j.overrides) for j in not_started])
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        return f"worker died: its process was killed by {name} (exit {exitcode})"
+    return f"worker died: its process exited with code {exitcode} without a result"
+
+
+def _failed_return(job: JobProcess) -> JobReturn:
+    """Scores NaN, as a failed job of a sweep does: the sweeper goes on to the next batch."""
+    ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
+    ret.return_value = math.nan
+    return ret
+
+
+# ---------------------------------------------------------------------- in the job's process
+def _job_main(payload: bytes, send: Any) -> None:
+    from joblib.externals import cloudpickle
+
+    from taco.errors import interrupt_once
+
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, interrupt_once)
+    signal.signal(signal.SIGINT, interrupt_once)
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    try:
+        result = ("result", execute_job(*cloudpickle.loads(payload)))
+    except KeyboardInterrupt:
+        result = ("interrupted", None)
+    send.send_bytes(cloudpickle.dumps(result))
+    send.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM to this process when the sweep's process dies, even by SIGKILL."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: go now
+            os.kill(os.getpid(), signal.SIGTERM)

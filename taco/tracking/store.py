@@ -1,0 +1,114 @@
+"""The tracking store, checked before a run opens: a SQLite file that can be created (and is
+created once, under a file lock, when many jobs start at the same moment), or a tracking server
+that answers within seconds.
+
+MLflow creates a new SQLite store's tables on first use; six processes doing that at once race
+(`table experiments already exists`, `duplicate column name`). An unreachable server is retried
+by MLflow for minutes before it gives up with pages of tracebacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from taco.errors import ConfigError, TacoError
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 4.0
+PROBE_ATTEMPTS = 2
+
+
+class StoreError(TacoError):
+    """The tracking store cannot be used: nothing was logged."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def ensure_store(uri: str) -> None:
+    """Make `uri` usable or say in one line why it is not: create a SQLite store once (parallel
+    first use included), or check that a tracking server answers."""
+    db = sqlite_path(uri)
+    if db is not None:
+        _ensure_sqlite(uri, db)
+    elif uri.startswith(("http://", "https://")):
+        probe_server(uri)
+
+
+def _ensure_sqlite(uri: str, db: Path) -> None:
+    folder = next((p for p in [db.parent, *db.parent.parents] if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(
+            f"MLflow store {uri}: {folder} is a file, not a folder; point "
+            "MLFLOW_TRACKING_URI (or logger.tracking_uri) at a database in a folder"
+        )
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"MLflow store {uri}: cannot create {db.parent} ({exc})") from None
+    with _locked(db.with_name(db.name + ".lock")):  # checked inside: never half-migrated
+        if not _initialised(db):
+            _create_tables(uri)
+
+
+def _initialised(db: Path) -> bool:
+    """True when MLflow's schema is complete (its migration version table is filled)."""
+    import sqlite3
+
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return False
+    return bool(rows) and "experiments" in tables
+
+
+def _create_tables(uri: str) -> None:
+    import mlflow
+
+    started = time.perf_counter()
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)  # runs MLflow's migrations
+    log.info("created MLflow store %s in %.1f s", uri, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def probe_server(uri: str) -> None:
+    """One cheap request to the server (a few seconds at most), instead of MLflow's minutes of
+    retries on the first write."""
+    url = uri.rstrip("/") + "/health"
+    reason = ""
+    for _ in range(PROBE_ATTEMPTS):
+        try:
+            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (an older server without /health, or behind a proxy)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+            time.sleep(0.5)
+    raise StoreError(
+        f"MLflow tracking server {uri} is not reachable ({reason}); start it (README: 'A team "
+        "tracking server') or point MLFLOW_TRACKING_URI at a running one"
+    )
