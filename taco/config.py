@@ -8,6 +8,7 @@ Only OmegaConf and the standard library load here: every entry point imports thi
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# conf/hydra/launcher/joblib.yaml replaces the joblib plugin's launcher under the same name, on
+# purpose; Hydra warns that such a file is checked against the plugin's schema (it matches it)
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema"
+)
 
 
 def project_root() -> Path:

@@ -53,3 +53,18 @@ def sigterm_once_training(cmd: list[str], marker: str = "epoch 2/", wait: float 
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     return proc.returncode
+
+
+class SigkillAtEpoch(Callback):
+    """The job whose `seed` is `victim` dies by SIGKILL at the start of `epoch` (0-based), as
+    the OOM killer or `kill -9` ends a worker; the other jobs of the sweep are untouched."""
+
+    def __init__(self, epoch: int, seed: int, victim: int) -> None:
+        self.epoch, self.seed, self.victim = epoch, seed, victim
+
+    def on_train_epoch_start(self, trainer, classifier, epoch: int) -> None:
+        import os
+        import signal
+
+        if epoch == self.epoch and self.seed == self.victim:
+            os.kill(os.getpid(), signal.SIGKILL)

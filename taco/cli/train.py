@@ -47,6 +47,7 @@ class Job:
     resolved: dict  # the config, resolved once
     ckpt: Path | None = None  # resume from this checkpoint ...
     run_id: str | None = None  # ... in this run
+    finished: dict | None = None  # a re-run sweep's job that finished before: its checkpoint
 
 
 def train(cfg: DictConfig, job: Job | None = None) -> float:
@@ -86,12 +87,29 @@ def build_job(cfg: DictConfig) -> Job:
     job.logger.check()  # the store: created once, or the server answers
     job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):
-        where = search_dirs(cfg)
-        job.ckpt, meta = checkpoint.resolve(str(cfg.ckpt_path), where, trainer.fingerprint)
-        job.run_id = meta.get("run_id")
-        job.tags["resumed_from"] = f"{job.ckpt} (epoch {meta['epoch']})"
-        log.info("resuming %s after epoch %d", job.ckpt, meta["epoch"])
+        resume_target(job, cfg)
     return job
+
+
+def resume_target(job: Job, cfg: DictConfig) -> None:
+    """The checkpoint `ckpt_path` names. In a sweep, `last` finishes only what is unfinished:
+    an interrupted job resumes, a finished one is taken as it is, one never started starts."""
+    from taco.training import checkpoint
+
+    where = search_dirs(cfg)
+    try:
+        job.ckpt, meta = checkpoint.resolve(str(cfg.ckpt_path), where, job.trainer.fingerprint)
+    except checkpoint.NothingToResume:
+        if not in_multirun():
+            raise
+        job.finished = checkpoint.find_finished(
+            where, job.trainer.fingerprint, job.trainer.max_epochs
+        )
+        log.info("ckpt_path=last: %s", "finished before" if job.finished else "starting")
+        return
+    job.run_id = meta.get("run_id")
+    job.tags["resumed_from"] = f"{job.ckpt} (epoch {meta['epoch']})"
+    log.info("resuming %s after epoch %d", job.ckpt, meta["epoch"])
 
 
 def build_callbacks(node: Any) -> list[Any]:
@@ -188,10 +206,22 @@ def sweep_job(cfg: DictConfig) -> float:
     except Exception as exc:
         record_unstarted(cfg, exc)
         return job_failed(exc)
+    if job.finished:
+        return take_finished(cfg, job)
     try:
         return train(cfg, job)
     except Exception as exc:
         return job_failed(exc)
+
+
+def take_finished(cfg: DictConfig, job: Job) -> float:
+    """A job a re-run sweep finds finished: its run joins this sweep, its result is returned."""
+    from taco.tracking.sweep import adopt_run
+
+    run_id = job.finished["run_id"]
+    log.info("this job finished before, in run %s: taking its result", run_id)
+    metrics = adopt_run(job.logger.tracking_uri, run_id, job.tags) if job.logger.active else {}
+    return float(metrics.get(cfg.optimized_metric, float("nan")))
 
 
 def job_failed(exc: Exception) -> float:

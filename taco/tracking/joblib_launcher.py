@@ -53,7 +53,7 @@ class JobProcess:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class JoblibLauncher(Launcher):
+class ProcessPerJobLauncher(Launcher):
     """Accepts the joblib launcher's config (`n_jobs` is what it uses; loky's own settings are
     accepted and ignored)."""
 
@@ -113,7 +113,7 @@ class JoblibLauncher(Launcher):
                 pass
 
     def _start(self, job: JobProcess) -> Any:
-        from joblib.externals import cloudpickle
+        import cloudpickle
 
         context = multiprocessing.get_context("spawn")
         receive, send = context.Pipe(duplex=False)
@@ -137,7 +137,7 @@ class JoblibLauncher(Launcher):
 
     def _watch(self, job: JobProcess, slots: threading.Semaphore) -> None:
         """Wait for one job's result or its process's end; a death is recorded, not raised."""
-        from joblib.externals import cloudpickle
+        import cloudpickle
 
         process = job.process
         try:
@@ -191,7 +191,7 @@ def _failed_return(job: JobProcess) -> JobReturn:
 
 # ---------------------------------------------------------------------- in the job's process
 def _job_main(payload: bytes, send: Any) -> None:
-    from joblib.externals import cloudpickle
+    import cloudpickle
 
     from taco.errors import interrupt_once
 

@@ -130,6 +130,18 @@ def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], re
         log.warning("could not close the run of dead job #%d: %s", num, exc)
 
 
+def adopt_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> dict[str, float]:
+    """A finished run joins the current sweep (its parent and job number); returns its
+    metrics."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for key in ("mlflow.parentRunId", "sweep_job"):
+        if key in tags:
+            client.set_tag(run_id, key, tags[key])
+    return dict(client.get_run(run_id).data.metrics)
+
+
 def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> None:
     """Jobs an interrupted sweep never started: named in its parent run (`failed_jobs`)."""
     if jobs:
@@ -160,6 +172,8 @@ class MLflowSweepParent(Callback):
 
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
             check_sweep(config)
+            # a re-run in the same folder: the jobs its first run never started may run now
+            (Path(str(config.hydra.sweep.dir)) / NOT_STARTED_FILE).unlink(missing_ok=True)
             self._open_parent(config)
 
     def _open_parent(self, config: Any) -> None:

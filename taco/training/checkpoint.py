@@ -144,6 +144,30 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     ]
 
 
+def last_checkpoints(search_dirs: Iterable[Path], complete: bool) -> dict[Path, dict]:
+    """Every readable `last.ckpt` under `search_dirs` of finished (`complete`) or unfinished
+    runs, newest first, with its metadata."""
+    found = sorted(
+        {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)},
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    chosen = {p: _readable_meta(p) for p in found if (p.parent / COMPLETE).exists() == complete}
+    return {p: meta for p, meta in chosen.items() if meta is not None}
+
+
+def find_finished(
+    search_dirs: Iterable[Path], current: Mapping[str, Any], max_epochs: int
+) -> dict | None:
+    """The metadata of the newest finished run of this config and length, if any: a re-run
+    sweep (`ckpt_path=last`) takes its result instead of training it again."""
+    for meta in last_checkpoints(search_dirs, complete=True).values():
+        same = not differences(meta.get("fingerprint", {}), current)
+        if same and meta.get("max_epochs") == max_epochs and meta.get("run_id"):
+            return meta
+    return None
+
+
 def resolve(
     ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, Any]
 ) -> tuple[Path, dict]:
@@ -162,13 +186,7 @@ def resolve(
                 + "\nresume with the overrides of the interrupted run"
             )
         return path, meta
-    found = sorted(
-        {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)},
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    unfinished = {p: _readable_meta(p) for p in found if not (p.parent / COMPLETE).exists()}
-    unfinished = {p: meta for p, meta in unfinished.items() if meta is not None}
+    unfinished = last_checkpoints(search_dirs, complete=False)
     for path, meta in unfinished.items():
         if not differences(meta.get("fingerprint", {}), current):
             return path, meta
@@ -176,15 +194,20 @@ def resolve(
     if unfinished:
         newest, meta = next(iter(unfinished.items()))
         diff = differences(meta.get("fingerprint", {}), current)
-        raise ConfigError(
+        raise NothingToResume(
             f"ckpt_path=last: no interrupted run with this config under {where}; the newest "
             f"({newest}) differs:\n  " + "\n  ".join(diff[:10])
         )
-    raise ConfigError(
+    finished = last_checkpoints(search_dirs, complete=True)
+    raise NothingToResume(
         f"ckpt_path=last: no interrupted run to resume under {where}"
-        + (f" ({len(found)} finished run(s) found)" if found else "")
+        + (f" ({len(finished)} finished run(s) found)" if finished else "")
         + "; pass ckpt_path=<path to a .ckpt> to continue a finished one"
     )
+
+
+class NothingToResume(ConfigError):
+    """`ckpt_path=last` found no interrupted run of this config (in a sweep: start it)."""
 
 
 def _readable_meta(path: Path) -> dict | None:
