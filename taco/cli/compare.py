@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    parser.add_argument(
+        "--close-stale",
+        action="store_true",
+        help="close FAILED every RUNNING run whose process on this host is gone, then exit",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with cli_errors("taco-compare"):
@@ -45,16 +50,29 @@ def compare(args: argparse.Namespace) -> int:
         collect,
         find_parent,
         log_to_parent,
+        not_finished,
         report_markdown,
         write_outputs,
     )
+    from taco.tracking.stale import stale_runs
 
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise DataError(f"no MLflow store at {uri}: run `make compare` first")
     client = mlflow.MlflowClient(uri)
+    if args.close_stale:
+        return close_stale_runs(client)
     parent = find_parent(client, args.parent, args.experiment)
     comparison = collect(client, parent)
+    for line in not_finished(parent, comparison.unfinished):
+        print(f"taco-compare: not finished: {line}", file=sys.stderr)
+    stale = stale_runs(client)
+    if stale:
+        print(
+            f"taco-compare: {len(stale)} run(s) RUNNING whose process is gone; close them "
+            "FAILED with `taco-compare --close-stale`",
+            file=sys.stderr,
+        )
     folder = args.report or args.out or Path(tempfile.mkdtemp(prefix="taco-compare-"))
     write_outputs(comparison, folder)
     if args.report:
@@ -70,6 +88,16 @@ def compare(args: argparse.Namespace) -> int:
     )
     print(comparison.markdown())
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
+    return 0
+
+
+def close_stale_runs(client: object) -> int:
+    from taco.tracking.stale import close_stale, describe
+
+    closed = close_stale(client)
+    for run in closed:
+        print(f"closed FAILED: {describe(run)}")
+    print(f"{len(closed)} stale run(s) closed in {client.tracking_uri}")
     return 0
 
 

@@ -84,8 +84,8 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
     job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
-    job.logger.check()  # the store: created once, or the server answers
     job.datamodule.check()  # annotations, class map, split: before a run opens
+    job.logger.check()  # the store: created once, or the server answers
     if cfg.get("ckpt_path"):
         resume_target(job, cfg)
     return job

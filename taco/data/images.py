@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,7 +96,11 @@ def decode_image(
     max_pixels: int | None = None,
 ) -> np.ndarray:
     """One image file -> (size, size, 3) uint8 RGB in the display frame (EXIF applied)."""
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+        if max_pixels:  # checked below, by name: PIL's own warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
         stored = im.size
         if max_pixels and stored[0] * stored[1] > max_pixels:  # from the header, not decoded
             raise ValueError(

@@ -203,6 +203,16 @@ def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> A
     return parents[0]
 
 
+def not_finished(parent: Any, unfinished: list[Any]) -> list[str]:
+    """A line per job of the sweep that has no result: RUNNING (and whether its process is
+    gone), FAILED, KILLED, or never started."""
+    from taco.tracking.stale import describe
+
+    started = [describe(r) for r in sorted(unfinished, key=lambda r: r.info.start_time)]
+    never = parent.data.tags.get("jobs_not_started", "")
+    return [*started, *(line for line in never.splitlines() if line)]
+
+
 def collect(client: Any, parent: Any) -> Comparison:
     from taco.tracking.sweep import child_runs
 
@@ -210,8 +220,10 @@ def collect(client: Any, parent: Any) -> Comparison:
     finished = [r for r in children if r.info.status == "FINISHED"]
     unfinished = [r for r in children if r.info.status != "FINISHED"]
     if not finished:
+        missing = "\n  ".join(not_finished(parent, unfinished)) or "(no job logged a run)"
         raise DataError(
-            f"sweep {parent.info.run_id} has no finished job ({len(children)} job(s) in all)"
+            f"sweep {parent.info.run_id} has no finished job ({len(children)} run(s) in all):"
+            f"\n  {missing}"
         )
     finished.sort(key=lambda r: (int(r.data.tags.get("sweep_job", 0)), r.info.start_time))
     names = variant_names(finished)

@@ -244,7 +244,10 @@ class MLflowSweepParent(Callback):
                 if c.info.status != "FINISHED"
             ]
             finished = len(children) - len(failed)
-            failed += not_started(self.sweep_dir)
+            never = not_started(self.sweep_dir)
+            if never:
+                self.client.set_tag(run_id, "jobs_not_started", "\n".join(never)[:5000])
+            failed += never
             self.client.log_metric(run_id, "sweep/jobs", len(children))
             self.client.log_metric(run_id, "sweep/jobs_finished", finished)
             self.client.log_metric(run_id, "sweep/wall_seconds", time.time() - self.started)

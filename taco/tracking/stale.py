@@ -1,0 +1,55 @@
+"""Runs left RUNNING by a process that is gone (`kill -9`, a crashed node, a lost SSH session):
+found from the host and pid every run records, reported by `taco-compare`, and closed FAILED by
+`taco-compare --close-stale`."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from taco.data.files import pid_alive
+from taco.tracking.mlflow_logger import HOST_TAG, PID_TAG
+
+
+def is_stale(run: Any, host: str | None = None) -> bool:
+    """RUNNING, written on this host by a process that no longer exists. (A run from another
+    host cannot be checked from here: it is never called stale.)"""
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    here = host or socket.gethostname()
+    return tags.get(HOST_TAG) == here and pid.isdigit() and not pid_alive(int(pid))
+
+
+def describe(run: Any) -> str:
+    """One line naming a job that did not finish, and why."""
+    tags = run.data.tags
+    what = f"job #{tags['sweep_job']}" if "sweep_job" in tags else f"run {run.info.run_id}"
+    line = f"{what} [{tags.get('hydra_overrides', '')}]: {run.info.status}"
+    if is_stale(run):
+        line += f" (stale: process {tags[PID_TAG]} on {tags[HOST_TAG]} is gone)"
+    elif tags.get("error"):
+        line += f" ({tags['error'][:200]})"
+    return line
+
+
+def stale_runs(client: Any) -> list[Any]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(
+        experiments, filter_string="attributes.status = 'RUNNING'", max_results=50000
+    )
+    return [r for r in running if is_stale(r)]
+
+
+def close_stale(client: Any) -> list[Any]:
+    """Close every stale run FAILED, naming the gone process; returns them."""
+    closed = stale_runs(client)
+    for run in closed:
+        tags = run.data.tags
+        reason = f"stale: its process {tags[PID_TAG]} on {tags[HOST_TAG]} is gone"
+        client.set_tag(run.info.run_id, "error", reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+    return closed

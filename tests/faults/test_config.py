@@ -1,0 +1,130 @@
+"""Fault suite, config: wrong types and out-of-range values are refused in about a second, with
+exit code 2, one line naming the key, the value and what is allowed, and no MLflow run or store."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from taco.cli.train import train
+from taco.errors import ConfigError
+from taco.schema import check_config
+from tests.conftest import tiny_overrides
+
+EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+
+
+def _run(tmp_path, *overrides, multirun=False):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    where = f"hydra.sweep.dir={tmp_path}/multi" if multirun else f"hydra.run.dir={tmp_path}/run"
+    cmd = [EXE, *(["-m"] if multirun else []), f"paths.data_dir={tmp_path}/data", where]
+    start = time.perf_counter()
+    out = subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env, timeout=120)
+    return out, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "trainer.max_epochs=abc",
+            "trainer.max_epochs='abc' is not allowed: expected an integer >= 1",
+        ),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed: expected an integer >= 1"),
+        ("dataset.batch_size=0", "dataset.batch_size=0 is not allowed: expected an integer >= 1"),
+        (
+            "model.classifier.learning_rate=-0.01",
+            "model.classifier.learning_rate=-0.01 is not allowed: expected a number > 0",
+        ),
+        (
+            "dataset.resize=crop",
+            "dataset.resize='crop' is not allowed: expected 'squash' | 'letterbox'",
+        ),
+    ],
+)
+def test_bad_value_is_one_line_exit_2_no_run(tmp_path, override, message):
+    out, seconds = _run(tmp_path, override)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [f"taco-train: error: {message}"]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert seconds < 10  # refused before TensorFlow, data or MLflow
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_sweep_with_one_bad_value_is_refused_before_any_job(tmp_path):
+    out, seconds = _run(tmp_path, "seed=1,2", "trainer.max_epochs=2,abc", multirun=True)
+    assert out.returncode == 2
+    assert "taco-train: error: job #1 [" in out.stderr and "trainer.max_epochs='abc'" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() and seconds < 10
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("learning_rate", 0, "a number > 0"),
+        ("n_estimators", 0, "an integer >= 1"),
+        ("loss", "hinge", "'bce' | 'weighted_bce' | 'focal'"),
+    ],
+)
+def test_classifier_keys_of_both_families(compose_cfg, key, value, allowed):
+    from taco.config import resolved_config
+
+    config = resolved_config(
+        compose_cfg(["model=xception_rf" if key == "n_estimators" else "model=cnn"])
+    )
+    config["model"]["classifier"][key] = value
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert str(err.value) == f"model.classifier.{key}={value!r} is not allowed: expected {allowed}"
+
+
+def test_probabilities_and_enums(compose_cfg):
+    from taco.config import resolved_config
+
+    for overrides, key in [
+        (
+            ["augmentation=heavy", "augmentation.transforms.0.p=1.5"],
+            "augmentation.transforms[0].p=1.5",
+        ),
+        (["dataset.split.train=0"], "dataset.split.train=0"),
+        (["trainer.precision=float64"], "trainer.precision='float64'"),
+        (["callbacks.early_stopping.mode=up"], "callbacks.early_stopping.mode='up'"),
+        (["dataset.unlabeled=hide"], "dataset.unlabeled='hide'"),
+    ]:
+        with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            check_config(resolved_config(compose_cfg(overrides)))
+    check_config(resolved_config(compose_cfg(["trainer.threshold=0.4", "model=vgg16"])))
+
+
+@pytest.mark.parametrize("rare", ["drop", "merge"])
+def test_min_images_that_leaves_one_class_is_refused_before_a_run(
+    compose_cfg, tmp_path, mlflow_uri, rare
+):
+    cfg = compose_cfg(
+        [*tiny_overrides(tmp_path), "dataset.min_images=1000", f"dataset.rare={rare}"]
+    )
+    with pytest.raises(ConfigError, match="a classifier needs at least two") as err:
+        train(cfg)
+    assert "dataset.min_images=1000" in str(err.value)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_split_without_a_training_image_for_a_class_is_refused(tmp_path):
+    from taco.data.datamodule import TacoDataModule
+
+    dm = TacoDataModule("t", tmp_path, seed=0)
+    labels = np.zeros((20, 3), np.uint8)
+    labels[:, 0] = 1
+    labels[::2, 1] = 1
+    labels[19, 2] = 1  # one image of class 2: wherever it lands, train may miss it
+    dm.indexed = type("L", (), {"class_names": ["a", "b", "c"]})()
+    parts = {"train": np.arange(0, 14), "val": np.arange(14, 17), "test": np.arange(17, 20)}
+    from taco.data.datamodule import _check_parts
+
+    with pytest.raises(ConfigError, match=r"leaves class\(es\) \['c'\] without a training image"):
+        _check_parts(labels, parts, dm)
+    labels[19, 2], labels[0, 2] = 0, 0  # absent everywhere: allowed (zero support)
+    _check_parts(labels, parts, dm)

@@ -1,0 +1,78 @@
+"""Fault suite, images: a path that leaves the data root (symlinks included) and an image above
+`dataset.max_pixels` are refused by name before decoding; `taco-stats` counts the images training
+uses."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from taco.cli.stats import stats
+from taco.cli.train import train
+from taco.config import build
+from taco.errors import DataError
+from tests.faults.common import edit_annotations, runs, taco_folder, taco_overrides
+
+
+def test_a_symlinked_folder_leaving_the_root_is_refused(compose_cfg, tmp_path, mlflow_uri):
+    root = taco_folder(tmp_path)
+    outside = tmp_path / "elsewhere"
+    (root / "batch_1").rename(outside)
+    os.symlink(outside, root / "batch_1")  # every image now resolves outside the root
+    with pytest.raises(DataError) as err:
+        train(compose_cfg(taco_overrides(tmp_path, root)))
+    assert "24 image(s) cannot be used" in str(err.value)
+    assert f"outside the data root {root.resolve()}" in str(err.value)
+    assert all(r.info.status == "FAILED" for r in runs(mlflow_uri))  # none left RUNNING
+
+
+def test_one_symlinked_image_is_skipped_with_skip(compose_cfg, tmp_path):
+    root = taco_folder(tmp_path)
+    first = sorted((root / "batch_1").iterdir())[0]
+    target = tmp_path / "secret.jpg"
+    first.rename(target)
+    os.symlink(target, first)
+    dm = build(compose_cfg([*taco_overrides(tmp_path, root), "dataset.on_bad_image=skip"]).dataset)
+    dm.check()
+    dm.setup()
+    assert [b.path for b in dm.skipped] == [str(first)]
+    assert sum(len(r) for r in dm.rows.values()) == 23
+
+
+def test_an_oversized_image_is_refused_by_name_before_decoding(compose_cfg, tmp_path):
+    root = taco_folder(tmp_path)
+    doc = edit_annotations(root, lambda d: None)
+    victim = root / doc["images"][3]["file_name"]
+    Image.new("L", (10_001, 10_001)).save(victim.with_suffix(".png"), compress_level=1)
+    os.replace(victim.with_suffix(".png"), victim)  # 100,020,001 pixels, above the default
+
+    def resize(d):
+        d["images"][3]["width"] = d["images"][3]["height"] = 10_001
+
+    edit_annotations(root, resize)
+    dm = build(compose_cfg(taco_overrides(tmp_path, root)).dataset)
+    dm.check()
+    start = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        dm.setup()
+    assert time.perf_counter() - start < 5  # read from the header, never decoded
+    assert str(victim) in str(err.value)
+    assert "100,020,001 pixels is above dataset.max_pixels=100,000,000" in str(err.value)
+
+
+def test_stats_counts_what_training_uses(compose_cfg, tmp_path):
+    root = taco_folder(tmp_path, num_images=28)
+    for path in sorted((root / "batch_1").iterdir())[:4]:
+        path.write_bytes(b"not an image")
+    overrides = [*taco_overrides(tmp_path, root), "dataset.on_bad_image=skip"]
+    report = stats(compose_cfg(overrides), tmp_path / "stats")
+    dm = build(compose_cfg(overrides).dataset)
+    dm.check()
+    dm.setup()
+    sizes = [len(dm.rows[p]) for p in ("train", "val", "test")]
+    line = next(ln for ln in report.splitlines() if ln.startswith("| (images)"))
+    assert [int(v) for v in line.split("|")[2:6]] == [24, *sizes]
+    assert "Images skipped as unusable (dataset.on_bad_image=skip): 4" in report
+    assert np.sum(sizes) == 24
