@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-ray train compare report download stats bench bench-models bench-trainer \
-	test test-all lint format ui clean
+	bench-store test test-all test-faults lint format ui clean
 
 setup: $(STAMP)
 
@@ -50,8 +50,17 @@ bench-trainer: setup
 bench-models: setup
 	$(BIN)/python benchmarks/models.py $(ARGS)
 
+# 8 processes log a full run each at once to a new SQLite store and to a local mlflow server
+bench-store: setup
+	$(BIN)/python benchmarks/store.py $(ARGS)
+
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
+
+# the fault suite alone (tests/faults/: annotations, images, config, process, store, cache);
+# `make test` runs it too
+test-faults: setup
+	$(BIN)/python -m pytest tests/faults $(ARGS)
 
 test-all: setup-ray
 	$(BIN)/python -m pytest -m '' $(ARGS)
