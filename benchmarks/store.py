@@ -35,7 +35,8 @@ logger.check()
 with logger.run() as run:
     run.log_params({{f"param.{{i}}": i for i in range({PARAMS})}})
     for epoch in range(1, {EPOCHS} + 1):
-        run.log_metrics({{f"val/f1/class_{{j}}": epoch / 100 + j for j in range({CLASSES})}}, step=epoch)
+        values = {{f"val/f1/class_{{j}}": epoch / 100 + j for j in range({CLASSES})}}
+        run.log_metrics(values, step=epoch)
     run.log_text("model: cnn\\n" * 50, "config/config.yaml")
     run.log_text("| class | f1 |\\n" * {CLASSES}, "per_class_test.md")
     folder = tempfile.mkdtemp()
@@ -64,7 +65,11 @@ def load(uri: str, processes: int) -> dict:
     wall = time.time() - start
     timings = [_timing(out) for out, _ in results]
     times = [t for t in timings if t is not None]
-    failed = [err.strip().splitlines()[-1:] for (_, err), t in zip(results, timings) if t is None]
+    failed = [
+        err.strip().splitlines()[-1:]
+        for (_, err), t in zip(results, timings, strict=True)
+        if t is None
+    ]
     return {"wall": wall, "times": times, "failed": failed}
 
 
