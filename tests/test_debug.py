@@ -41,7 +41,8 @@ def test_early_stopping_stops_when_nothing_improves(compose_cfg, tmp_path, mlflo
             *tiny_overrides(tmp_path),
             "trainer.max_epochs=6",
             "callbacks.early_stopping.patience=2",
-            "model.classifier.learning_rate=0.0",  # nothing can improve after epoch 1
+            "model.classifier.learning_rate=1e-12",  # nothing can improve after epoch 1
+            "callbacks.early_stopping.min_delta=0.001",
             "model.classifier.build.batch_norm=false",
         ]
     )

@@ -7,10 +7,12 @@ still alive (a parallel job of a sweep building the same cache) or gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,23 @@ _TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.\w+)?$")
 def temp_path(final: Path) -> Path:
     """Where this process writes `final` before moving it into place."""
     return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held on `path` (created if missing): parallel jobs of a sweep do a
+    one-time step (writing the data set, creating the store) once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; atomic renames still keep files whole
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pid_alive(pid: int) -> bool:

@@ -10,14 +10,13 @@ by MLflow for minutes before it gives up with pages of tracebacks.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
+from taco.data.files import file_lock
 from taco.errors import ConfigError, TacoError
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ def _ensure_sqlite(uri: str, db: Path) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"MLflow store {uri}: cannot create {db.parent} ({exc})") from None
-    with _locked(db.with_name(db.name + ".lock")):  # checked inside: never half-migrated
+    with file_lock(db.with_name(db.name + ".lock")):  # checked inside: never half-migrated
         if not _initialised(db):
             _create_tables(uri)
 
@@ -82,16 +81,6 @@ def _create_tables(uri: str) -> None:
     started = time.perf_counter()
     mlflow.MlflowClient(uri).search_experiments(max_results=1)  # runs MLflow's migrations
     log.info("created MLflow store %s in %.1f s", uri, time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def probe_server(uri: str) -> None:

@@ -128,3 +128,32 @@ def test_a_split_without_a_training_image_for_a_class_is_refused(tmp_path):
         _check_parts(labels, parts, dm)
     labels[19, 2], labels[0, 2] = 0, 0  # absent everywhere: allowed (zero support)
     _check_parts(labels, parts, dm)
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "line"),
+    [
+        (["taco-stats", "dataset.batch_size=0"], 2, "taco-stats: error: dataset.batch_size=0 is"),
+        (["taco-eval", "trainer.max_epochs=abc"], 2, "taco-eval: error: trainer.max_epochs='abc'"),
+        (["taco-train", "dataset=taco"], 1, "taco-train: error: dataset folder not found"),
+        (
+            ["taco-compare", "--tracking-uri", "sqlite:///{tmp}/none.db"],
+            1,
+            "taco-compare: error: no",
+        ),
+        (["taco-predict", "--model-dir", "{tmp}", "{tmp}"], 1, "taco-predict: error: "),
+    ],
+)
+def test_every_error_is_one_line_once_in_one_form(tmp_path, command, code, line):
+    exe = os.path.join(os.path.dirname(sys.executable), command[0])
+    args = [a.format(tmp=tmp_path) for a in command[1:]]
+    if command[0] in ("taco-stats", "taco-eval", "taco-train"):
+        args += [f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    out = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == code, out.stderr[-2000:]
+    mine = [ln for ln in out.stderr.splitlines() if ln.startswith(command[0])]
+    assert len(mine) == 1 and mine[0].startswith(line), out.stderr[-2000:]
+    message = mine[0].split(": error: ", 1)[1]
+    assert (out.stdout + out.stderr).count(message) == 1  # not logged to the console as well
+    assert "Traceback" not in out.stdout + out.stderr

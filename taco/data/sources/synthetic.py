@@ -10,7 +10,6 @@ behind a `.jpg` name, `.JPG` extensions, `batch_N/` folders. The same seed write
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import functools
 import hashlib
 import io
@@ -18,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from taco.data.files import file_lock
 from taco.data.taxonomy import TACO_CATEGORIES, supercategories
 from taco.errors import DataError
 
@@ -195,7 +195,7 @@ class SyntheticTaco:
         """Generate into a temporary folder and move it into place, so a crash leaves nothing."""
         root = Path(root)
         root.parent.mkdir(parents=True, exist_ok=True)
-        with _lock(root.parent / f".{root.name}.lock"):
+        with file_lock(root.parent / f".{root.name}.lock"):
             if self.is_current(root):
                 log.info("synthetic data set at %s is up to date", root)
                 return root / ANNOTATION_NAME
@@ -355,19 +355,3 @@ def _annotation(image_id: int, obj: _Object, w: int, h: int) -> dict:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive file lock, so parallel jobs of a sweep generate the data set once."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename still keeps the folder whole
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
