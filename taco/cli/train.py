@@ -72,6 +72,8 @@ def build_job(cfg: DictConfig) -> Job:
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
+    logger = build(cfg.logger)
+    logger.check()  # the store: created once, or the server answers (seconds, not minutes)
     prepare_job(threads_per_job())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
@@ -83,9 +85,8 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.connect(classifier)
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
-    job = Job(build(cfg.dataset), classifier, trainer, build(cfg.logger), run_tags(cfg), resolved)
+    job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
     job.datamodule.check()  # annotations, class map, split: before a run opens
-    job.logger.check()  # the store: created once, or the server answers
     if cfg.get("ckpt_path"):
         resume_target(job, cfg)
     return job

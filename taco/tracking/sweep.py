@@ -14,6 +14,7 @@ callback for every command, `--help` included.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -62,12 +63,13 @@ def child_runs(client: Any, parent_id: str) -> list[Any]:
     )
 
 
-def check_sweep(config: Any, limit: int = 500) -> None:
+def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     """Every job of a grid sweep composed and checked against the schema before the first job
-    starts: a typo in the tenth value of a sweep fails now, not hours later. (Other sweepers,
-    e.g. Optuna, choose values as they go: each job checks its own.)"""
+    starts: a typo in the tenth value of a sweep fails now, not hours later. Returns the jobs'
+    overrides in job order. (Other sweepers, e.g. Optuna, choose values as they go: each job
+    checks its own, and nothing is planned.)"""
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
-        return
+        return []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -93,6 +95,7 @@ def check_sweep(config: Any, limit: int = 500) -> None:
             raise ConfigError(f"job #{num} [{' '.join(overrides)}]: {exc}") from None
         except Exception as exc:  # not a value the schema refuses: the job itself will say
             log.debug("sweep check skipped job #%d: %s", num, exc)
+    return [list(job) for job in jobs]
 
 
 def _parent_record(sweep_dir: Path) -> dict | None:
@@ -149,13 +152,19 @@ def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> No
         (sweep_dir / NOT_STARTED_FILE).write_text(json.dumps(entries))
 
 
-def not_started(sweep_dir: Path | None) -> list[str]:
+def not_started(
+    sweep_dir: Path | None, planned: list[list[str]], children: list[Any]
+) -> list[str]:
+    """Jobs of the sweep without a run: those the launcher reported, and those of the planned
+    grid (any launcher) that no child run stands for."""
     path = (sweep_dir or Path(".")) / NOT_STARTED_FILE
-    if not path.is_file():
-        return []
-    return [
-        f"job #{e['num']} [{e['overrides']}]: not started" for e in json.loads(path.read_text())
-    ]
+    reported = json.loads(path.read_text()) if path.is_file() else []
+    entries = {e["num"]: e["overrides"] for e in reported}
+    have = {c.data.tags.get("sweep_job") for c in children}
+    for num, overrides in enumerate(planned):
+        if str(num) not in have:
+            entries.setdefault(num, " ".join(overrides))
+    return [f"job #{num} [{entries[num]}]: not started" for num in sorted(entries)]
 
 
 class MLflowSweepParent(Callback):
@@ -165,13 +174,14 @@ class MLflowSweepParent(Callback):
         self.client: Any = None
         self.started = 0.0
         self.sweep_dir: Path | None = None
+        self.planned: list[list[str]] = []  # the grid's jobs, when the sweeper plans one
 
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from taco.errors import cli_errors
 
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
-            check_sweep(config)
+            self.planned = check_sweep(config)
             # a re-run in the same folder: the jobs its first run never started may run now
             (Path(str(config.hydra.sweep.dir)) / NOT_STARTED_FILE).unlink(missing_ok=True)
             self._open_parent(config)
@@ -244,7 +254,7 @@ class MLflowSweepParent(Callback):
                 if c.info.status != "FINISHED"
             ]
             finished = len(children) - len(failed)
-            never = not_started(self.sweep_dir)
+            never = not_started(self.sweep_dir, self.planned, children)
             if never:
                 self.client.set_tag(run_id, "jobs_not_started", "\n".join(never)[:5000])
             failed += never
@@ -262,8 +272,11 @@ class MLflowSweepParent(Callback):
                 self.client.set_tag(run_id, "error", "no job of the sweep logged a run")
             self.client.set_terminated(run_id, final)
             return failed
-        except Exception as exc:  # the store is unreachable: say so, never hide the sweep's end
+        except Exception as exc:  # say so, never hide the sweep's end; never leave it RUNNING
             log.warning("could not close sweep parent run %s: %s", run_id, exc)
+            with contextlib.suppress(Exception):  # the store itself may be what failed
+                self.client.set_tag(run_id, "error", f"closing the sweep failed: {exc}"[:4000])
+                self.client.set_terminated(run_id, "FAILED")
             return []
 
     def _log_optimization_results(self, run_id: str) -> None:

@@ -114,6 +114,7 @@ def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, mlflow_uri):
     [(parent, children)] = _family(mlflow_uri)
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] == ["KILLED"]
+    assert "job #1 [" in parent.data.tags["jobs_not_started"]  # the basic launcher's too
 
 
 OPEN_A_RUN = """
