@@ -149,7 +149,12 @@ class MLflowLogger(NullLogger):
         import mlflow
 
         with uninterrupted():
-            run = self._start(mlflow, tags, run_id)
+            try:
+                run = self._start(mlflow, tags, run_id)
+            except mlflow.exceptions.MlflowException as exc:  # the store refused: one line
+                from taco.tracking.store import StoreError
+
+                raise StoreError(f"MLflow store {self.tracking_uri}: {exc}") from None
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
         try:

@@ -84,16 +84,21 @@ def _create_tables(uri: str) -> None:
 
 
 def probe_server(uri: str) -> None:
-    """One cheap request to the server (a few seconds at most), instead of MLflow's minutes of
+    """One cheap MLflow API request (a few seconds at most), instead of MLflow's minutes of
     retries on the first write."""
-    url = uri.rstrip("/") + "/health"
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     reason = ""
     for _ in range(PROBE_ATTEMPTS):
         try:
             with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
                 return
-        except urllib.error.HTTPError:
-            return  # it answers (an older server without /health, or behind a proxy)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):  # a server behind authentication: MLflow's client logs in
+                return
+            raise StoreError(
+                f"{uri} answered HTTP {exc.code} to an MLflow API request: is it an MLflow "
+                "tracking server? Check MLFLOW_TRACKING_URI (or logger.tracking_uri)"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = str(getattr(exc, "reason", exc))
             time.sleep(0.5)
