@@ -72,16 +72,6 @@ def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
     assert "val/nope" in parent.data.tags["failed_jobs"].split("FAILED")[1]
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_and_loses_no_run(tmp_path, mlflow_uri):
-    proc = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, parent, children = _family(mlflow_uri)
-    assert parent.info.status == "FINISHED" and len(children) == 3
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert "JoblibLauncher" in parent.data.tags["launcher"]
-    assert sorted(c.data.tags["sweep_job"] for c in children) == ["0", "1", "2"]
-
-
 def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(tmp_path, mlflow_uri):
     proc = _sweep(
         tmp_path,

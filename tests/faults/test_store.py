@@ -139,6 +139,7 @@ def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, m
     parent = next(r for r in runs if r.data.tags.get("taco.sweep") == "parent")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(runs) == 4
+    assert "JoblibLauncher" in parent.data.tags["launcher"]  # hydra/launcher=joblib, 2 at a time
     assert sorted(int(c.data.tags["sweep_job"]) for c in children) == [0, 1, 2]
     assert all(c.info.status == "FINISHED" and "test/f1_macro" in c.data.metrics for c in children)
     assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"model", "config"}
