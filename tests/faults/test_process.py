@@ -9,6 +9,7 @@ import sys
 import time
 
 import mlflow
+import pytest
 
 from taco.cli.compare import main as compare_main
 from taco.data.files import pid_alive
@@ -55,7 +56,7 @@ def _signal_once(cmd, signum, marker="epoch 2/", count=1, wait=300):
     return proc.returncode, "".join(lines) + rest
 
 
-def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_uri):
+def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_uri, capsys):
     die = [
         "+callbacks.die._target_=tests.helpers.SigkillAtEpoch",
         "+callbacks.die.epoch=1",
@@ -77,6 +78,8 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_
     }
     assert "killed by SIGKILL" in status["1"].data.tags["error"]
     assert parent.info.status == "FAILED" and "seed=2" in parent.data.tags["failed_jobs"]
+    assert compare_main(["--no-log", "--out", str(tmp_path / "cmp")]) == 0  # the two finished
+    assert "not finished: job #1 [" in capsys.readouterr().err  # and the dead one, by name
 
     out = subprocess.run([*sweep, "ckpt_path=last"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -88,7 +91,7 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_
     assert resumed.info.status == "FINISHED" and "epoch 1" in resumed.data.tags["resumed_from"]
 
 
-def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri):
+def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri, capsys):
     cmd = _cmd(tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=300")
     code, output = _signal_once(cmd, signal.SIGTERM, count=2)  # both running jobs in epoch 2
     assert code == 143
@@ -104,6 +107,11 @@ def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri):
     assert "job #2 [" in parent.data.tags["jobs_not_started"]
     time.sleep(2)
     assert not any(pid_alive(int(c.data.tags["pid"])) for c in children)  # nothing left behind
+    with pytest.raises(SystemExit):  # nothing finished: taco-compare names every job instead
+        compare_main(["--no-log", "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err
+    assert "has no finished job" in err and "job #0 [" in err and "KILLED" in err
+    assert "job #2 [" in err and "not started" in err
 
 
 def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, mlflow_uri):
