@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, resolved_config
-from taco.errors import ConfigError, cli_errors
+from taco.errors import ConfigError, cli_errors, interrupts
 
 log = logging.getLogger("taco.eval")
 
@@ -72,9 +72,15 @@ def evaluate_model(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     with cli_errors("taco-eval"):
         return evaluate_model(cfg)
+
+
+def main() -> None:
+    """`taco-eval`: Ctrl-C or SIGTERM ends it with one line (its run is closed KILLED)."""
+    with interrupts("taco-eval"):
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, resolved_config
-from taco.errors import cli_errors
+from taco.errors import cli_errors, interrupts
 
 log = logging.getLogger("taco.stats")
 
@@ -125,11 +125,17 @@ def stats(cfg: DictConfig, out_dir: Path) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="stats")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
     with cli_errors("taco-stats"):
         print(stats(cfg, out_dir))
     print(f"written to {out_dir} (stats.md, cooccurrence.csv, cooccurrence.png)")
+
+
+def main() -> None:
+    """`taco-stats`: Ctrl-C or SIGTERM ends it with one line."""
+    with interrupts("taco-stats"):
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -152,9 +152,7 @@ def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> No
         (sweep_dir / NOT_STARTED_FILE).write_text(json.dumps(entries))
 
 
-def not_started(
-    sweep_dir: Path | None, planned: list[list[str]], children: list[Any]
-) -> list[str]:
+def not_started(sweep_dir: Path | None, planned: list[list[str]], children: list[Any]) -> list[str]:
     """Jobs of the sweep without a run: those the launcher reported, and those of the planned
     grid (any launcher) that no child run stands for."""
     path = (sweep_dir or Path(".")) / NOT_STARTED_FILE
