@@ -100,7 +100,7 @@ class TacoDataModule:
 
     def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         parts = split_rows(labels, self.fractions, self.seed)
-        _check_parts(labels, parts, self)
+        _check_parts(labels, parts, self.load_labels().class_names, self.seed)
         return parts
 
     def check(self) -> None:
@@ -254,16 +254,17 @@ def _check_classes(labelset: LabelSet, dm: TacoDataModule) -> None:
         raise ConfigError(f"dataset {dm.name}: no image is left (dataset.unlabeled=drop?)")
 
 
-def _check_parts(labels: np.ndarray, parts: dict[str, np.ndarray], dm: TacoDataModule) -> None:
+def _check_parts(
+    labels: np.ndarray, parts: dict[str, np.ndarray], names: list[str], seed: int
+) -> None:
     """Refuse a split that tests a class it never trains on (a class absent everywhere is
     allowed: it scores zero support)."""
     train = labels[parts["train"]].sum(0)
     elsewhere = labels.sum(0) - train
-    names = dm.load_labels().class_names
     lacking = [names[j] for j in np.flatnonzero((train == 0) & (elsewhere > 0))]
     if lacking:
         raise ConfigError(
-            f"dataset.split (seed {dm.seed}) leaves class(es) {lacking} without a training "
+            f"dataset.split (seed {seed}) leaves class(es) {lacking} without a training "
             "image: raise dataset.min_images to merge or drop rare classes, change "
             "dataset.split, or use another seed"
         )
