@@ -111,8 +111,8 @@ def main() -> None:
         dm.prepare_data()
         dm.setup()
         train, val = dm.batches("train", shuffle=False, augment=False), dm.batches("val")
-        x, y = train.images().astype(np.float32), train.targets()
-        xv, yv = val.images().astype(np.float32), val.targets()
+        x, y = train.images(), train.targets()  # uint8, as the Trainer feeds it
+        xv, yv = val.images(), val.targets()
 
         epochs = args.rounds + 1  # the first epoch of each block traces the graph: dropped
         ours, theirs = [], []

@@ -60,7 +60,7 @@ def evaluate_model(cfg: DictConfig) -> float:
         tags["source_run_id"] = str(cfg.run_id)
     with logger.run(tags=tags):
         test = datamodule.batches("test")
-        scores = model.predict(test.images().astype("float32"))
+        scores = model.predict(test.images())
         result = evaluate(test.targets(), scores, model.thresholds, model.class_names)
         params = {"run_id": cfg.run_id, "model_dir": folder, "dataset.name": cfg.dataset.name}
         logger.log_params({**params, "seed": cfg.seed})

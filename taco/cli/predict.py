@@ -32,7 +32,7 @@ def predict_folder(model: LoadedModel, folder: Path) -> tuple[list[Path], np.nda
             bad.append(f"{p}: {exc}")
     if bad:
         raise TacoError("cannot read these images:\n  - " + "\n  - ".join(bad))
-    return paths, model.predict(np.stack(images).astype(np.float32))
+    return paths, model.predict(np.stack(images).astype(np.uint8))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

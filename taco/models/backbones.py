@@ -89,6 +89,6 @@ def backbone_features(name: str, image_size: int, weights: str | None = "imagene
         raise ConfigError(f"{name} cannot be built at {image_size} px: {exc}") from None
     except Exception as exc:  # a failed or refused weight download
         raise weights_help(name, str(weights), exc) from None
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocess(name, name="preprocess")(inputs)
     return inputs, base(x, training=False)

@@ -18,7 +18,7 @@ def build_cnn(
     batch_norm: bool = True,
 ) -> keras.Model:
     """Conv blocks (3x3 convs, max-pool) -> global average pool -> dense -> sigmoid."""
-    inputs = keras.Input((image_size, image_size, 3), name="image")  # uint8 range, 0..255
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 255.0)(inputs)
     for i, f in enumerate(filters):
         for j in range(convs_per_block):

@@ -165,7 +165,7 @@ class ForestClassifier:
         """Pooled backbone features of the batches' images, in batch order (cached on disk)."""
 
         def compute(images: np.ndarray) -> np.ndarray:
-            chunk = np.asarray(images, dtype=np.float32)
+            chunk = np.asarray(images, dtype=np.uint8)  # the extractor casts inside itself
             return np.asarray(self._extractor().predict_on_batch(chunk), dtype=np.float32)
 
         return batches.derived(self.features_dir, self.feature_name(), compute, self.batch_size)
