@@ -11,7 +11,6 @@ import pytest
 
 from taco.cli.compare import main as compare_main
 from tests.conftest import tiny_overrides
-from tests.helpers import sigterm_once_training
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
@@ -134,12 +133,3 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_u
     _, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert "RayLauncher" in parent.data.tags["launcher"]
-
-
-def test_an_interrupted_sweep_closes_its_parent_killed(tmp_path, mlflow_uri):
-    base = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))]
-    cmd = [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun"]
-    assert sigterm_once_training([*cmd, "trainer.max_epochs=500", "seed=1,2"]) != 0
-    _, parent, children = _family(mlflow_uri)
-    assert parent.info.status == "KILLED"
-    assert [c.info.status for c in children] == ["KILLED"]  # the second job never started
