@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import threading
-import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,21 +41,31 @@ def interrupt_once(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops the code inside as Ctrl-C does, so a run is closed
+    KILLED, not left RUNNING. (Signals reach the main thread only: elsewhere, nothing to do.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def interrupts(prog: str, resume: str | None = None) -> Iterator[None]:
     """SIGTERM stops the command as Ctrl-C does; either ends it with one line on stderr (how to
     resume, no traceback) and exit code 128 + signal: 130 for SIGINT, 143 for SIGTERM."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, interrupt_once) if main else None
     try:
-        yield
+        with sigterm_as_interrupt():
+            yield
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         hint = f"; resume with: {resume}" if resume else ""
         print(f"{prog}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
         raise SystemExit(128 + signum) from None
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def user_error(exc: BaseException) -> TacoError | None:
@@ -82,14 +91,9 @@ def cli_errors(prog: str) -> Iterator[None]:
         error = user_error(exc)
         if error is None:
             raise
-        fail(prog, error)
-
-
-def fail(prog: str, error: BaseException) -> typing.NoReturn:
-    """Print the one line, keep it in a Hydra job's log file too, and exit."""
-    record = logging.LogRecord(prog, logging.ERROR, __file__, 0, "%s", (error,), None)
-    for handler in logging.getLogger().handlers:  # the log file only: stderr gets one line
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+        record = logging.LogRecord(prog, logging.ERROR, __file__, 0, "%s", (error,), None)
+        for handler in logging.getLogger().handlers:  # the log file only: stderr, one line
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None

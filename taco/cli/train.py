@@ -6,9 +6,7 @@ TensorFlow, Keras and MLflow load inside `train()`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +24,7 @@ from taco.config import (
     resolved_config,
     threads_per_job,
 )
-from taco.errors import ConfigError, cli_errors, interrupt_once, interrupts
+from taco.errors import ConfigError, cli_errors, interrupts, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from taco.protocols import Classifier, DataModule, RunLogger
@@ -158,22 +156,6 @@ def search_dirs(cfg: DictConfig) -> list[Path]:
     root = Path(cfg.paths.root_dir)
     dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
     return list(dict.fromkeys(d for d in dirs if d is not None))
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: marked KILLED, not left RUNNING."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt_once)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def resume_command() -> str:

@@ -129,10 +129,14 @@ def _validate(doc: object) -> list[str]:
     return problems
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 _FIELD_TYPES = {  # field: (check, what it must be)
-    "id": (lambda v: _is_int(v), "an integer"),
-    "image_id": (lambda v: _is_int(v), "an integer"),
-    "category_id": (lambda v: _is_int(v), "an integer"),
+    "id": (_is_int, "an integer"),
+    "image_id": (_is_int, "an integer"),
+    "category_id": (_is_int, "an integer"),
     "width": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "height": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "file_name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
@@ -142,18 +146,15 @@ _FIELD_TYPES = {  # field: (check, what it must be)
 _SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _wrong_types(key: str, index: int, item: dict) -> list[str]:
     """Each required field of the wrong type, named with its item's id (or list position)."""
     who = f"{_SINGULAR[key]} {item['id']}" if _is_int(item["id"]) else f"{key}[{index}]"
-    return [
-        f"{who}: {name} is {item[name]!r}, expected {what}"
-        for name, (ok, what) in _FIELD_TYPES.items()
-        if name in item and name in _REQUIRED[key] and not ok(item[name])
-    ]
+    problems = []
+    for name in _REQUIRED[key]:  # all present: missing ones were reported before
+        ok, what = _FIELD_TYPES[name]
+        if not ok(item[name]):
+            problems.append(f"{who}: {name} is {item[name]!r}, expected {what}")
+    return problems
 
 
 def _per_category(doc: dict) -> tuple[Any, list[dict], np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,18 @@ def damaged(path: Path, reason: str) -> None:
 def save_array(path: Path, values: np.ndarray) -> None:
     """`np.save`, whole or absent: also with parallel jobs of a sweep writing the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace(path, lambda tmp: np.save(tmp, values))
+
+
+def save_json(path: Path, data: dict) -> None:
+    """A JSON sidecar, whole or absent."""
+    _replace(path, lambda tmp: tmp.write_text(json.dumps(data)))
+
+
+def _replace(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = temp_path(path)
     try:
-        np.save(tmp, values)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from taco.data.files import damaged, open_array, read_json, remove_dead_temps, temp_path
+from taco.data.files import (
+    damaged,
+    open_array,
+    read_json,
+    remove_dead_temps,
+    save_json,
+    temp_path,
+)
 from taco.errors import ConfigError, DataError
 from taco.progress import Progress
 
@@ -184,7 +191,6 @@ def build_cache(
     _check_options(size, resize, on_bad_image)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_dead_temps(cache_dir)
     key = cache_key(paths, content_hash, size, resize)
     final, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     cached = _open_cache(final, meta_path, (len(paths), size, size, 3))
@@ -192,6 +198,7 @@ def build_cache(
         _check_bad(cached.bad, on_bad_image)
         log.info("image cache hit: %s", final)
         return cached
+    remove_dead_temps(cache_dir)  # a build: clear what builds that died left behind
     tmp = temp_path(final)
     start = time.perf_counter()
     try:
@@ -199,7 +206,7 @@ def build_cache(
         _check_bad(bad, on_bad_image)
         meta = {"bad": [(row, b.__dict__) for row, b in bad], "size": size, "resize": resize}
         meta["file_bytes"] = tmp.stat().st_size  # checked when opened: a cut file is rebuilt
-        _write_json(meta_path, meta)
+        save_json(meta_path, meta)
         os.replace(tmp, final)  # the cache exists only once it is whole
     finally:
         tmp.unlink(missing_ok=True)
@@ -220,8 +227,9 @@ def _open_cache(final: Path, meta_path: Path, shape: tuple[int, ...]) -> ImageCa
     meta = read_json(meta_path)
     if meta is None:
         return damaged(final, f"its metadata {meta_path.name} is missing or unreadable")
-    if meta.get("file_bytes") not in (None, final.stat().st_size):
-        return damaged(final, f"{final.stat().st_size} bytes, expected {meta['file_bytes']}")
+    size = final.stat().st_size
+    if meta.get("file_bytes") not in (None, size):
+        return damaged(final, f"{size} bytes, expected {meta['file_bytes']}")
     array = open_array(final, shape)
     if array is None:
         return None
@@ -230,12 +238,6 @@ def _open_cache(final: Path, meta_path: Path, shape: tuple[int, ...]) -> ImageCa
     except (KeyError, TypeError, ValueError):
         return damaged(meta_path, "no valid list of bad images")
     return ImageCache(array, bad, final, built=False)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _check_options(size: int, resize: str, on_bad_image: str) -> None:

@@ -57,9 +57,8 @@ class ProcessPerJobLauncher(Launcher):
     """Accepts the joblib launcher's config (`n_jobs` is what it uses; loky's own settings are
     accepted and ignored)."""
 
-    def __init__(self, n_jobs: int = -1, **joblib: Any) -> None:
+    def __init__(self, n_jobs: int = -1, **loky_settings: Any) -> None:
         self.n_jobs = int(n_jobs)
-        self.joblib = joblib
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -100,14 +99,11 @@ class ProcessPerJobLauncher(Launcher):
     # ------------------------------------------------------------------ running
     def _run_all(self, jobs: list[JobProcess]) -> None:
         slots = threading.Semaphore(self.workers())
-        threads = []
         for job in jobs:
             while not slots.acquire(timeout=0.2):  # short waits: signals reach this thread
                 pass
-            thread = threading.Thread(target=self._watch, args=(job, slots), daemon=True)
             job.process = self._start(job)
-            thread.start()
-            threads.append(thread)
+            threading.Thread(target=self._watch, args=(job, slots), daemon=True).start()
         for job in jobs:
             while not job.done.wait(timeout=0.2):
                 pass
@@ -148,9 +144,7 @@ class ProcessPerJobLauncher(Launcher):
             process.join()
             if kind == "result":
                 job.result = data
-            elif kind == "interrupted":
-                job.died = ""
-            else:
+            elif kind == "died":  # "interrupted": the job closed its own run KILLED
                 job.died = _death(process.exitcode)
                 log.error("job #%d: %s", job.num, job.died)
         finally:
@@ -176,10 +170,11 @@ class ProcessPerJobLauncher(Launcher):
 
 
 def _death(exitcode: int | None) -> str:
+    again = "run the same sweep again with ckpt_path=last to finish it"
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
-        return f"worker died: its process was killed by {name} (exit {exitcode})"
-    return f"worker died: its process exited with code {exitcode} without a result"
+        return f"worker died: its process was killed by {name} (exit {exitcode}); {again}"
+    return f"worker died: its process exited with code {exitcode} without a result; {again}"
 
 
 def _failed_return(job: JobProcess) -> JobReturn:

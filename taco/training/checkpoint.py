@@ -144,16 +144,18 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     ]
 
 
+def last_files(search_dirs: Iterable[Path], complete: bool) -> list[Path]:
+    """Every `last.ckpt` under `search_dirs` of finished (`complete`) or unfinished runs,
+    newest first (not opened)."""
+    found = {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)}
+    chosen = [p for p in found if (p.parent / COMPLETE).exists() == complete]
+    return sorted(chosen, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def last_checkpoints(search_dirs: Iterable[Path], complete: bool) -> dict[Path, dict]:
-    """Every readable `last.ckpt` under `search_dirs` of finished (`complete`) or unfinished
-    runs, newest first, with its metadata."""
-    found = sorted(
-        {p for d in search_dirs if d.is_dir() for p in d.rglob(LAST)},
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    chosen = {p: _readable_meta(p) for p in found if (p.parent / COMPLETE).exists() == complete}
-    return {p: meta for p, meta in chosen.items() if meta is not None}
+    """`last_files` that can be read, with their metadata."""
+    metas = {p: _readable_meta(p) for p in last_files(search_dirs, complete)}
+    return {p: meta for p, meta in metas.items() if meta is not None}
 
 
 def find_finished(
@@ -198,7 +200,7 @@ def resolve(
             f"ckpt_path=last: no interrupted run with this config under {where}; the newest "
             f"({newest}) differs:\n  " + "\n  ".join(diff[:10])
         )
-    finished = last_checkpoints(search_dirs, complete=True)
+    finished = last_files(search_dirs, complete=True)
     raise NothingToResume(
         f"ckpt_path=last: no interrupted run to resume under {where}"
         + (f" ({len(finished)} finished run(s) found)" if finished else "")
