@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-ray train compare report download stats bench bench-models bench-trainer \
-	bench-store test test-all test-faults lint format ui clean
+	bench-store bench-gpu test test-all test-faults lint format ui clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: setup
 bench-trainer: setup
 	$(BIN)/python benchmarks/trainer.py $(ARGS)
 
+# GPU: VGG16/Xception through the Trainer vs raw model.fit; CPU only: the augmentation pool
+bench-gpu: setup
+	$(BIN)/python benchmarks/gpu.py $(ARGS)
+
 bench-models: setup
 	$(BIN)/python benchmarks/models.py $(ARGS)
 
@@ -54,8 +58,10 @@ bench-models: setup
 bench-store: setup
 	$(BIN)/python benchmarks/store.py $(ARGS)
 
+# every test on TensorFlow (the default backend), then the backend-sensitive ones on JAX
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
 # the fault suite alone (tests/faults/: annotations, images, config, process, store, cache);
 # `make test` runs it too
@@ -64,6 +70,7 @@ test-faults: setup
 
 test-all: setup-ray
 	$(BIN)/python -m pytest -m '' $(ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check taco tests benchmarks

@@ -105,9 +105,17 @@ def threads_per_job() -> int | None:
     n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
     if not n_jobs:
         return None
-    cpus = os.cpu_count() or 1
+    from taco.data.augment_pool import usable_cores
+
+    cpus = usable_cores()
     n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
     return max(1, cpus // max(n_jobs, 1))
+
+
+def job_number() -> int:
+    """This job's number in its sweep (0 outside one)."""
+    hydra = hydra_runtime()
+    return int(hydra.job.get("num") or 0) if hydra is not None and in_multirun() else 0
 
 
 def output_dir(cfg: DictConfig) -> Path | None:

@@ -97,3 +97,18 @@ def cli_errors(prog: str) -> Iterator[None]:
                 handler.handle(record)
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+
+
+def die_with_parent(signum: int) -> None:
+    """Linux: `signum` to this process when its parent dies, however it dies (even by SIGKILL):
+    no sweep job or augmentation worker outlives the process that started it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signum)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: go now
+            os.kill(os.getpid(), signum)

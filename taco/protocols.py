@@ -27,6 +27,8 @@ class Profiler(Protocol):
 class Batches(Protocol):
     """One part's batches in a fixed order: (uint8-range images, multi-hot labels) per index."""
 
+    pad_to: int  # > 1: batches padded to a multiple, with sample weight 0 for the copies
+
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
     def set_epoch(self, epoch: int) -> None:
@@ -45,6 +47,9 @@ class Batches(Protocol):
 
     @property
     def num_images(self) -> int: ...
+
+    def close(self) -> None:
+        """Free what reading needs (augmentation workers); reading again starts them anew."""
 
 
 class DataModule(Protocol):

@@ -69,7 +69,10 @@ class TrainerSchema:
     check_val_every_n_epoch: PositiveInt
     accelerator: Literal["auto", "cpu", "gpu"]
     devices: Literal["auto"] | PositiveInt
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
+    precision: Literal[
+        32, "32", "16-mixed", "bf16-mixed", "float32", "mixed_float16", "mixed_bfloat16"
+    ]
+    backend: Literal["tensorflow", "jax", "torch"]
     profiler: Literal["simple"] | None
 
 
@@ -105,6 +108,8 @@ class DatasetSchema:
     image_size: PositiveInt
     seed: Seed
     decode_workers: PositiveInt | None
+    num_workers: Count | Literal["auto"]
+    prefetch_factor: PositiveInt
     generator: GeneratorSchema | None
 
 

@@ -23,6 +23,7 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         "dataset.generator.num_images=48",
         "dataset.generator.image_size=[96,72]",
         "dataset.batch_size=16",
+        "dataset.num_workers=0",  # no worker processes to start for 3 batches an epoch
         "model.image_size=32",
         "model.classifier.build.filters=[8,16]",
         "model.classifier.build.dense_units=16",

@@ -38,7 +38,13 @@ def _tiny(tmp_path, extra):
     return [*keep, "trainer.max_epochs=2", *extra]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(
+    "family",
+    [
+        pytest.param(f, marks=[pytest.mark.backend] if f == "vgg16" else [])
+        for f in sorted(FAMILIES)
+    ],
+)
 def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlflow_uri):
     cfg = compose_cfg(_tiny(tmp_path, FAMILIES[family]))
     value = train(cfg)
@@ -65,7 +71,10 @@ def _fitted(compose_cfg, tmp_path, extra):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["model.image_size=32", "model.classifier.build.filters=[8,16]"],
+        pytest.param(
+            ["model.image_size=32", "model.classifier.build.filters=[8,16]"],
+            marks=pytest.mark.backend,
+        ),
         [
             "model=vgg16_rf",
             "model.weights=null",

@@ -59,6 +59,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert logged == {f"comparison/{n}" for n in names}
 
 
+@pytest.mark.backend
 def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
     # a value the schema allows (any string) that fails when the job is built
     proc = _sweep(tmp_path, "callbacks.early_stopping.monitor=val/f1_macro,val/nope")

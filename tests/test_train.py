@@ -19,6 +19,7 @@ def _runs(uri):
     return client, client.search_runs([exp.experiment_id]) if exp else []
 
 
+@pytest.mark.backend
 def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
@@ -121,10 +122,12 @@ def test_bad_augmentation_argument_is_refused_before_training(compose_cfg, tmp_p
     assert not (tmp_path / "data" / "synthetic").exists()
 
 
+@pytest.mark.backend
 def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path, mlflow_uri):
-    cfg = compose_cfg([*tiny_overrides(tmp_path), "seed=11"])
-    train(cfg)
-    train(cfg)
+    """... whether 0 or 2 worker processes augment the batches (heavy augmentation)."""
+    overrides = [*tiny_overrides(tmp_path), "seed=11", "augmentation=heavy"]
+    train(compose_cfg([*overrides, "dataset.num_workers=0"]))
+    train(compose_cfg([*overrides, "dataset.num_workers=2"]))
     client, runs = _runs(mlflow_uri)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     first, second = (

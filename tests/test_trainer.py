@@ -27,6 +27,7 @@ def _test_metrics(run):
     return {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
 
 
+@pytest.mark.backend
 def test_resume_continues_the_same_run_with_the_same_result(compose_cfg, tmp_path, mlflow_uri):
     base = [*tiny_overrides(tmp_path), "trainer.max_epochs=4"]
     interrupted = [
@@ -203,9 +204,10 @@ def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, mlflow_uri):
     assert "| train_batches |" in table
 
 
+@pytest.mark.backend
 def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
-    assert cfg.trainer.precision == "mixed_float16" and cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "16-mixed" and cfg.trainer.accelerator == "gpu"
     dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
     trainer.fit(classifier, dm)
     result = trainer.test(classifier, dm)
@@ -218,6 +220,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
 
 
+@pytest.mark.backend
 def test_data_parallel_on_two_logical_cpus(tmp_path, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]

@@ -19,6 +19,7 @@ from taco.config import (
     build,
     flatten,
     in_multirun,
+    job_number,
     job_overrides,
     output_dir,
     resolved_config,
@@ -66,13 +67,15 @@ def build_job(cfg: DictConfig) -> Job:
     from taco.metrics import summary_names
     from taco.schema import check_config
     from taco.training import checkpoint
-    from taco.training.hardware import prepare_job
+    from taco.training.hardware import prepare_job, use_backend
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
+    use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
     logger = build(cfg.logger)
     logger.check()  # the store: created once, or the server answers (seconds, not minutes)
-    prepare_job(threads_per_job())
+    threads = threads_per_job()
+    prepare_job(threads, job_number())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
@@ -83,7 +86,9 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.connect(classifier)
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
-    job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
+    shared = threads and cfg.dataset.get("num_workers") == "auto"  # jobs side by side
+    dataset = build(cfg.dataset, **({"num_workers": threads} if shared else {}))
+    job = Job(dataset, classifier, trainer, logger, run_tags(cfg), resolved)
     job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):
         resume_target(job, cfg)

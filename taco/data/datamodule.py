@@ -47,6 +47,8 @@ class TacoDataModule:
         augmentation: Callable[..., dict] | None = None,
         seed: int = 0,
         decode_workers: int | None = None,
+        num_workers: int | str = "auto",
+        prefetch_factor: int = 2,
     ) -> None:
         self.name = name
         self.root = Path(root)
@@ -67,6 +69,8 @@ class TacoDataModule:
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)
         self.decode_workers = decode_workers
+        self.num_workers = num_workers  # augmentation processes (taco.data.augment_pool)
+        self.prefetch_factor = int(prefetch_factor)
         self.indexed: LabelSet | None = None  # labels, before any image is decoded
         self.labelset: LabelSet | None = None
         self.cache: ImageCache | None = None
@@ -174,6 +178,7 @@ class TacoDataModule:
 
         labelset = self._labels()
         train = part == "train"
+        augment = self.augmentation if (train if augment is None else augment) else None
         return CachedBatches(
             self._cache().array,
             labelset.labels,
@@ -181,10 +186,13 @@ class TacoDataModule:
             self.batch_size,
             shuffle=train if shuffle is None else shuffle,
             seed=self.seed,
-            augment=self.augmentation if (train if augment is None else augment) else None,
+            augment=augment,
             limit_batches=limit_batches,
             cache_key=self.cache_key,
             profiler=profiler,
+            num_workers=augment_workers(self.num_workers) if augment else 0,
+            prefetch_factor=self.prefetch_factor,
+            cache_path=self._cache().path,
         )
 
     def sample(self, part: str, n: int) -> np.ndarray:
@@ -268,3 +276,10 @@ def _check_parts(
             "image: raise dataset.min_images to merge or drop rare classes, change "
             "dataset.split, or use another seed"
         )
+
+
+def augment_workers(num_workers: int | str) -> int:
+    """`dataset.num_workers`: a count, or `auto`: one augmentation process per usable core."""
+    from taco.data.augment_pool import usable_cores
+
+    return usable_cores() if num_workers == "auto" else int(num_workers)

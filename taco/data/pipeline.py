@@ -12,6 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from taco.data.augment_pool import AugmentPool, augment_into, batch_seed, read_rows
 from taco.data.files import open_array, remove_dead_temps, save_array
 from taco.protocols import PerImage
 
@@ -22,8 +23,10 @@ class CachedBatches(keras.utils.PyDataset):
     """Batches of (uint8 images, float32 multi-hot labels) read from the cache: a quarter of
     the bytes of float32 on their way to the device; every model casts and scales inside itself.
 
-    The order and the augmentations of epoch `e` depend only on (seed, e), so a run is
-    repeatable and a resumed run draws exactly what the uninterrupted one would have.
+    The order of epoch `e` depends only on (seed, e) and the augmentation of its batch `i` only
+    on (seed, e, i), so a run is repeatable, a resumed run draws exactly what the uninterrupted
+    one would have, and `num_workers` (processes that augment into shared memory,
+    `taco.data.augment_pool`) changes the speed, never the batches.
     """
 
     def __init__(
@@ -38,6 +41,9 @@ class CachedBatches(keras.utils.PyDataset):
         limit_batches: int | None = None,
         cache_key: str = "",
         profiler: Any = None,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        cache_path: Path | None = None,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.images_array = images
@@ -50,6 +56,15 @@ class CachedBatches(keras.utils.PyDataset):
         self.cache_key = cache_key  # names the image cache: what derived caches are keyed on
         self.seed = int(seed)
         self.profiler = profiler  # times batch reading as `data` (`trainer.profiler`)
+        # workers read the cache file themselves: only for augmented batches of a file cache
+        pooled = augment is not None and cache_path is not None and num_workers > 0
+        self.num_workers = int(num_workers) if pooled else 0
+        self.prefetch_factor = max(1, int(prefetch_factor))
+        self.cache_path = cache_path
+        self._pool: AugmentPool | None = None
+        self._recent: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._order: np.ndarray | None = None
+        self.pad_to = 1  # batch sizes a multiple of this (replicas of a JAX data-parallel fit)
         self.set_epoch(0)
 
     @property
@@ -60,19 +75,25 @@ class CachedBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.num_batches
 
-    def batch_rows(self, index: int) -> np.ndarray:
-        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
+    def batch_rows(self, index: int, epoch: int | None = None) -> np.ndarray:
+        order = self._order if epoch is None or epoch == self.epoch else self._epoch_order(epoch)
+        return order[index * self.batch_size : (index + 1) * self.batch_size]
 
     def set_epoch(self, epoch: int) -> None:
+        """Order of epoch `epoch`; with workers, they start on its first batches at once (e.g.
+        while the previous epoch is validated)."""
+        if self._order is not None and int(epoch) == self.epoch:
+            return
         self.epoch = int(epoch)
-        if self.shuffle:
-            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
-        else:
-            self._order = self.rows.copy()
-        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
-            self.augment.set_random_seed(
-                int(np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(1)[0])
-            )
+        self._order = self._epoch_order(self.epoch)
+        if self._pool is not None:
+            self._pool.drop_except(lambda key: key[0] >= self.epoch)
+            self._prefetch(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows.copy()
+        return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.profiler is not None and self.profiler.enabled:
@@ -81,11 +102,62 @@ class CachedBatches(keras.utils.PyDataset):
         return self._batch(index)
 
     def _batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.epoch, int(index))
+        if key in self._recent:  # Keras reads the first batches twice (to learn their spec)
+            return self._recent[key]
         rows = self.batch_rows(index)
-        x = self._read(rows)
-        if self.augment is not None:
-            x = np.stack([self.augment(image=img)["image"] for img in x])
-        return x.astype(np.uint8, copy=False), self.labels[rows]
+        if self.augment is None:
+            x = read_rows(self.images_array, rows)
+        elif self.num_workers:
+            x = self._pooled(int(index), rows)
+        else:
+            x = np.empty((len(rows), *self.images_array.shape[1:]), np.uint8)
+            seed = batch_seed(self.seed, self.epoch, int(index))
+            augment_into(self.augment, read_rows(self.images_array, rows), seed, x)
+        batch = _padded(x, self.labels[rows], self.pad_to)
+        self._recent = {**dict(list(self._recent.items())[-1:]), key: batch}
+        return batch
+
+    def _pooled(self, index: int, rows: np.ndarray) -> np.ndarray:
+        pool = self._start_pool()
+        key = (self.epoch, index)
+        if not pool.wanted(key):  # not prefetched: a jump (resume, a limit, Keras' spec read)
+            window = set(self._ahead(index, pool.slots))
+            pool.drop_except(window.__contains__)
+            while not pool.submit(key, rows, batch_seed(self.seed, *key)):
+                pool.wait()
+        self._prefetch(index + 1)
+        x = pool.take(key, len(rows))
+        self._prefetch(index + 1)
+        return x
+
+    def _ahead(self, start: int, count: int) -> list[tuple[int, int]]:
+        """The `count` batch keys from this epoch's batch `start` on, running on into the next
+        epoch (whose order and augmentation are as fixed as this one's)."""
+        n = self.num_batches
+        keys = [(self.epoch + (start + i) // n, (start + i) % n) for i in range(count)]
+        return keys if n else []
+
+    def _prefetch(self, start: int) -> None:
+        """Hand the workers the batches after `start`, as far as the ring has free slots."""
+        pool = self._pool
+        for epoch, index in self._ahead(start, pool.slots - 1):
+            rows = self.batch_rows(index, epoch)
+            if not pool.submit((epoch, index), rows, batch_seed(self.seed, epoch, index)):
+                return
+
+    def _start_pool(self) -> AugmentPool:
+        if self._pool is None:
+            shape = (self.batch_size, *self.images_array.shape[1:])
+            slots = max(2, self.prefetch_factor * self.num_workers)
+            self._pool = AugmentPool(self.cache_path, self.augment, shape, self.num_workers, slots)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the augmentation workers, if any (they start again when needed)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
@@ -104,11 +176,7 @@ class CachedBatches(keras.utils.PyDataset):
 
     def images(self) -> np.ndarray:
         """The un-augmented images in batch order (uint8)."""
-        return self._read(self.ordered_rows())
-
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        """Cached images of `rows`, in that order (read in file order: memory-map friendly)."""
-        return np.asarray(self.images_array[np.sort(rows)])[np.argsort(np.argsort(rows))]
+        return read_rows(self.images_array, self.ordered_rows())
 
     def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
         """Per-image values (e.g. backbone features) computed once for every cached image,
@@ -118,6 +186,21 @@ class CachedBatches(keras.utils.PyDataset):
             Path(folder), self.cache_key, name, self.images_array, compute, chunk
         )
         return values[self.ordered_rows()]
+
+
+def _padded(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[np.ndarray, ...]:
+    """A batch whose size is not a multiple of `multiple` gets copies of its last image with
+    sample weight 0 (data-parallel JAX splits every batch evenly across its devices);
+    predictions of the copies come last and are cut off by the classifier."""
+    short = -len(x) % multiple
+    if multiple <= 1:
+        return x, y
+    weights = np.ones(len(x) + short, np.float32)
+    if short:
+        weights[len(x) :] = 0
+        x = np.concatenate([x, np.repeat(x[-1:], short, axis=0)])
+        y = np.concatenate([y, np.repeat(y[-1:], short, axis=0)])
+    return x, y, weights
 
 
 def _derived_for_cache(

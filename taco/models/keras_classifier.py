@@ -129,7 +129,8 @@ class KerasClassifier:
             self._callbacks = None
 
     def predict_scores(self, batches: Batches) -> np.ndarray:
-        return np.asarray(self._model().predict(batches, verbose=0), dtype=np.float64)
+        scores = self._model().predict(batches, verbose=0)
+        return np.asarray(scores[: len(batches.targets())], dtype=np.float64)  # no padding
 
     def get_state(self) -> list[np.ndarray]:
         return [w.copy() for w in self._model().get_weights()]

@@ -188,9 +188,9 @@ def _failed_return(job: JobProcess) -> JobReturn:
 def _job_main(payload: bytes, send: Any) -> None:
     import cloudpickle
 
-    from taco.errors import interrupt_once
+    from taco.errors import die_with_parent, interrupt_once
 
-    _die_with_parent()
+    die_with_parent(signal.SIGTERM)
     signal.signal(signal.SIGTERM, interrupt_once)
     signal.signal(signal.SIGINT, interrupt_once)
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
@@ -201,17 +201,3 @@ def _job_main(payload: bytes, send: Any) -> None:
         result = ("interrupted", None)
     send.send_bytes(cloudpickle.dumps(result))
     send.close()
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM to this process when the sweep's process dies, even by SIGKILL."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl: go now
-            os.kill(os.getpid(), signal.SIGTERM)

@@ -1,16 +1,21 @@
-"""Where and in what precision a Trainer runs: `trainer.accelerator`, `devices`, `precision`.
+"""Where and in what precision a Trainer runs: `trainer.backend`, `accelerator`, `devices`,
+`precision`, on TensorFlow or JAX (Keras 3 runs the same models on both).
 
-TensorFlow decides device visibility once, at its first device use, so this is configured when
-the Trainer is created, before any model or tensor exists. With more than one device the model
-is built, compiled and trained under a `tf.distribute.MirroredStrategy` (synchronous data
-parallelism: each batch is split across the replicas). Keras 3's own distribution API
-(`keras.distribution`) supports only the JAX backend, so the TensorFlow strategy is used here.
+The backend is chosen before Keras is first imported (`use_backend`); TensorFlow is imported
+only when it is the backend. Devices are configured when the Trainer is created, before any
+model or tensor exists, since both backends fix device visibility at their first device use.
+With more than one device the model is built, compiled and trained data-parallel (each batch
+split across the replicas): under a `tf.distribute.MirroredStrategy` on TensorFlow and under
+`keras.distribution.DataParallel` on JAX. Replicas on logical CPU devices make the path
+testable without a GPU on either backend.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,37 +23,126 @@ from taco.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+BACKENDS = ("tensorflow", "jax", "torch")
 ACCELERATORS = ("auto", "cpu", "gpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Lightning's names, and Keras' own dtype policy names, for the same three choices
+PRECISIONS = {
+    "32": "float32",
+    "16-mixed": "mixed_float16",
+    "bf16-mixed": "mixed_bfloat16",
+    "float32": "float32",
+    "mixed_float16": "mixed_float16",
+    "mixed_bfloat16": "mixed_bfloat16",
+}
+
+
+def use_backend(name: str) -> None:
+    """Make `name` the Keras backend of this process; it must run before Keras is imported
+    (a process that already imported Keras on another backend is refused)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"trainer.backend must be one of {BACKENDS}; got {name!r}")
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise ConfigError(
+                f"trainer.backend={name}, but Keras was already imported on "
+                f"{keras.backend.backend()} in this process: start a new one (taco-train "
+                f"does) or set KERAS_BACKEND={name} before Keras is imported"
+            )
+        return
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        others = [b for b in BACKENDS if b != name and importlib.util.find_spec(b) is not None]
+        hint = f"; installed here: trainer.backend={others[0]}" if others else ""
+        raise ConfigError(f"trainer.backend={name}, but {name} is not installed{hint}")
+    os.environ["KERAS_BACKEND"] = name
+
+
+def backend() -> str:
+    """The Keras backend this process runs (or will run) on, without importing Keras."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 class Hardware:
     def __init__(
-        self, accelerator: str = "auto", devices: int | str = "auto", precision: str = "float32"
+        self,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        precision: str | int = "32",
     ) -> None:
         if accelerator not in ACCELERATORS:
             raise ConfigError(
                 f"trainer.accelerator must be one of {ACCELERATORS}; got {accelerator!r}"
             )
-        if precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}; got {precision!r}")
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision must be one of {list(PRECISIONS)}; got {precision!r}"
+            )
         if devices != "auto" and (not isinstance(devices, int) or devices < 1):
             raise ConfigError(f"trainer.devices must be 'auto' or a count >= 1; got {devices!r}")
-        self.accelerator, self.devices, self.precision = accelerator, devices, precision
-        self.strategy: Any = None
+        self.accelerator, self.devices = accelerator, devices
+        self.precision = PRECISIONS[str(precision)]  # the Keras dtype policy
+        self.strategy: Any = None  # tf.distribute.Strategy or keras.distribution.Distribution
         self.device_names: list[str] = []
 
     def configure(self) -> None:
         """Pick the devices (and the strategy across them); call before building any model."""
+        if backend() == "jax":
+            devices = self._jax_devices()
+        elif backend() == "tensorflow":
+            devices = self._tensorflow_devices()
+        else:
+            return  # torch: Keras places the model on the GPU when there is one
+        self.device_names = [str(d) for d in devices]
+        if len(devices) > 1:
+            self.strategy = self._data_parallel(devices)
+            log.info("data-parallel training on %d devices: %s", len(devices), self.device_names)
+
+    def _count(self, available: list, kind: str) -> int:
+        count = len(available) if self.devices == "auto" else self.devices
+        if count > len(available):
+            raise ConfigError(
+                f"trainer.devices={self.devices} but only {len(available)} {kind.upper()} "
+                f"device(s) are available: {[str(d) for d in available]}"
+            )
+        return count
+
+    def _kind(self, has_gpu: bool) -> str:
+        if self.accelerator == "gpu" and not has_gpu:
+            log.warning("trainer.accelerator=gpu but %s sees no GPU: running on the CPU", backend())
+            return "cpu"
+        if self.accelerator == "auto":
+            return "gpu" if has_gpu else "cpu"
+        return self.accelerator
+
+    def _jax_devices(self) -> list:
+        """JAX's devices; N > 1 CPU devices need XLA's host device count set before JAX first
+        uses a device, i.e. before any model is built."""
+        if self.accelerator == "cpu" and isinstance(self.devices, int) and self.devices > 1:
+            flags = os.environ.get("XLA_FLAGS", "")
+            if "xla_force_host_platform_device_count" not in flags:
+                count = f"--xla_force_host_platform_device_count={self.devices}"
+                os.environ["XLA_FLAGS"] = f"{flags} {count}".strip()
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        kind = self._kind(bool(gpus))
+        available = gpus if kind == "gpu" else jax.devices("cpu")
+        if kind == "cpu" and gpus:
+            jax.config.update("jax_default_device", available[0])
+        return available[: self._count(available, kind)]
+
+    def _tensorflow_devices(self) -> list:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        kind = self.accelerator
-        if kind == "gpu" and not gpus:
-            log.warning("trainer.accelerator=gpu but TensorFlow sees no GPU: running on the CPU")
-            kind = "cpu"
-        if kind == "auto":
-            kind = "gpu" if gpus else "cpu"
+        kind = self._kind(bool(gpus))
         try:
             if kind == "cpu":
                 if gpus:
@@ -69,20 +163,26 @@ class Hardware:
                 "start a new process (taco-train does) to change them"
             ) from None
         available = [d.name for d in tf.config.list_logical_devices(kind.upper())]
-        count = len(available) if self.devices == "auto" else self.devices
-        if count > len(available):
-            raise ConfigError(
-                f"trainer.devices={self.devices} but only {len(available)} {kind.upper()} "
-                f"device(s) are available: {available}"
-            )
-        self.device_names = available[:count]
-        if count > 1:
-            self.strategy = tf.distribute.MirroredStrategy(devices=self.device_names)
-            log.info("data-parallel training on %d devices: %s", count, self.device_names)
+        return available[: self._count(available, kind)]
+
+    def _data_parallel(self, devices: list) -> Any:
+        if backend() == "jax":
+            import keras
+
+            return keras.distribution.DataParallel(devices=devices)
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy(devices=devices)
+
+    def batch_multiple(self) -> int:
+        """What every batch size must be a multiple of: the replicas of a JAX data-parallel
+        fit (TensorFlow's strategy splits uneven batches itself)."""
+        return len(self.device_names) if self.strategy is not None and backend() == "jax" else 1
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
-        """Build and compile under this: the precision policy and the distribution strategy."""
+        """Build, compile and train under this: the precision policy and the data-parallel
+        strategy (a TensorFlow strategy or a Keras distribution; both are scopes)."""
         import keras
 
         previous = keras.config.dtype_policy()
@@ -94,21 +194,38 @@ class Hardware:
             keras.config.set_dtype_policy(previous)
 
 
-def prepare_job(threads: int | None = None) -> None:
+def prepare_job(threads: int | None = None, job: int = 0) -> None:
     """Per job: a clean Keras state in a reused worker process (joblib sweeps), and `threads`
-    CPU threads when several jobs share the machine."""
-    import sys
-
+    CPU threads when several jobs share the machine, set the way the backend takes them."""
     if "keras" in sys.modules:
         import keras
 
         keras.backend.clear_session()
     if threads is None:
         return
-    import tensorflow as tf
+    if backend() == "tensorflow":
+        import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    except RuntimeError:
-        pass  # a reused worker: TensorFlow kept the counts set by its first job
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:
+            pass  # a reused worker: TensorFlow kept the counts set by its first job
+    else:
+        # XLA (JAX) has no thread-count setting: it sizes its pool by the cores this process
+        # may run on, so job `job` gets its own `threads` of them before XLA starts
+        pin_cores(threads, job)
+
+
+def pin_cores(threads: int, job: int) -> None:
+    """Run this process (and the augmentation workers it starts) on `threads` of its cores,
+    the `job`-th block of them (Linux; elsewhere a no-op)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if threads >= len(cores):
+        return
+    start = (job * threads) % len(cores)
+    block = (cores + cores)[start : start + threads]
+    os.sched_setaffinity(0, block)
+    log.info("job %d runs on cores %s", job, block)

@@ -25,7 +25,7 @@ from taco.protocols import Batches, Classifier, DataModule, RunLogger
 from taco.tracking.mlflow_logger import NullLogger
 from taco.training.callbacks import Callback
 from taco.training.checkpoint import CheckpointConnector
-from taco.training.hardware import Hardware
+from taco.training.hardware import Hardware, use_backend
 from taco.training.profiler import ProfiledLogger, make_profiler
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,13 @@ class Trainer:
         check_val_every_n_epoch: int = 1,
         accelerator: str = "auto",
         devices: int | str = "auto",
-        precision: str = "float32",
+        precision: str | int = "32",
         profiler: str | None = None,
+        backend: str | None = None,
     ) -> None:
         _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
+        if backend:
+            use_backend(backend)  # refused if Keras already runs on another backend here
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
         self.threshold = threshold
         self.seed = seed
@@ -119,15 +122,18 @@ class Trainer:
         """
         profiler = self.profiler if part == "train" else None
         if self.overfit_batches:
-            return datamodule.batches(
+            batches = datamodule.batches(
                 "train",
                 shuffle=False,
                 limit_batches=self.overfit_batches,
                 augment=False,
                 profiler=profiler,
             )
-        limit = 1 if self.fast_dev_run else self.limits[part]
-        return datamodule.batches(part, limit_batches=limit, profiler=profiler)
+        else:
+            limit = 1 if self.fast_dev_run else self.limits[part]
+            batches = datamodule.batches(part, limit_batches=limit, profiler=profiler)
+        batches.pad_to = self.hardware.batch_multiple()
+        return batches
 
     def is_validation_epoch(self, epoch: int) -> bool:
         """Validation runs every `check_val_every_n_epoch` epochs and after the last one."""
@@ -161,6 +167,8 @@ class Trainer:
         except BaseException as error:
             self._call("on_exception", error)
             raise
+        finally:
+            train.close()  # augmentation workers: none outlives its fit
         seconds = time.perf_counter() - started
         self._call("on_fit_end")
         self._log_fit(train, start, seconds)

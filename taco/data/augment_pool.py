@@ -1,0 +1,293 @@
+"""Augmentation in worker processes that write uint8 batches into a shared-memory ring.
+
+Threads do not scale past the GIL and Keras' own process pool pickles every batch through a
+queue; here each worker reads the memory-mapped image cache itself and writes the augmented
+batch into one slot of a ring in shared memory, so only a slot number, a few row indices and a
+seed cross a queue per batch. What a batch holds depends only on its seed, i.e. on (seed,
+epoch, batch index): the same with 0, 1 or 16 workers, whatever finishes first.
+
+Nothing is left behind: workers die with the parent (Linux `PR_SET_PDEATHSIG`, even when the
+parent is SIGKILLed) and ignore Ctrl-C (the parent stops them), and the ring's name is unlinked
+from `/dev/shm` as soon as every worker has mapped it, so even a SIGKILL frees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import die_with_parent
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int]  # (epoch, batch index)
+
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one batch: a function of (seed, epoch, index) alone."""
+    return int(np.random.SeedSequence([seed, epoch, index, 1]).generate_state(1)[0])
+
+
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cached images of `rows`, in that order (read in file order: memory-map friendly)."""
+    return np.asarray(images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+
+
+def augment_into(augment: Callable[..., dict], images: np.ndarray, seed: int, out: Any) -> None:
+    """Augment `images` one by one into `out`, from `seed` alone: the pool's workers and the
+    in-process path call this same function, so both give the same batch."""
+    if hasattr(augment, "set_random_seed"):
+        augment.set_random_seed(seed)
+    for i, image in enumerate(images):
+        result = augment(image=image)["image"]
+        if result.shape != image.shape:
+            raise ValueError(
+                f"the augmentation turned a {image.shape} image into {result.shape}: it must keep "
+                "the image size (e.g. RandomResizedCrop size = model.image_size)"
+            )
+        out[i] = result
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class AugmentPool:
+    """`workers` processes and a ring of `slots` batches of `batch_shape` uint8 images.
+
+    `submit(key, rows, seed)` hands a batch to whichever worker is free; `take(key)` waits for
+    it and returns a copy (the ring slot is free again at once: the consumer, Keras, may keep
+    the array or alias it in a device buffer for as long as it likes).
+    """
+
+    def __init__(
+        self,
+        cache_path: Path,
+        augment: Callable[..., dict],
+        batch_shape: tuple[int, ...],
+        workers: int,
+        slots: int,
+    ) -> None:
+        import multiprocessing as mp
+        from multiprocessing import shared_memory
+
+        self.batch_shape, self.slots = tuple(batch_shape), int(slots)
+        size = int(np.prod(batch_shape)) * self.slots
+        self._shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
+        self._ring = np.ndarray((self.slots, *self.batch_shape), np.uint8, buffer=self._shm.buf)
+        ctx = mp.get_context("spawn")  # no fork of a process that runs TensorFlow or XLA threads
+        self._tasks, self._results = ctx.Queue(), ctx.Queue()
+        self._free = list(range(self.slots))
+        self._pending: dict[Key, int] = {}  # submitted, not taken yet
+        self._done: dict[int, str | None] = {}  # slot -> error text (None: fine)
+        self._stale: set[int] = set()  # slots of batches no longer wanted, still being written
+        self._lock = threading.RLock()
+        self._ready = 0
+        self._closed = False
+        args = (str(cache_path), self._shm.name, self.slots, self.batch_shape, augment)
+        self._procs = [
+            ctx.Process(target=_work, args=(*args, self._tasks, self._results), daemon=True)
+            for _ in range(int(workers))
+        ]
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks, self._shm)
+        try:
+            for proc in self._procs:
+                proc.start()
+        except Exception as exc:
+            self.close()
+            raise RuntimeError(
+                f"could not start augmentation workers ({type(exc).__name__}: {exc}); "
+                "set dataset.num_workers=0 to augment in the training process"
+            ) from exc
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: submitted or stale batches."""
+        return self.slots - len(self._free)
+
+    def wanted(self, key: Key) -> bool:
+        return key in self._pending
+
+    def submit(self, key: Key, rows: np.ndarray, seed: int) -> bool:
+        """Queue one batch; False when every slot is busy (try again after a `take`)."""
+        with self._lock:
+            if key in self._pending:
+                return True
+            if not self._free:
+                self._collect(block=False)
+            if not self._free:
+                return False
+            slot = self._free.pop()
+            self._pending[key] = slot
+            self._tasks.put((slot, np.asarray(rows, np.int64), int(seed)))
+            return True
+
+    def drop_except(self, keep: Callable[[Key], bool]) -> None:
+        """Forget submitted batches `keep` rejects (another epoch's): their slots come back
+        once their workers finish writing them."""
+        with self._lock:
+            for key in [k for k in self._pending if not keep(k)]:
+                slot = self._pending.pop(key)
+                if slot in self._done:
+                    del self._done[slot]
+                    self._free.append(slot)
+                else:
+                    self._stale.add(slot)
+
+    def wait(self) -> None:
+        """Until one more batch is written (a stale one frees its slot)."""
+        with self._lock:
+            self._collect(block=True)
+
+    def take(self, key: Key, count: int) -> np.ndarray:
+        """The first `count` images of the batch submitted as `key`, as a new array."""
+        with self._lock:
+            slot = self._pending[key]
+            while slot not in self._done:
+                self._collect(block=True)
+            error = self._done.pop(slot)
+            del self._pending[key]
+            if error is None:
+                batch = self._ring[slot, :count].copy()
+            self._free.append(slot)
+        if error is not None:
+            raise RuntimeError(f"augmentation worker failed on batch {key[1]}:\n{error}")
+        return batch
+
+    def _collect(self, block: bool) -> None:
+        """Move finished slots to done (or free, for stale ones); when `block`, wait for at
+        least one, checking that the workers are alive."""
+        while True:
+            try:
+                slot, error = self._results.get(timeout=0.5 if block else 0)
+            except queue.Empty:
+                if not block:
+                    return
+                self._check_alive()
+                continue
+            if slot == "ready":
+                self._ready += 1
+                if self._ready == len(self._procs):
+                    self._unlink()
+            elif slot in self._stale:
+                self._stale.discard(slot)
+                self._free.append(slot)
+            else:
+                self._done[slot] = error
+            if block and slot != "ready":
+                return
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise RuntimeError("the augmentation pool was closed")
+        dead = [p for p in self._procs if not p.is_alive()]
+        if dead:
+            codes = ", ".join(str(p.exitcode) for p in dead)
+            raise RuntimeError(
+                f"{len(dead)} augmentation worker(s) died (exit code {codes}): out of memory? "
+                "Lower dataset.num_workers, or set it to 0 to augment in the training process"
+            )
+
+    def _unlink(self) -> None:
+        """Every worker has mapped the ring: its name can go (the memory stays until the last
+        process unmaps it), so no crash from now on can leave it in /dev/shm."""
+        with contextlib.suppress(FileNotFoundError):
+            self._shm.unlink()
+
+    def close(self) -> None:
+        """Stop the workers and free the ring (also run at garbage collection and exit)."""
+        self._closed = True  # a take waiting in another thread gives up within half a second
+        with self._lock:
+            self._ring = None
+            self._finalizer()  # runs once
+
+
+def _shutdown(procs: list, tasks: Any, shm: Any) -> None:
+    for _ in procs:
+        with contextlib.suppress(Exception):
+            tasks.put(None)
+    deadline = time.monotonic() + 5
+    for proc in procs:
+        if proc.pid is None:
+            continue
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+    with contextlib.suppress(Exception):
+        tasks.close()
+        tasks.join_thread()
+    with contextlib.suppress(Exception):
+        shm.close()
+    with contextlib.suppress(FileNotFoundError):
+        shm.unlink()
+
+
+def _work(
+    cache_path: str,
+    shm_name: str,
+    slots: int,
+    batch_shape: tuple[int, ...],
+    augment: Callable[..., dict],
+    tasks: Any,
+    results: Any,
+) -> None:
+    """A worker: batches from `tasks` into the ring until the `None` sentinel."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    die_with_parent(signal.SIGKILL)
+    _one_thread()
+    shm = _attach(shm_name)
+    ring = np.ndarray((slots, *batch_shape), np.uint8, buffer=shm.buf)
+    images = np.load(cache_path, mmap_mode="r")
+    results.put(("ready", None))
+    while (task := tasks.get()) is not None:
+        slot, rows, seed = task
+        try:
+            augment_into(augment, read_rows(images, rows), seed, ring[slot, : len(rows)])
+            results.put((slot, None))
+        except Exception:
+            import traceback
+
+            results.put((slot, traceback.format_exc(limit=-3)))
+    del ring
+    shm.close()
+
+
+def _one_thread() -> None:
+    """One thread per worker: the pool's processes are the parallelism (OpenCV would start a
+    thread per core in every worker and they would fight over the cores)."""
+    with contextlib.suppress(Exception):
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
+def _attach(name: str) -> Any:
+    """Map the parent's ring without registering it with the resource tracker, which would
+    unlink it when this worker exits (Python < 3.13 has no `track=False`)."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register

@@ -1,0 +1,14 @@
+"""Augmentations for the pool's tests: light to import, since every worker process imports them."""
+
+from __future__ import annotations
+
+import time
+
+
+def broken(image):
+    raise ValueError("this augmentation always fails")
+
+
+def slow(image):
+    time.sleep(0.05)
+    return {"image": image}
