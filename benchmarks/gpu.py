@@ -124,7 +124,7 @@ def trainer_epochs(dm, build, epochs: int, precision: str = "32", default_callba
         precision=precision,
         callbacks=[*(callbacks if default_callbacks else []), stamps],
     )
-    trainer.fit(KerasClassifier(build, learning_rate=1e-3), dm)
+    trainer.fit(KerasClassifier(build, learning_rate=1e-3, head_epochs=0), dm)  # all layers
     train = np.subtract(stamps.trained, stamps.starts).tolist()
     return train, np.subtract(stamps.ends, stamps.starts).tolist()
 
@@ -177,9 +177,9 @@ def gpu_part(args: argparse.Namespace, folder: Path) -> None:
     from taco.models.transfer import build_transfer
 
     print(f"Keras on {_backend()}; {args.images} images at {args.size} px, batch {args.batch}")
-    for backbone in ("vgg16", "xception"):
+    for backbone in ("VGG16", "Xception"):
         build = functools.partial(build_transfer, backbone=backbone, weights=None)
-        plain = datamodule(folder / backbone, args.images, args.size, "none", 0, args.batch)
+        plain = datamodule(folder / "data", args.images, args.size, "none", 0, args.batch)
         train = plain.batches("train", shuffle=False, augment=False)
         x, y = train.images(), train.targets()
         raw = raw_rate(build, x, y, args.batch, "bf16-mixed")

@@ -72,6 +72,7 @@ def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
     assert "val/nope" in parent.data.tags["failed_jobs"].split("FAILED")[1]
 
 
+@pytest.mark.slow  # 22 s: `make test-all`; the default run keeps under 10 min on 2 cores
 def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(tmp_path, mlflow_uri):
     proc = _sweep(
         tmp_path,
