@@ -19,10 +19,13 @@ TRAIN = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_run_without_a_logger_needs_neither_tensorflow_nor_mlflow(tmp_path):
-    blocked = tmp_path / "blocked"
-    for name in ("tensorflow", "mlflow"):  # importing either now fails
+    blocked, tried = tmp_path / "blocked", tmp_path / "tried"
+    for name in ("tensorflow", "mlflow"):  # importing either fails, and leaves a note
         (blocked / name).mkdir(parents=True)
-        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+        (blocked / name / "__init__.py").write_text(
+            f"open({str(tried)!r}, 'a').write('{name}\\n')\n"
+            f"raise ImportError('{name} is blocked')\n"
+        )
     env = {**os.environ, "PYTHONPATH": f"{blocked}{os.pathsep}{os.getcwd()}"}
     env.pop("KERAS_BACKEND", None)
     cmd = [TRAIN, *tiny_overrides(tmp_path), "trainer.backend=jax", "logger=none"]
@@ -30,6 +33,7 @@ def test_jax_run_without_a_logger_needs_neither_tensorflow_nor_mlflow(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "macro F1" in proc.stdout
     assert (tmp_path / "out" / "checkpoints" / "COMPLETE").is_file()
+    assert not tried.exists(), f"imported anyway: {tried.read_text().split()}"  # not even tried
 
 
 def test_a_backend_that_is_not_installed_is_one_line(tmp_path):

@@ -198,8 +198,12 @@ class Trainer:
         """Python, NumPy and backend generators; deterministic kernels when asked."""
         import keras
 
+        if keras.backend.backend() != "tensorflow":
+            with _without_tensorflow():
+                keras.utils.set_random_seed(int(seed))
+            return
         keras.utils.set_random_seed(int(seed))
-        if self.deterministic and keras.backend.backend() == "tensorflow":
+        if self.deterministic:
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
@@ -302,6 +306,23 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, self.classifier, *args)
+
+
+@contextlib.contextmanager
+def _without_tensorflow() -> Iterator[None]:
+    """`keras.utils.set_random_seed` seeds TensorFlow too whenever it is installed, importing it
+    (seconds, and hundreds of MB) into a JAX run that never uses it: hide it for that call."""
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if lazy.module is not None or not hasattr(lazy, "_available"):
+        yield  # already imported (or a Keras without the lazy module): nothing to save
+        return
+    saved, lazy._available = lazy._available, False
+    try:
+        yield
+    finally:
+        lazy._available = saved
 
 
 def _check_arguments(max_epochs: Any, threshold: Any, check_val_every_n_epoch: Any) -> None:
