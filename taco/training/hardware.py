@@ -75,7 +75,10 @@ class Hardware:
         accelerator: str = "auto",
         devices: int | str = "auto",
         precision: str | int = "32",
+        backend: str | None = None,
     ) -> None:
+        if backend:
+            use_backend(backend)  # refused if Keras already runs on another backend here
         if accelerator not in ACCELERATORS:
             raise ConfigError(
                 f"trainer.accelerator must be one of {ACCELERATORS}; got {accelerator!r}"

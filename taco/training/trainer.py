@@ -25,7 +25,7 @@ from taco.protocols import Batches, Classifier, DataModule, RunLogger
 from taco.tracking.mlflow_logger import NullLogger
 from taco.training.callbacks import Callback
 from taco.training.checkpoint import CheckpointConnector
-from taco.training.hardware import Hardware, use_backend
+from taco.training.hardware import Hardware
 from taco.training.profiler import ProfiledLogger, make_profiler
 
 log = logging.getLogger(__name__)
@@ -54,21 +54,16 @@ class Trainer:
         backend: str | None = None,
     ) -> None:
         _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
-        if backend:
-            use_backend(backend)  # refused if Keras already runs on another backend here
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
         self.threshold = threshold
         self.seed = seed
         self.deterministic = deterministic
-        self.limits = {
-            "train": limit_train_batches,
-            "val": limit_val_batches,
-            "test": limit_test_batches,
-        }
+        limits = (limit_train_batches, limit_val_batches, limit_test_batches)
+        self.limits = dict(zip(("train", "val", "test"), limits, strict=True))
         self.fast_dev_run = bool(fast_dev_run)
         self.overfit_batches = int(overfit_batches or 0)
         self.check_val_every_n_epoch = int(check_val_every_n_epoch)
-        self.hardware = Hardware(accelerator, devices, precision)
+        self.hardware = Hardware(accelerator, devices, precision, backend)
         self.profiler = make_profiler(profiler)
         every = list(callbacks or [])
         # ordered by `Callback.order`: checkpoints (order 100) save every other callback's state
