@@ -19,7 +19,6 @@ def _runs(uri):
     return client, client.search_runs([exp.experiment_id]) if exp else []
 
 
-@pytest.mark.backend
 def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
