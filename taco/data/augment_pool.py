@@ -116,11 +116,6 @@ class AugmentPool:
                 "set dataset.num_workers=0 to augment in the training process"
             ) from exc
 
-    @property
-    def busy(self) -> int:
-        """Slots in use: submitted or stale batches."""
-        return self.slots - len(self._free)
-
     def wanted(self, key: Key) -> bool:
         return key in self._pending
 

@@ -64,6 +64,7 @@ class CachedBatches(keras.utils.PyDataset):
         self._pool: AugmentPool | None = None
         self._recent: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._order: np.ndarray | None = None
+        self._orders: dict[int, np.ndarray] = {}
         self.pad_to = 1  # batch sizes a multiple of this (replicas of a JAX data-parallel fit)
         self.set_epoch(0)
 
@@ -91,9 +92,13 @@ class CachedBatches(keras.utils.PyDataset):
             self._prefetch(0)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return self.rows.copy()
-        return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+        """Rows in the order of `epoch` (this one's and the next, which prefetch reaches, kept)."""
+        if epoch not in self._orders:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(self.rows) if self.shuffle else self.rows.copy()
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.profiler is not None and self.profiler.enabled:
@@ -115,7 +120,7 @@ class CachedBatches(keras.utils.PyDataset):
             seed = batch_seed(self.seed, self.epoch, int(index))
             augment_into(self.augment, read_rows(self.images_array, rows), seed, x)
         batch = _padded(x, self.labels[rows], self.pad_to)
-        self._recent = {**dict(list(self._recent.items())[-1:]), key: batch}
+        self._recent = {**dict(list(self._recent.items())[-1:]), key: batch}  # the last two
         return batch
 
     def _pooled(self, index: int, rows: np.ndarray) -> np.ndarray:
@@ -192,9 +197,9 @@ def _padded(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[np.ndarray, ..
     """A batch whose size is not a multiple of `multiple` gets copies of its last image with
     sample weight 0 (data-parallel JAX splits every batch evenly across its devices);
     predictions of the copies come last and are cut off by the classifier."""
-    short = -len(x) % multiple
     if multiple <= 1:
         return x, y
+    short = -len(x) % multiple
     weights = np.ones(len(x) + short, np.float32)
     if short:
         weights[len(x) :] = 0
