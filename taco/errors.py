@@ -40,18 +40,41 @@ def interrupt_once(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def redeliver_lost_interrupts(unraisable: Any, next_hook: Any = None) -> None:
+    """`sys.unraisablehook`: an interrupt raised while Python ran a finalizer (a `__del__`, a
+    weakref callback: garbage collection runs them anywhere) cannot propagate, so Python prints
+    it and goes on; the job would train on with its signals ignored. Raise it again instead: it
+    lands in ordinary code a moment later."""
+    error = unraisable.exc_value
+    if isinstance(error, KeyboardInterrupt):
+        import os
+
+        signum = getattr(error, "signum", signal.SIGINT)
+        signal.signal(signum, interrupt_once)  # armed again for this one delivery
+        # from another thread, a moment later: raised here, it would be lost again
+        later = threading.Timer(0.02, os.kill, (os.getpid(), signum))
+        later.daemon = True
+        later.start()
+        return
+    (next_hook or sys.__unraisablehook__)(unraisable)
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler, `kill`) stops the code inside as Ctrl-C does, so a run is closed
-    KILLED, not left RUNNING. (Signals reach the main thread only: elsewhere, nothing to do.)"""
+    KILLED, not left RUNNING, also when the signal lands inside a finalizer. (Signals reach the
+    main thread only: elsewhere, nothing to do.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, interrupt_once)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: redeliver_lost_interrupts(unraisable, previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

@@ -29,6 +29,9 @@ def test_finished(mlflow_uri):
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "x"
     assert run.data.metrics["m"] == 1.0
     assert mlflow.active_run() is None
+    # the experiment the run created opens on its training runs in MLflow 3's UI
+    experiment = mlflow.MlflowClient(mlflow_uri).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_exception_marks_failed_with_message_and_traceback(mlflow_uri, tmp_path):
@@ -76,3 +79,28 @@ def test_a_signal_during_a_store_write_is_delivered_after_it():
         assert signal.getsignal(signal.SIGTERM) is interrupt  # the job's handler is back
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_interrupt_that_lands_in_a_finalizer_is_not_lost():
+    """Garbage collection runs `__del__` and weakref callbacks anywhere; a SIGTERM handled there
+    would be printed and dropped (the job training on, its signals ignored): it is raised again
+    in ordinary code, once."""
+    import os
+    import signal
+    import time
+
+    from taco.errors import Interrupted, sigterm_as_interrupt
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10_000))  # the handler runs here, inside the finalizer
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught:
+        with sigterm_as_interrupt():
+            Finalized()  # collected at once
+            time.sleep(5)  # interrupted long before this ends
+    assert caught.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # interrupt_once ignored it

@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,11 +189,12 @@ def _failed_return(job: JobProcess) -> JobReturn:
 def _job_main(payload: bytes, send: Any) -> None:
     import cloudpickle
 
-    from taco.errors import die_with_parent, interrupt_once
+    from taco.errors import die_with_parent, interrupt_once, redeliver_lost_interrupts
 
     die_with_parent(signal.SIGTERM)
     signal.signal(signal.SIGTERM, interrupt_once)
     signal.signal(signal.SIGINT, interrupt_once)
+    sys.unraisablehook = redeliver_lost_interrupts  # a signal handled inside a finalizer
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     try:
