@@ -30,15 +30,20 @@ def artifact_location_for(tracking_uri: str) -> str | None:
     return None
 
 
+# MLflow 3's UI opens an experiment on the view its kind names: without this tag it guesses, and
+# opens an experiment of training runs on the (empty) GenAI traces page
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(client: Any, name: str) -> str:
-    """The experiment's id, created (artifacts beside a SQLite store) when missing; a parallel
-    job creating it at the same moment is not an error."""
+    """The experiment's id, created (artifacts beside a SQLite store, opening on the training
+    runs in the UI) when missing; a parallel job creating it at the same moment is no error."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
         return client.create_experiment(
-            name, artifact_location=artifact_location_for(client.tracking_uri)
+            name, artifact_location=artifact_location_for(client.tracking_uri), tags=EXPERIMENT_KIND
         )
     except Exception:
         experiment = client.get_experiment_by_name(name)
