@@ -107,6 +107,7 @@ class DatasetSchema:
     max_pixels: PositiveInt
     image_size: PositiveInt
     seed: Seed
+    split_seed: Seed
     decode_workers: PositiveInt | None
     num_workers: Count | Literal["auto"]
     prefetch_factor: PositiveInt

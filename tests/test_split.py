@@ -61,3 +61,21 @@ def test_stratified_beats_random_on_rare_classes():
 def test_bad_fractions(fractions):
     with pytest.raises(ConfigError, match="dataset.split"):
         split_rows(_labels(), fractions, 0)
+
+
+def test_training_seeds_share_one_test_split_unless_split_seed_changes(compose_cfg, tmp_path):
+    """A seed sweep's runs are scored on one test set: `seed` shuffles and augments, only
+    `dataset.split_seed` chooses the parts."""
+    from taco.config import build
+    from tests.conftest import tiny_overrides
+
+    def parts(*overrides: str) -> dict:
+        dm = build(compose_cfg([*tiny_overrides(tmp_path), *overrides]).dataset)
+        dm.prepare_data()
+        dm.setup()
+        return dm.record()[1]
+
+    one, two, other = parts("seed=1"), parts("seed=2"), parts("dataset.split_seed=7")
+    assert one["test"] == two["test"] and one["train"] == two["train"]
+    assert (one["seed"], two["seed"]) == (1, 2) and one["split_seed"] == two["split_seed"] == 42
+    assert other["test"] != one["test"]

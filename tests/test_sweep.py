@@ -53,6 +53,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert "**" in macro.split("|")[3] + macro.split("|")[4]  # the better variant is marked
     csv = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
     assert csv[0].startswith("class,support,") and len(csv) == 1 + 28 + 2
+    assert all(row.split(",")[1].isdigit() for row in csv[1:29])  # one test set for all seeds
     assert (tmp_path / "cmp" / "f1_heatmap.png").stat().st_size > 10_000
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
     names = ("comparison.md", "comparison.csv", "f1_heatmap.png")

@@ -94,7 +94,7 @@ def stats(cfg: DictConfig, out_dir: Path) -> str:
     report = "\n".join(
         [
             f"# {cfg.dataset.name}: {len(used)} images, {len(labelset.class_names)} classes "
-            f"({datamodule.label_level}), split seed {cfg.seed}",
+            f"({datamodule.label_level}), split seed {datamodule.split_seed}",
             "",
             class_table(labelset.class_names, labelset.labels, parts),
             "",

@@ -49,6 +49,7 @@ class TacoDataModule:
         decode_workers: int | None = None,
         num_workers: int | str = "auto",
         prefetch_factor: int = 2,
+        split_seed: int | None = None,
     ) -> None:
         self.name = name
         self.root = Path(root)
@@ -67,7 +68,8 @@ class TacoDataModule:
         self.image_size = int(image_size)
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cache"
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
-        self.seed = int(seed)
+        self.seed = int(seed)  # shuffling and augmentation
+        self.split_seed = self.seed if split_seed is None else int(split_seed)  # the split
         self.decode_workers = decode_workers
         self.num_workers = num_workers  # augmentation processes (taco.data.augment_pool)
         self.prefetch_factor = int(prefetch_factor)
@@ -103,8 +105,8 @@ class TacoDataModule:
         return self.indexed
 
     def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        parts = split_rows(labels, self.fractions, self.seed)
-        _check_parts(labels, parts, self.load_labels().class_names, self.seed)
+        parts = split_rows(labels, self.fractions, self.split_seed)
+        _check_parts(labels, parts, self.load_labels().class_names, self.split_seed)
         return parts
 
     def check(self) -> None:
@@ -210,6 +212,7 @@ class TacoDataModule:
         }, {
             "dataset": self.name,
             "seed": self.seed,
+            "split_seed": self.split_seed,
             "fractions": self.fractions,
             "label_level": str(self.label_level),
             "class_names": labelset.class_names,
@@ -272,9 +275,9 @@ def _check_parts(
     lacking = [names[j] for j in np.flatnonzero((train == 0) & (elsewhere > 0))]
     if lacking:
         raise ConfigError(
-            f"dataset.split (seed {seed}) leaves class(es) {lacking} without a training "
-            "image: raise dataset.min_images to merge or drop rare classes, change "
-            "dataset.split, or use another seed"
+            f"dataset.split (dataset.split_seed={seed}) leaves class(es) {lacking} without a "
+            "training image: raise dataset.min_images to merge or drop rare classes, change "
+            "dataset.split, or use another dataset.split_seed"
         )
 
 
