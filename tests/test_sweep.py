@@ -38,6 +38,13 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 4
+    # names a person can tell apart: the study and its start; model-dataset and what varies
+    assert parent.info.run_name.startswith("sweep-train 20")
+    assert sorted(c.info.run_name for c in children) == [
+        f"cnn-synthetic-model.classifier.build.dense_units={units}-seed={seed}"
+        for units in (16, 8)
+        for seed in (1, 2)
+    ]
     assert all(c.info.status == "FINISHED" for c in children)
     assert "seed=1,2" in parent.data.tags["hydra_overrides"]
     assert parent.data.metrics["sweep/jobs_finished"] == 4

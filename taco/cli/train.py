@@ -66,13 +66,17 @@ def build_job(cfg: DictConfig) -> Job:
     """Build and check every part: a config mistake fails here, before any data work or run."""
     from taco.metrics import summary_names
     from taco.schema import check_config
+    from taco.tracking.sweep import job_run_name
     from taco.training import checkpoint
     from taco.training.hardware import prepare_job, use_backend
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
-    logger = build(cfg.logger)
+    name = cfg.logger.get("run_name")
+    logger = build(
+        cfg.logger, **({"run_name": job_run_name(name)} if in_multirun() and name else {})
+    )
     logger.check()  # the store: created once, or the server answers (seconds, not minutes)
     threads = threads_per_job()
     prepare_job(threads, job_number())

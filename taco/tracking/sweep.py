@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,33 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
         except Exception as exc:  # not a value the schema refuses: the job itself will say
             log.debug("sweep check skipped job #%d: %s", num, exc)
     return [list(job) for job in jobs]
+
+
+def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
+    """The override keys whose value differs between the sweep's jobs (the planned grid's), or
+    the sweeper's own parameters when it chooses values as it goes (Optuna)."""
+    if not planned:
+        return [str(k) for k in (config.hydra.sweeper.get("params") or {})]
+    values: dict[str, set[str]] = defaultdict(set)
+    for job in planned:
+        for override in job:
+            key, _, value = override.partition("=")
+            values[key.lstrip("+~")].add(value)
+    return [key for key, seen in values.items() if len(seen) > 1]
+
+
+def job_run_name(base: str) -> str:
+    """A sweep job's run name: `base` (model-dataset) and the overrides that tell it apart from
+    the other jobs, e.g. `cnn-synthetic-seed=2`; outside a sweep, `base` itself."""
+    hydra = hydra_runtime()
+    record = _parent_record(Path(str(hydra.sweep.dir))) if hydra is not None else None
+    if not record:
+        return base
+    varying = set(record.get("varying", [])) - {"model", "dataset"}  # already in `base`
+    own = [
+        o.lstrip("+") for o in hydra.overrides.task if o.partition("=")[0].lstrip("+~") in varying
+    ]
+    return "-".join([base, *own])
 
 
 def _parent_record(sweep_dir: Path) -> dict | None:
@@ -211,14 +239,23 @@ class MLflowSweepParent(Callback):
             **{str(k): str(v) for k, v in (config.get("tags") or {}).items()},
             **process_tags(),
         }
-        run_name = f"sweep-{config.get('task_name', 'train')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        study = config.hydra.runtime.choices.get("experiment")
+        study = study or f"sweep-{config.get('task_name', 'train')}"
+        run_name = f"{study} {time.strftime('%Y-%m-%d %H:%M:%S')}"  # the study and its start
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.started = time.time()
         os.environ[PARENT_ENV] = self.run_id
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / PARENT_FILE).write_text(
-            json.dumps({"run_id": self.run_id, "tracking_uri": uri, "experiment": name})
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "tracking_uri": uri,
+                    "experiment": name,
+                    "varying": varying_keys(config, self.planned),  # names the children
+                }
+            )
         )
         atexit.register(self._close, "KILLED")
         log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
