@@ -118,6 +118,19 @@ def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
         assert cfg.logger.experiment_name == "compare_models"
     assert sizes["vgg16"][0] == 32 and sizes["xception"][0] == 72 and sizes["cnn"][0] == 64
     assert all(w is None for _, _, w in sizes.values())
+    # a job logs its own settings as params, not the study's table of every model's
+    from taco.cli.train import log_config
+    from taco.config import resolved_config
+    from taco.tracking.mlflow_logger import NullLogger
+
+    class Params(NullLogger):
+        def log_params(self, params):
+            self.params = params
+
+    logger = Params()
+    log_config(logger, resolved_config(cfg), None)
+    assert str(logger.params["model.image_size"]) == str(cfg.model.image_size)  # its own
+    assert not any(k.startswith("study.") for k in logger.params)
 
 
 def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):

@@ -152,8 +152,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
 def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
     """Params and the resolved config (a resumed run keeps those it started with) and Hydra's
     own record of the job (`.hydra/`)."""
-    if not logger.resumed:
-        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path")}
+    if not logger.resumed:  # a study's per-model lookup tables are not this job's params
+        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path", "study")}
         logger.log_params(flatten(params))
         logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
     if out is not None and (out / ".hydra").is_dir():
