@@ -63,8 +63,15 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert all(row.split(",")[1].isdigit() for row in csv[1:29])  # one test set for all seeds
     assert (tmp_path / "cmp" / "f1_heatmap.png").stat().st_size > 10_000
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    names = ("comparison.md", "comparison.csv", "f1_heatmap.png")
+    names = ("comparison.md", "comparison.csv", "f1_heatmap.png", "table.json")
     assert logged == {f"comparison/{n}" for n in names}
+    # the table as MLflow shows it, and summary metrics per variant
+    table = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/comparison/table.json")
+    assert table["columns"][:2] == ["class", "support"] and len(table["data"]) == 28 + 2
+    assert all(row[1] is not None for row in table["data"][:28])  # classes have a support
+    assert [row[0] for row in table["data"][28:]] == ["macro F1", "micro F1"]
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    assert len([k for k in metrics if k.startswith("compare/f1_micro/")]) == 2
 
 
 @pytest.mark.backend

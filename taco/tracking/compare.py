@@ -102,6 +102,16 @@ class Comparison:
             out.append(",".join(_csv(c) for c in cells))
         return "\n".join(out) + "\n"
 
+    def table(self) -> dict[str, list]:
+        """The model x class table as columns, for `MlflowClient.log_table` (the UI shows it as
+        a table): class, support, then each variant's mean and std over seeds."""
+        columns: dict[str, list] = {"class": list(self.rows)}
+        columns["support"] = [self.support.get(row) for row in self.rows]
+        for v in self.variants:
+            columns[f"{v} mean"] = [_none(self.mean(row, v)) for row in self.rows]
+            columns[f"{v} std"] = [_none(self.std(row, v)) for row in self.rows]
+        return columns
+
     def heatmap(self) -> Any:
         import matplotlib
 
@@ -137,6 +147,10 @@ class Comparison:
 def _support(value: float) -> str:
     """Test images with the class; a mean over seeds (whose splits differ) keeps one decimal."""
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _none(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
 
 
 def _num(value: float) -> str:
@@ -250,13 +264,18 @@ def collect(client: Any, parent: Any) -> Comparison:
 
 # ---------------------------------------------------------------------- outputs
 def log_to_parent(client: Any, comparison: Comparison, folder: Path) -> None:
+    """The table (as files, and as an MLflow table the UI shows), the heatmap, and a few summary
+    metrics per model (`compare/<summary>/<model>`) on the sweep's parent run."""
+    run_id = comparison.parent.info.run_id
     for name in ("comparison.md", "comparison.csv", "f1_heatmap.png"):
-        client.log_artifact(comparison.parent.info.run_id, str(folder / name), "comparison")
+        client.log_artifact(run_id, str(folder / name), "comparison")
+    client.log_table(run_id, comparison.table(), "comparison/table.json")
     for variant in comparison.variants:
-        value = comparison.mean("macro F1", variant)
-        if not np.isnan(value):
-            key = f"compare/f1_macro/{sanitize(variant)}"
-            client.log_metric(comparison.parent.info.run_id, key, value)
+        for label, key in SUMMARY_ROWS:
+            value = comparison.mean(label, variant)
+            if not np.isnan(value):
+                name = key.removeprefix("test/")
+                client.log_metric(run_id, f"compare/{name}/{sanitize(variant)}", value)
 
 
 def write_outputs(comparison: Comparison, folder: Path) -> None:
