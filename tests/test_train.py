@@ -26,6 +26,8 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| class" in out.stdout and "macro F1" in out.stdout  # the per-class table
+    noise = ("absl::InitializeLog", "oneDNN custom operations", "cuInit", "cuda drivers")
+    assert not [n for n in noise if n in out.stderr]  # TensorFlow's start-up lines, filtered
 
     client, runs = _runs(mlflow_uri)
     assert len(runs) == 1

@@ -68,11 +68,12 @@ def build_job(cfg: DictConfig) -> Job:
     from taco.schema import check_config
     from taco.tracking.sweep import job_run_name
     from taco.training import checkpoint
-    from taco.training.hardware import prepare_job, use_backend
+    from taco.training.hardware import import_keras, prepare_job, use_backend
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
+    import_keras()  # its backend's start-up noise filtered
     name = cfg.logger.get("run_name")
     logger = build(
         cfg.logger, **({"run_name": job_run_name(name)} if in_multirun() and name else {})

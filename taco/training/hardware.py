@@ -60,6 +60,52 @@ def use_backend(name: str) -> None:
     os.environ["KERAS_BACKEND"] = name
 
 
+# what TensorFlow's C++ side prints at start-up on every machine, before its log level applies
+NATIVE_NOISE = (
+    "All log messages before absl::InitializeLog",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Unable to register cu",
+    "TF-TRT Warning",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions",
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Hide the start-up lines TensorFlow's C++ code writes straight to stderr (file descriptor
+    2, beyond Python's reach) in the code inside; every other line is passed on. Set
+    TACO_NATIVE_LOGS=1 to see them all."""
+    if os.environ.get("TACO_NATIVE_LOGS") == "1":
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not any(n in line for n in NATIVE_NOISE)]
+            sys.stderr.write("".join(kept))
+
+
+def import_keras() -> None:
+    """Import Keras (and its backend) once, its start-up noise filtered."""
+    if "keras" not in sys.modules:
+        with native_noise_filtered():
+            import keras  # noqa: F401
+
+
 def backend() -> str:
     """The Keras backend this process runs (or will run) on, without importing Keras."""
     if "keras" in sys.modules:
@@ -144,7 +190,8 @@ class Hardware:
     def _tensorflow_devices(self) -> list:
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
+        with native_noise_filtered():  # CUDA's "failed call to cuInit" on a machine without
+            gpus = tf.config.list_physical_devices("GPU")
         kind = self._kind(bool(gpus))
         try:
             if kind == "cpu":
