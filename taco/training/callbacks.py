@@ -316,7 +316,10 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
         m = trainer.callback_metrics
-        parts = [f"epoch {epoch + 1}/{trainer.epochs}", f"loss {m['train/loss']:.4f}"]
+        single = classifier is not None and classifier.single_pass
+        parts = ["fitted in one pass" if single else f"epoch {epoch + 1}/{trainer.epochs}"]
+        if not math.isnan(m["train/loss"]):  # a forest has no loss to report
+            parts.append(f"loss {m['train/loss']:.4f}")
         if "val/f1_macro" in m:
             parts += [
                 f"val_loss {m['val/loss']:.4f}",

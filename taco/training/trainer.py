@@ -149,6 +149,12 @@ class Trainer:
         self.classifier, self.datamodule = classifier, datamodule
         self._setup_data(datamodule)
         self._setup_model(classifier, datamodule)
+        if classifier.single_pass and self.max_epochs > 1:
+            log.info(
+                "trainer.max_epochs=%d does not apply: %s fits in one pass",
+                self.max_epochs,
+                type(classifier).__name__,
+            )
         train, val = self.batches(datamodule, "train"), self.batches(datamodule, "val")
         self.num_training_batches = len(train)
         start = self.checkpoints.restore(classifier, Path(ckpt_path)) if ckpt_path else 0
