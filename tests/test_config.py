@@ -66,3 +66,27 @@ def test_cfg_job_answers_quickly():
 def test_conf_groups_exist():
     for group in ("dataset", "augmentation", "model", "trainer", "logger"):
         assert any((CONF_DIR / group).glob("*.yaml")), group
+
+
+@pytest.mark.parametrize(
+    "command, says, not_listed",
+    [
+        ("taco-train", ["train one model", "Examples:", "hparams_search: optuna"], []),
+        ("taco-stats", ["without training", "Examples:"], ["hparams_search: optuna"]),
+        ("taco-eval", ["run_id=<MLflow run id>", "Examples:"], ["debug: fdr, limit"]),
+        ("taco-download", ["(default: 8)", "(default: <repo>/data/taco)"], []),
+        ("taco-compare", ["outputs/compare/<date>/<time>"], []),
+        ("taco-predict", ["$MLFLOW_TRACKING_URI or <repo>/mlflow.db"], []),
+    ],
+)
+def test_help_describes_each_command(command, says, not_listed):
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), command)
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert all(" ".join(s.split()) in text for s in says), out.stdout[:2000]
+    assert not [n for n in not_listed if n in out.stdout]

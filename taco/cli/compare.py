@@ -7,13 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from taco.config import default_tracking_uri
+from taco.config import default_tracking_uri, project_root
 from taco.errors import DataError, cli_errors
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="taco-compare", description="Model x class table of test F1 for a sweep."
+        prog="taco-compare",
+        description="Model x class table of test F1 for a sweep.",
     )
     parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--experiment", help="MLflow experiment name to take the latest sweep from")
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db)"
     )
     parser.add_argument(
-        "--out", type=Path, help="folder for comparison.md/.csv and f1_heatmap.png (default: tmp)"
+        "--out",
+        type=Path,
+        help="folder for comparison.md/.csv and f1_heatmap.png "
+        "(default: <repo>/outputs/compare/<date>/<time>)",
     )
     parser.add_argument(
         "--report",
@@ -41,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
 
 
-def compare(args: argparse.Namespace) -> int:
-    import tempfile
+def default_out() -> Path:
+    """Where a comparison goes unless told: beside the training runs, as Hydra dates them."""
+    import time
 
+    return project_root() / "outputs" / "compare" / time.strftime("%Y-%m-%d/%H-%M-%S")
+
+
+def compare(args: argparse.Namespace) -> int:
     import mlflow
 
     from taco.tracking.compare import (
@@ -73,7 +82,7 @@ def compare(args: argparse.Namespace) -> int:
             "FAILED with `taco-compare --close-stale`",
             file=sys.stderr,
         )
-    folder = args.report or args.out or Path(tempfile.mkdtemp(prefix="taco-compare-"))
+    folder = args.report or args.out or default_out()
     write_outputs(comparison, folder)
     if args.report:
         study = args.report.resolve().name

@@ -20,16 +20,32 @@ from taco.errors import cli_errors
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="taco-download", description="Download TACO (annotations and images)."
+        prog="taco-download",
+        description="Download TACO (annotations and images).",
     )
     parser.add_argument("--root", default=None, help="data folder (default: <repo>/data/taco)")
     parser.add_argument("--unofficial", action="store_true", help="the crowd-annotated set")
     parser.add_argument("--annotations-url", default=None, help="another annotation file URL")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--refresh-annotations", action="store_true")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="parallel downloads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries per file after a failed attempt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only the first N images (default: all)"
+    )
+    parser.add_argument(
+        "--refresh-annotations",
+        action="store_true",
+        help="download annotations.json again even when present",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = Path(args.root) if args.root else project_root() / "data" / "taco"

@@ -36,7 +36,11 @@ def predict_folder(model: LoadedModel, folder: Path) -> tuple[list[Path], np.nda
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="taco-predict", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="taco-predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="MLflow run whose model/ artifact to use")
     source.add_argument("--model-dir", help="a downloaded model/ folder")
