@@ -50,7 +50,9 @@ def cooccurrence(labels: np.ndarray) -> np.ndarray:
 
 
 def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
-    """Heatmap of P(column class | row class): how often a row class comes with another."""
+    """Heatmap of P(column class | row class): how often a row class comes with another. The
+    diagonal (always 1) is masked, so the scale is the co-occurrences'; each row's label gives
+    the class's image count instead."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,13 +61,15 @@ def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
     diag = np.diag(counts).astype(float)
     share = np.divide(counts, diag[:, None], out=np.zeros(counts.shape), where=diag[:, None] > 0)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(0.32 * n + 3, 0.32 * n + 2))
-    image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1)
+    off_diagonal = np.ma.masked_array(share, mask=np.eye(n, dtype=bool))
+    top = float(off_diagonal.max()) if off_diagonal.count() else 1.0
+    fig, ax = plt.subplots(figsize=(0.32 * n + 3, 0.32 * n + 2), layout="constrained")
+    image = ax.imshow(off_diagonal, cmap="viridis", vmin=0, vmax=max(top, 1e-6))
     ax.set_xticks(range(n), class_names, rotation=90, fontsize=6)
-    ax.set_yticks(range(n), class_names, fontsize=6)
-    ax.set_title(title, fontsize=9)
+    rows = [f"{name} ({int(count)})" for name, count in zip(class_names, diag, strict=True)]
+    ax.set_yticks(range(n), rows, fontsize=6)
+    ax.set_title(f"{title} (diagonal masked; images per class in brackets)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04, label="P(column | row)")
-    fig.tight_layout()
     return fig
 
 

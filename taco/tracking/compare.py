@@ -121,7 +121,8 @@ class Comparison:
         rows = self.rows
         data = np.array([[self.mean(r, v) for v in self.variants] for r in rows])
         height = 0.32 * len(rows) + 1.6
-        fig, ax = plt.subplots(figsize=(1.6 * len(self.variants) + 4, height))
+        figsize = (1.6 * len(self.variants) + 4, height)
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")  # labels inside the canvas
         shown = np.ma.masked_invalid(data)
         image = ax.imshow(shown, cmap="viridis", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(self.variants)), self.variants, rotation=30, ha="right")
@@ -136,11 +137,12 @@ class Comparison:
                 text = f"{data[i, j]:.2f}" + ("*" if v in best else "")
                 color = "black" if data[i, j] > 0.6 else "white"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7)
-        ax.axhline(len(self.classes) - 0.5, color="white", linewidth=2)
+        ax.axhline(len(self.classes) - 0.5, color="white", linewidth=6)  # summary rows apart
+        for tick in ax.get_yticklabels()[len(self.classes) :]:
+            tick.set_fontweight("bold")
         fig.colorbar(image, ax=ax, label="test F1")
         seeds = f", mean of {self.seeds()} seeds" if self.seeds() > 1 else ""
         ax.set_title(f"test F1 by class (support in brackets; * best){seeds}")
-        fig.tight_layout()
         return fig
 
 
