@@ -6,23 +6,43 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-ray train compare report download stats bench bench-models bench-trainer \
+.PHONY: setup setup-optuna setup-slurm setup-ray lock train compare report download stats bench bench-models bench-trainer \
 	bench-store bench-gpu test test-all test-faults lint format ui clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# every version pinned by constraints.txt (what CI tested); `make lock` refreshes it
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "taco needs Python >= 3.11; set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# opt-in launchers and sweepers: hparams_search=optuna, hydra/launcher=submitit_*, ray
+setup-optuna setup-slurm: setup-%: $(VENV)/.installed-%
+
+$(VENV)/.installed-optuna $(VENV)/.installed-slurm: $(VENV)/.installed-%: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,$*]'
+	touch $@
 
 setup-ray: $(VENV)/.installed-ray
 
+# not under constraints.txt: the Ray launcher pins cloudpickle < 3
 $(VENV)/.installed-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $@
+
+# constraints.txt from a new venv with every extra but ray (which pins cloudpickle < 3)
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,optuna,slurm]'
+	( echo "# Versions \`make setup\` installs (pip constraints): every machine gets what CI tested."; \
+	  echo "# Refresh with \`make lock\` after changing pyproject.toml's dependencies."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' \
+	) > constraints.txt
+	rm -rf .venv-lock
 
 train: setup
 	$(BIN)/taco-train $(ARGS)
@@ -68,7 +88,7 @@ test: setup
 test-faults: setup
 	$(BIN)/python -m pytest tests/faults $(ARGS)
 
-test-all: setup-ray
+test-all: setup-optuna setup-slurm setup-ray
 	$(BIN)/python -m pytest -m '' $(ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 

@@ -90,3 +90,15 @@ def test_help_describes_each_command(command, says, not_listed):
     text = " ".join(out.stdout.split())  # argparse wraps lines
     assert all(" ".join(s.split()) in text for s in says), out.stdout[:2000]
     assert not [n for n in not_listed if n in out.stdout]
+
+
+def test_setup_installs_the_locked_versions():
+    """`make setup` installs under constraints.txt: the versions CI tested, on every machine."""
+    from importlib.metadata import version
+
+    from taco.config import project_root
+
+    lines = (project_root() / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+    for name in ("keras", "tensorflow", "jax", "mlflow", "numpy", "hydra-core", "scikit-learn"):
+        assert version(name) == pins[name], name
