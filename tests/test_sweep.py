@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -66,7 +67,8 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     names = ("comparison.md", "comparison.csv", "f1_heatmap.png", "table.json")
     assert logged == {f"comparison/{n}" for n in names}
     # the table as MLflow shows it, and summary metrics per variant
-    table = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/comparison/table.json")
+    path = client.download_artifacts(parent.info.run_id, "comparison/table.json", str(tmp_path))
+    table = json.loads(Path(path).read_text())
     assert table["columns"][:2] == ["class", "support"] and len(table["data"]) == 28 + 2
     assert all(row[1] is not None for row in table["data"][:28])  # classes have a support
     assert [row[0] for row in table["data"][28:]] == ["macro F1", "micro F1"]
