@@ -41,11 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="only the first N images (default: all)"
     )
-    parser.add_argument(
-        "--refresh-annotations",
-        action="store_true",
-        help="download annotations.json again even when present",
-    )
+    parser.add_argument("--refresh-annotations", action="store_true", help="fetch the labels anew")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = Path(args.root) if args.root else project_root() / "data" / "taco"

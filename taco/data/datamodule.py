@@ -59,19 +59,17 @@ class TacoDataModule:
         self.rare = rare
         self.fractions = dict(split or {"train": 0.7, "val": 0.15, "test": 0.15})
         self.batch_size = int(batch_size)
-        self.resize = resize
-        self.on_bad_image = on_bad_image
+        self.resize, self.on_bad_image = resize, on_bad_image
         self.unlabeled = unlabeled  # images without annotations: keep (all-negative) | drop
         self.max_pixels = max_pixels
-        self.generator = generator
-        self.missing_hint = missing_hint
+        self.generator, self.missing_hint = generator, missing_hint
         self.image_size = int(image_size)
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cache"
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)  # shuffling and augmentation
         self.split_seed = self.seed if split_seed is None else int(split_seed)  # the split
-        self.decode_workers = decode_workers
-        self.num_workers = num_workers  # augmentation processes (taco.data.augment_pool)
+        # processes that decode the images, and that augment batches (taco.data.augment_pool)
+        self.decode_workers, self.num_workers = decode_workers, num_workers
         self.prefetch_factor = int(prefetch_factor)
         self.indexed: LabelSet | None = None  # labels, before any image is decoded
         self.labelset: LabelSet | None = None
