@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import taco  # noqa: F401  (offline-friendly environment defaults)
-from taco.data.augment_pool import usable_cores
+from taco.config import usable_cores
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

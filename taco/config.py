@@ -96,6 +96,14 @@ def job_overrides() -> str | None:
     return " ".join(hydra.overrides.task) if hydra is not None else None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def threads_per_job() -> int | None:
     """CPU threads for one job when a joblib sweep runs several side by side, else None."""
     hydra = hydra_runtime()
@@ -105,8 +113,6 @@ def threads_per_job() -> int | None:
     n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
     if not n_jobs:
         return None
-    from taco.data.augment_pool import usable_cores
-
     cpus = usable_cores()
     n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
     return max(1, cpus // max(n_jobs, 1))

@@ -75,12 +75,9 @@ def build_job(cfg: DictConfig) -> Job:
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
     import_keras()  # its backend's start-up noise filtered
     name = cfg.logger.get("run_name")
-    logger = build(
-        cfg.logger, **({"run_name": job_run_name(name)} if in_multirun() and name else {})
-    )
+    logger = build(cfg.logger, **({"run_name": job_run_name(name)} if name else {}))
     logger.check()  # the store: created once, or the server answers (seconds, not minutes)
-    threads = threads_per_job()
-    prepare_job(threads, job_number())
+    prepare_job(threads_per_job(), job_number())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
@@ -91,9 +88,7 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.connect(classifier)
     trainer.configure_hardware()  # devices first: an impossible choice fails before data work
     trainer.fingerprint = checkpoint.fingerprint(resolved)
-    shared = threads and cfg.dataset.get("num_workers") == "auto"  # jobs side by side
-    dataset = build(cfg.dataset, **({"num_workers": threads} if shared else {}))
-    job = Job(dataset, classifier, trainer, logger, run_tags(cfg), resolved)
+    job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
     job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):
         resume_target(job, cfg)

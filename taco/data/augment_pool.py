@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import signal
 import sys
@@ -58,14 +57,6 @@ def augment_into(augment: Callable[..., dict], images: np.ndarray, seed: int, ou
                 "the image size (e.g. RandomResizedCrop size = model.image_size)"
             )
         out[i] = result
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class AugmentPool:

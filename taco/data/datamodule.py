@@ -280,7 +280,10 @@ def _check_parts(
 
 
 def augment_workers(num_workers: int | str) -> int:
-    """`dataset.num_workers`: a count, or `auto`: one augmentation process per usable core."""
-    from taco.data.augment_pool import usable_cores
+    """`dataset.num_workers`: a count, or `auto`: one augmentation process per usable core, or
+    per core of this job's share when a joblib sweep runs jobs side by side."""
+    from taco.config import threads_per_job, usable_cores
 
-    return usable_cores() if num_workers == "auto" else int(num_workers)
+    if num_workers != "auto":
+        return int(num_workers)
+    return threads_per_job() or usable_cores()

@@ -140,8 +140,9 @@ class CachedBatches(keras.utils.PyDataset):
         """The `count` batch keys from this epoch's batch `start` on, running on into the next
         epoch (whose order and augmentation are as fixed as this one's)."""
         n = self.num_batches
-        keys = [(self.epoch + (start + i) // n, (start + i) % n) for i in range(count)]
-        return keys if n else []
+        if not n:
+            return []
+        return [(self.epoch + (start + i) // n, (start + i) % n) for i in range(count)]
 
     def _prefetch(self, start: int) -> None:
         """Hand the workers the batches after `start`, as far as the ring has free slots."""

@@ -70,7 +70,9 @@ class ProcessPerJobLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def workers(self) -> int:
-        cpus = os.cpu_count() or 1
+        from taco.config import usable_cores
+
+        cpus = usable_cores()
         return cpus if self.n_jobs < 0 else max(1, min(self.n_jobs, cpus))
 
     def launch(

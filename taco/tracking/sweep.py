@@ -116,7 +116,9 @@ def job_run_name(base: str) -> str:
     """A sweep job's run name: `base` (model-dataset) and the overrides that tell it apart from
     the other jobs, e.g. `cnn-synthetic-seed=2`; outside a sweep, `base` itself."""
     hydra = hydra_runtime()
-    record = _parent_record(Path(str(hydra.sweep.dir))) if hydra is not None else None
+    if hydra is None or not in_multirun():
+        return base
+    record = _parent_record(Path(str(hydra.sweep.dir)))
     if not record:
         return base
     varying = set(record.get("varying", [])) - {"model", "dataset"}  # already in `base`
