@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray lock train compare report download stats bench bench-models bench-trainer \
-	bench-store bench-gpu test test-all test-faults lint format ui clean
+	bench-store bench-gpu test test-all test-faults lint format ui serve clean
 
 setup: $(STAMP)
 
@@ -100,8 +100,18 @@ format: setup
 	$(BIN)/ruff format taco tests benchmarks
 	$(BIN)/ruff check --fix taco tests benchmarks
 
+TRACKING_URI = $$($(BIN)/python -c 'from taco.config import default_tracking_uri as u; print(u())')
+MODEL ?=
+PORT  ?= 5001
+
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from taco.config import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+# a logged or registered model behind MLflow's scoring server (POST /invocations), this venv's env
+serve: setup
+	@test -n "$(MODEL)" || { echo "make serve MODEL=models:/NAME/VERSION (or runs:/RUN_ID/model)"; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" \
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -52,10 +52,18 @@ def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri)
     assert any(k.startswith("test/f1/") for k in toy[0].data.metrics)
     assert toy[0].data.metrics["epochs_trained"] == 1  # single pass
 
-    table = _cli("taco-compare", "--out", str(tmp_path / "cmp"), env=env).stdout
-    header = next(line for line in table.splitlines() if line.startswith("| class"))
+    out = _cli("taco-compare", "--out", str(tmp_path / "cmp"), "--register", "litter", env=env)
+    header = next(line for line in out.stdout.splitlines() if line.startswith("| class"))
     assert "pooled_logistic" in header and "cnn" in header
 
+    # the sweep's best model, registered: version 1 of `litter`, from the best job's run
+    registry = mlflow.MlflowClient(mlflow_uri, registry_uri=mlflow_uri)
+    (version,) = registry.search_model_versions("name = 'litter'")
+    best = max(runs, key=lambda r: r.data.metrics.get("test/f1_macro", -1))
+    assert int(version.version) == 1 and version.run_id == best.info.run_id
+    assert "registered models:/litter/1" in out.stdout
+
     images = tmp_path / "data" / "synthetic" / "batch_1"
-    labelled = _cli("taco-predict", "--run-id", toy[0].info.run_id, str(images), env=env).stdout
-    assert len(labelled.strip().splitlines()) == 48
+    for model in ("models:/litter/1", toy[0].info.run_id):
+        labelled = _cli("taco-predict", "--model", model, str(images), env=env).stdout
+        assert len(labelled.strip().splitlines()) == 48

@@ -1,5 +1,7 @@
 """Every model family through the same Trainer, metrics and MLflow logging, on tiny images."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -57,12 +59,31 @@ def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlfl
     assert any(k.startswith("test/f1/") for k in run.data.metrics)
     history = [m.step for m in client.get_metric_history(run.info.run_id, "val/f1_macro")]
     assert history == ([1] if family.endswith("_rf") else [1, 2])  # one axis over both stages
-    files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/taco_model.json" in files
-    assert ("model/forest" in files) if family.endswith("_rf") else ("model/model.keras" in files)
+    _check_pyfunc(run.info.run_id, family)
     if family.endswith("_rf"):  # a single pass, reported as one, without a loss it has not
         assert "trainer.max_epochs=2 does not apply" in caplog.text
         assert "fitted in one pass" in caplog.text and "loss nan" not in caplog.text
+
+
+def _check_pyfunc(run_id: str, family: str) -> None:
+    """The run's model, as MLflow loads it: a pyfunc whose answer is labels, scores, decisions."""
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert model.metadata.metadata["taco"]["model"] == family
+    (spec,) = model.metadata.get_input_schema().inputs
+    size = int(next(o for o in FAMILIES[family] if o.startswith("model.image_size=")).split("=")[1])
+    assert spec.type == np.dtype(np.uint8) and spec.shape == (-1, size, size, 3)
+    example = model.input_example
+    assert example.shape == (1, size, size, 3) and example.dtype == np.uint8
+    images = np.concatenate([example, np.zeros_like(example), np.full_like(example, 255)])
+    frame = model.predict(images)
+    assert len(frame) == 3 and frame.columns[0] == "labels"
+    scores = frame.filter(like="score/").to_numpy()
+    assert scores.shape[1] == (frame.shape[1] - 1) // 2 and ((0 <= scores) & (scores <= 1)).all()
+    assert list(frame.columns) == [c.name for c in model.metadata.get_output_schema().inputs]
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+    files = {f.name for f in folder.rglob("*")}
+    assert {"MLmodel", "taco_model.json"} <= files
+    assert ("forest" in files) if family.endswith("_rf") else ("model.keras" in files)
 
 
 def _fitted(compose_cfg, tmp_path, extra):

@@ -104,3 +104,23 @@ def test_an_interrupt_that_lands_in_a_finalizer_is_not_lost():
     assert caught.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is previous
     signal.signal(signal.SIGINT, signal.default_int_handler)  # interrupt_once ignored it
+
+
+def test_a_model_is_found_by_the_first_characters_of_its_run_id(mlflow_uri):
+    from taco.errors import TacoError
+    from taco.tracking.logged_model import model_uri
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("refs")
+    ids = [client.create_run(experiment).info.run_id for _ in range(40)]
+    unique = next(i for i in ids if sum(j.startswith(i[:3]) for j in ids) == 1)
+    assert model_uri(unique[:3], client) == f"runs:/{unique}/model"
+    assert model_uri(unique[:3].upper(), client) == f"runs:/{unique}/model"
+    assert model_uri("models:/litter/2", client) == "models:/litter/2"  # resolved when fetched
+    shared = next(i[:1] for i in ids if sum(j.startswith(i[:1]) for j in ids) > 1)
+    with pytest.raises(TacoError, match="starts several run ids"):
+        model_uri(shared, client)
+    with pytest.raises(TacoError, match="no run id starts with"):
+        model_uri("zzzz", client)
+    with pytest.raises(TacoError, match="not a model reference"):
+        model_uri("a1; drop", client)

@@ -1,5 +1,6 @@
 """End to end: the real CLI, a real Hydra run, a real Keras model, a real MLflow store."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -57,15 +58,19 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     assert sorted(ids) == list(range(48))
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
-    # the logged model labels a folder of images
+    # the logged model labels a folder of images, found by the first characters of its run id
     predict = os.path.join(os.path.dirname(sys.executable), "taco-predict")
     images = tmp_path / "data" / "synthetic" / "batch_1"
-    cmd = [predict, "--run-id", run.info.run_id, str(images), "--output", str(tmp_path / "p.csv")]
+    short = run.info.run_id[:8]
+    cmd = [predict, "--model", short, str(images), "--output", str(tmp_path / "p.csv")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(out.stdout.strip().splitlines()) == 48
-    header = (tmp_path / "p.csv").read_text().splitlines()[0]
-    assert header.startswith("file,Aluminium foil,Battery")
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 48 and list(rows[0])[:3] == ["file", "labels", "score/Aluminium foil"]
+    for row in rows:  # the decisions beside the scores, as the printed labels say
+        decided = [k[len("decision/") :] for k, v in row.items() if k.startswith("decision/")]
+        assert row["labels"] == "; ".join(c for c in decided if row[f"decision/{c}"] == "True")
 
     # taco-eval: the same model, split and thresholds reproduce the test scores in a new run
     from hydra import compose, initialize_config_dir
@@ -85,7 +90,7 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     assert evaluation[0].data.metrics["test/f1_macro"] == pytest.approx(m["test/f1_macro"])
 
     # a downloaded model folder: model_dir, and its deprecated name ckpt_path (still accepted)
-    folder = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
+    folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")
     for key in ("model_dir", "ckpt_path"):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
     parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best job's model (test macro F1) as a new version of NAME in the "
+        "Model Registry",
+    )
+    parser.add_argument(
         "--close-stale",
         action="store_true",
         help="close FAILED every RUNNING run whose process on this host is gone, then exit",
@@ -97,6 +103,15 @@ def compare(args: argparse.Namespace) -> int:
     )
     print(comparison.markdown())
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
+    if args.register:
+        from taco.tracking.logged_model import register_best
+
+        registry = mlflow.MlflowClient(uri, registry_uri=uri)
+        version = register_best(registry, comparison, args.register)
+        print(
+            f"registered models:/{version.name}/{version.version} ({version.description}); "
+            f"label images with: taco-predict --model models:/{version.name}/{version.version} DIR"
+        )
     return 0
 
 

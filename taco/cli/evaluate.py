@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, build, resolved_config
+from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
 from taco.errors import ConfigError, cli_errors, interrupts
 
 log = logging.getLogger("taco.eval")
@@ -32,7 +32,7 @@ def model_dir(cfg: DictConfig) -> str | None:
 def evaluate_model(cfg: DictConfig) -> float:
     """Returns the test macro F1; logs per-class test metrics to a new run."""
     from taco.metrics import evaluate
-    from taco.models.registry import load_model, load_run_model
+    from taco.models.registry import load_model
     from taco.schema import check_config
     from taco.training.hardware import use_backend
 
@@ -43,7 +43,9 @@ def evaluate_model(cfg: DictConfig) -> float:
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")
     logger = build(cfg.logger)
     if cfg.run_id:
-        model = load_run_model(str(cfg.run_id), logger.tracking_uri)
+        from taco.tracking.logged_model import load_logged_model
+
+        model = load_logged_model(str(cfg.run_id), logger.tracking_uri or default_tracking_uri())
     else:
         model = load_model(Path(folder))
     datamodule = build(

@@ -1,4 +1,10 @@
-"""`taco-predict`: label a folder of images with a model logged by a training run."""
+"""`taco-predict`: label a folder of images with a model logged by a training run.
+
+examples:
+  taco-predict --model 3f2a9c images/                 a run id, or its first characters
+  taco-predict --model models:/litter/2 images/       a registered model's version
+  taco-predict --model-dir downloads/model images/ --output labels.csv
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ import numpy as np
 
 from taco.config import default_tracking_uri
 from taco.errors import TacoError, cli_errors
-from taco.models.registry import LoadedModel, load_model, load_run_model
+from taco.models.registry import LoadedModel, load_model
+from taco.training.hardware import native_noise_filtered
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -42,31 +49,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-id", help="MLflow run whose model/ artifact to use")
+    source.add_argument(
+        "--model",
+        help="models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model, a run id or its first "
+        "characters",
+    )
+    source.add_argument("--run-id", help="a training run whose model to use (same as --model)")
     source.add_argument("--model-dir", help="a downloaded model/ folder")
     parser.add_argument("images", help="folder of images to label")
     parser.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db"
     )
-    parser.add_argument("--output", default=None, help="CSV with every class score")
+    parser.add_argument(
+        "--output", default=None, help="CSV: the labels, then every class's score and decision"
+    )
     args = parser.parse_args(argv)
-    with cli_errors("taco-predict"):
-        if args.run_id:
-            model = load_run_model(args.run_id, args.tracking_uri or default_tracking_uri())
-        else:
+    with cli_errors("taco-predict"), native_noise_filtered():  # TensorFlow's start-up lines
+        if args.model_dir:
             model = load_model(args.model_dir)
+        else:
+            from taco.tracking.logged_model import load_logged_model
+
+            reference = args.model or args.run_id
+            model = load_logged_model(reference, args.tracking_uri or default_tracking_uri())
         paths, scores = predict_folder(model, Path(args.images))
-    predicted = scores >= model.thresholds
-    for path, row in zip(paths, predicted, strict=True):
-        labels = [n for n, on in zip(model.class_names, row, strict=True) if on]
-        print(f"{path}\t{'; '.join(labels) or '-'}")
+    columns = model.columns(scores)
+    for path, labels in zip(paths, columns["labels"], strict=True):
+        print(f"{path}\t{labels or '-'}")
     if args.output:
-        with open(args.output, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", *model.class_names])
-            for path, row in zip(paths, scores, strict=True):
-                writer.writerow([str(path), *(f"{v:.6f}" for v in row)])
+        write_csv(Path(args.output), paths, columns)
     return 0
+
+
+def write_csv(path: Path, files: list[Path], columns: dict[str, list]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", *columns])
+        for i, file in enumerate(files):
+            row = [values[i] for values in columns.values()]
+            writer.writerow([str(file), *(f"{v:.6f}" if isinstance(v, float) else v for v in row)])
 
 
 if __name__ == "__main__":

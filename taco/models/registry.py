@@ -47,6 +47,19 @@ class LoadedModel:
     def resize(self) -> str:
         return self.info.get("resize", "squash")
 
+    def columns(self, scores: np.ndarray) -> dict[str, list]:
+        """`labels` (the decided class names), then `score/<class>` and `decision/<class>`."""
+        decided = scores >= self.thresholds
+        names = self.class_names
+        columns: dict[str, list] = {
+            "labels": [
+                "; ".join(n for n, on in zip(names, row, strict=True) if on) for row in decided
+            ]
+        }
+        columns |= {f"score/{n}": scores[:, i].tolist() for i, n in enumerate(names)}
+        columns |= {f"decision/{n}": decided[:, i].tolist() for i, n in enumerate(names)}
+        return columns
+
 
 def write_info(folder: Path, classifier: Any, meta: Mapping[str, Any]) -> Path:
     """`taco_model.json`: the classifier's kind and loader, then `meta` (class names, ...)."""
@@ -57,8 +70,11 @@ def write_info(folder: Path, classifier: Any, meta: Mapping[str, Any]) -> Path:
 
 
 def load_model(folder: str | Path) -> LoadedModel:
-    """A model folder as written by a classifier's `save` (the run's `model/` artifact)."""
+    """A model folder as written by a classifier's `save`, or a run's logged model around it."""
     folder = Path(folder)
+    inner = sorted(folder.glob(f"artifacts/*/{INFO_NAME}"))  # a logged (MLflow pyfunc) model
+    if len(inner) == 1 and not (folder / INFO_NAME).is_file():
+        folder = inner[0].parent
     info_path = folder / INFO_NAME
     if not info_path.is_file():
         raise TacoError(f"{folder} holds no taco model ({INFO_NAME} is missing)")
@@ -72,16 +88,3 @@ def load_model(folder: str | Path) -> LoadedModel:
     except (ImportError, AttributeError) as exc:
         raise TacoError(f"{info_path}: cannot import its loader {loader} ({exc})") from None
     return LoadedModel(info, cls.load_predictor(folder, info))
-
-
-def load_run_model(run_id: str, tracking_uri: str | None = None) -> LoadedModel:
-    """The `model/` artifact of an MLflow run."""
-    import mlflow
-
-    try:
-        folder = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="model", tracking_uri=tracking_uri
-        )
-    except Exception as exc:
-        raise TacoError(f"cannot fetch the model of run {run_id}: {exc}") from None
-    return load_model(folder)

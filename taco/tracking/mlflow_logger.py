@@ -255,6 +255,15 @@ class MLflowLogger(NullLogger):
 
         mlflow.log_artifacts(str(folder), name)
 
+    @_uninterrupted
+    def log_model(self, folder: Path, example: Any) -> None:
+        from taco.models.registry import INFO_NAME
+        from taco.tracking.logged_model import log_pyfunc
+
+        info = json.loads((Path(folder) / INFO_NAME).read_text())
+        uri = log_pyfunc(Path(folder), example, info)
+        log.info("model logged: runs:/%s/model (%s)", self.run_id, uri)
+
 
 def _param(value: Any) -> str:
     text = json.dumps(value, default=_jsonable) if isinstance(value, list | dict) else str(value)

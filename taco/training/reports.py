@@ -77,8 +77,9 @@ class PerClassReport(Callback):
 
 
 class LogModel(Callback):
-    """The trained model as the run's `model/` artifact, with what predicting needs: class
-    names, thresholds, image size (read back by `taco.models.registry.load_model`)."""
+    """The trained model as the run's logged model `model`: an MLflow pyfunc with signature and
+    input example around the saved folder, which holds what predicting needs (class names,
+    thresholds, image size; read back by `taco.models.registry.load_model`)."""
 
     def __init__(self, model: str = "", dataset: str = "") -> None:
         self.model, self.dataset = model, dataset
@@ -97,7 +98,7 @@ class LogModel(Callback):
         }
         with trainer.profiler.section("log_model"), tempfile.TemporaryDirectory() as tmp:
             folder = classifier.save(Path(tmp) / "model", meta)
-            trainer.logger.log_artifacts(folder, "model")
+            trainer.logger.log_model(folder, datamodule.sample("test", 1))
 
 
 class ProfileReport(Callback):

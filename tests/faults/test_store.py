@@ -142,4 +142,7 @@ def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, m
     assert "JoblibLauncher" in parent.data.tags["launcher"]  # hydra/launcher=joblib, 2 at a time
     assert sorted(int(c.data.tags["sweep_job"]) for c in children) == [0, 1, 2]
     assert all(c.info.status == "FINISHED" and "test/f1_macro" in c.data.metrics for c in children)
-    assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"model", "config"}
+    assert "config" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    assert len(children[0].outputs.model_outputs) == 1  # the logged model, through the server
+    model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
+    assert model.metadata.metadata["taco"]["model"] == "cnn"

@@ -1,0 +1,166 @@
+"""A run's model as MLflow knows models: a pyfunc with a signature, found by any MLflow reference.
+
+`log_pyfunc` logs a saved taco model folder (a classifier's `save`) as the run's logged model
+`model`: MLflow's pyfunc format around the folder (the forest's `forest/` inside it is MLflow's
+scikit-learn format), with an explicit signature (uint8 images in; the label decisions and each
+class's score out) and one image as input example. So `mlflow.pyfunc.load_model`, the Model
+Registry and `mlflow models serve` take it, and `taco-predict`/`taco-eval` still read the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.errors import TacoError
+from taco.models.registry import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model"  # runs:/<run id>/model
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # MLflow's models-from-code file
+# what the pyfunc needs besides taco itself (a served model runs in an environment with taco)
+_REQUIREMENTS = ("keras", "numpy", "pandas", "scikit-learn", "mlflow", "tensorflow", "jax")
+
+
+def signature(class_names: list[str], image_size: int) -> Any:
+    """uint8 (n, size, size, 3) in; `labels`, `score/<class>`, `decision/<class>` out."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    columns = [ColSpec("string", "labels")]
+    columns += [ColSpec("double", f"score/{name}") for name in class_names]
+    columns += [ColSpec("boolean", f"decision/{name}") for name in class_names]
+    images = TensorSpec(np.dtype(np.uint8), (-1, image_size, image_size, 3))
+    return ModelSignature(inputs=Schema([images]), outputs=Schema(columns))
+
+
+def requirements() -> list[str]:
+    """The installed versions of what loading the model imports (none inferred: that would
+    load the model once more in a subprocess)."""
+    found = []
+    for name in _REQUIREMENTS:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def log_pyfunc(folder: Path, example: np.ndarray, info: Mapping[str, Any]) -> str:
+    """Log `folder` as the active run's model `model`; returns its `models:/` URI."""
+    import mlflow
+
+    logged = mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=str(ENTRY),
+        artifacts={"taco": str(folder)},
+        signature=signature(list(info["class_names"]), int(info["image_size"])),
+        input_example=np.asarray(example, np.uint8),
+        pip_requirements=requirements(),
+        metadata={"taco": {k: info[k] for k in ("kind", "model", "dataset") if k in info}},
+    )
+    return logged.model_uri
+
+
+def prediction_frame(model: LoadedModel, images: np.ndarray) -> Any:
+    """The pyfunc's answer: one row per image, the decided labels, then scores and decisions."""
+    import pandas as pd
+
+    return pd.DataFrame(model.columns(model.predict(np.asarray(images, np.uint8))))
+
+
+def model_uri(reference: str, client: Any) -> str:
+    """`models:/NAME/VERSION`, `models:/<id>`, `runs:/<run id>/model`, a run id or the first
+    characters of one (as the UI and `taco-compare` show them) -> an MLflow model URI."""
+    if reference.startswith(("models:/", "runs:/")):
+        return reference
+    if not reference.isalnum():
+        raise TacoError(
+            f"{reference!r} is not a model reference: give models:/NAME/VERSION, "
+            "runs:/RUN_ID/model, a run id or its first characters"
+        )
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, filter_string=f"attributes.run_id LIKE '{reference.lower()}%'", max_results=3
+    )
+    if not runs:
+        raise TacoError(f"no run id starts with {reference!r} in {client.tracking_uri}")
+    if len(runs) > 1:
+        ids = ", ".join(r.info.run_id for r in runs)
+        raise TacoError(f"{reference!r} starts several run ids ({ids}): give more characters")
+    return f"runs:/{runs[0].info.run_id}/{MODEL_NAME}"
+
+
+def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
+    """A model logged by a run (or registered), downloaded from the store and loaded."""
+    import os
+
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    uri = model_uri(reference, client)
+    try:
+        location = artifact_location(client, uri)
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=location, tracking_uri=tracking_uri
+        )
+    except Exception as exc:
+        raise TacoError(f"cannot fetch the model {uri} from {tracking_uri}: {exc}") from None
+    return load_model(Path(folder))
+
+
+def artifact_location(client: Any, uri: str) -> str:
+    """Where a model URI's files are, asked of `client`'s store (MLflow's own resolution of
+    `runs:/` and `models:/` reads the process-wide tracking URI)."""
+    if uri.startswith("runs:/"):
+        run_id, _, name = uri[len("runs:/") :].partition("/")
+        for output in client.get_run(run_id).outputs.model_outputs or []:
+            logged = client.get_logged_model(output.model_id)
+            if logged.name == name:
+                return logged.artifact_location
+        return f"{client.get_run(run_id).info.artifact_uri}/{name}"  # logged as plain artifacts
+    path = uri[len("models:/") :]
+    if "/" in path:  # NAME/VERSION
+        name, _, version = path.partition("/")
+        path = client.get_model_version(name, version).source[len("models:/") :]
+    return client.get_logged_model(path).artifact_location
+
+
+def register_best(client: Any, comparison: Any, name: str) -> Any:
+    """Register the model of the sweep's best job (highest test macro F1 of the best model on
+    average over seeds) as a new version of `name`; returns the model version."""
+    from taco.metrics import HEADLINE
+
+    label = HEADLINE["f1_macro"]
+
+    def mean(variant: str) -> float:
+        value = comparison.mean(label, variant)
+        return -1.0 if np.isnan(value) else value
+
+    variant = max(comparison.variants, key=mean)
+    run = max(comparison.runs[variant], key=lambda r: r.data.metrics.get("test/f1_macro", -1.0))
+    outputs = [o.model_id for o in getattr(run.outputs, "model_outputs", None) or []]
+    if not outputs:
+        raise TacoError(
+            f"run {run.info.run_id} ({variant}) logged no model: was callbacks.log_model off?"
+        )
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="taco multi-label litter classifier")
+    score = run.data.metrics.get("test/f1_macro", float("nan"))
+    return client.create_model_version(
+        name,
+        source=f"models:/{outputs[-1]}",
+        run_id=run.info.run_id,
+        model_id=outputs[-1],
+        tags={"variant": variant, "test_f1_macro": f"{score:.4f}"},
+        description=f"{variant}: test macro F1 {score:.3f} (sweep {comparison.parent.info.run_id})",
+    )
