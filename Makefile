@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-optuna setup-slurm setup-ray lock train compare report download stats bench bench-models bench-trainer \
-	bench-store bench-gpu test test-all test-faults lint format ui serve clean
+.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report download stats bench bench-models bench-trainer \
+	bench-store bench-gpu test test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # opt-in launchers and sweepers: hparams_search=optuna, hydra/launcher=submitit_*, ray
-setup-optuna setup-slurm: setup-%: $(VENV)/.installed-%
+setup-optuna setup-slurm setup-ui: setup-%: $(VENV)/.installed-%
 
-$(VENV)/.installed-optuna $(VENV)/.installed-slurm: $(VENV)/.installed-%: $(STAMP)
+$(VENV)/.installed-optuna $(VENV)/.installed-slurm $(VENV)/.installed-ui: $(VENV)/.installed-%: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,$*]'
 	touch $@
 
@@ -37,7 +37,7 @@ $(VENV)/.installed-ray: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet -e '.[dev,optuna,slurm]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,optuna,slurm,ui]'
 	( echo "# Versions \`make setup\` installs (pip constraints): every machine gets what CI tested."; \
 	  echo "# Refresh with \`make lock\` after changing pyproject.toml's dependencies."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' \
@@ -88,7 +88,7 @@ test: setup
 test-faults: setup
 	$(BIN)/python -m pytest tests/faults $(ARGS)
 
-test-all: setup-optuna setup-slurm setup-ray
+test-all: setup-optuna setup-slurm setup-ray setup-ui chromium
 	$(BIN)/python -m pytest -m '' $(ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
@@ -104,8 +104,22 @@ TRACKING_URI = $$($(BIN)/python -c 'from taco.config import default_tracking_uri
 MODEL ?=
 PORT  ?= 5001
 
+# MLflow 3.17 opens experiments on its GenAI view until the sidebar's "Model training" toggle is
+# used once in a browser (it keeps the choice); the experiment's own tag no longer decides
 ui: setup
+	@echo "MLflow UI: http://127.0.0.1:5000 (first time in this browser: sidebar toggle GenAI -> Model training)"
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+# docs/ui_*.png: a small sweep in a throwaway store, MLflow's UI on a free port, headless Chromium
+ui-shots: setup-ui chromium
+	$(BIN)/python -m taco.tracking.ui_shots --out docs $(ARGS)
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian's Chromium, for ui-shots and its test (Playwright drives it; it downloads no browser)
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 # a logged or registered model behind MLflow's scoring server (POST /invocations), this venv's env
 serve: setup

@@ -259,9 +259,11 @@ class MLflowLogger(NullLogger):
     def log_model(self, folder: Path, example: Any) -> None:
         from taco.models.registry import INFO_NAME
         from taco.tracking.logged_model import log_pyfunc
+        from taco.training.hardware import native_noise_filtered
 
         info = json.loads((Path(folder) / INFO_NAME).read_text())
-        uri = log_pyfunc(Path(folder), example, info)
+        with native_noise_filtered():  # MLflow loads the model once to check the input example
+            uri = log_pyfunc(Path(folder), example, info)
         log.info("model logged: runs:/%s/model (%s)", self.run_id, uri)
 
 

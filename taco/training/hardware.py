@@ -70,6 +70,7 @@ NATIVE_NOISE = (
     "TF-TRT Warning",
     "This TensorFlow binary is optimized to use available CPU instructions",
     "To enable the following instructions",
+    "NodeDef mentions attribute use_unbounded_threadpool",  # a tf.data graph from a newer Keras
 )
 
 
