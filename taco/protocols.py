@@ -28,6 +28,7 @@ class Batches(Protocol):
     """One part's batches in a fixed order: (uint8-range images, multi-hot labels) per index."""
 
     pad_to: int  # > 1: batches padded to a multiple, with sample weight 0 for the copies
+    progress: Any  # a `taco.progress.Progress` counting the batches read, or None
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -93,7 +94,9 @@ def test_resume_refuses_a_checkpoint_of_another_config(compose_cfg, tmp_path, ml
     assert [r.info.status for r in runs] == ["KILLED"]  # refused before any run was opened
 
 
-def test_callbacks_from_config_with_a_plain_keras_callback(compose_cfg, tmp_path, mlflow_uri):
+def test_callbacks_from_config_with_a_plain_keras_callback(
+    compose_cfg, tmp_path, mlflow_uri, monkeypatch, capfd
+):
     log_file = tmp_path / "keras_log.csv"
     cfg = compose_cfg(
         [
@@ -105,6 +108,7 @@ def test_callbacks_from_config_with_a_plain_keras_callback(compose_cfg, tmp_path
             f"+callbacks.csv.filename={log_file}",
         ]
     )
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bars of a terminal
     assert list(cfg.callbacks) == [
         "model_checkpoint",
         "early_stopping",
@@ -131,6 +135,11 @@ def test_callbacks_from_config_with_a_plain_keras_callback(compose_cfg, tmp_path
     rows = list(csv.DictReader(log_file.open()))
     logged = [v for _, v in history["val/f1_macro"]]
     assert [float(r["val_f1_macro"]) for r in rows] == pytest.approx(logged)
+    # tqdm bars with count, rate and ETA: each epoch, each validation pass and the test pass
+    bars = capfd.readouterr().err
+    for label in ("epoch 4/4", "validating", "testing"):
+        bar = rf"{label}: +\d+%\|[^|]*\| \d+/\d+ \[[\d:]+<[\d:?]+, [?\d.]+(batch/s|s/batch)"
+        assert re.search(bar, bars), label
 
 
 def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):

@@ -285,7 +285,7 @@ def _decode_into(
                 reason = "file not found"
             bad.append((row, BadImage(str(paths[row]), reason)))
 
-    bar = Progress(len(paths), f"decoding images to {size} px")
+    bar = Progress(len(paths), f"decoding images to {size} px", unit="img")
     try:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             for _ in pool.map(work, range(len(paths))):

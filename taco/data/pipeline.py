@@ -14,6 +14,7 @@ import numpy as np
 
 from taco.data.augment_pool import AugmentPool, augment_into, batch_seed, read_rows
 from taco.data.files import open_array, remove_dead_temps, save_array
+from taco.progress import Progress
 from taco.protocols import PerImage
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,16 @@ class CachedBatches(keras.utils.PyDataset):
         self._order: np.ndarray | None = None
         self._orders: dict[int, np.ndarray] = {}
         self.pad_to = 1  # batch sizes a multiple of this (replicas of a JAX data-parallel fit)
+        self.progress = None  # a Progress counting the batches read (validation, test)
         self.set_epoch(0)
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._progress
+
+    @progress.setter
+    def progress(self, bar: Progress | None) -> None:
+        self._progress, self._read = bar, set()  # each pass counts its own distinct batches
 
     @property
     def num_batches(self) -> int:
@@ -101,6 +111,9 @@ class CachedBatches(keras.utils.PyDataset):
         return self._orders[epoch]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._progress is not None:
+            self._read.add(int(index))
+            self._progress.update(len(self._read))
         if self.profiler is not None and self.profiler.enabled:
             with self.profiler.section("data"):
                 return self._batch(index)
@@ -223,7 +236,11 @@ def _derived_for_cache(
         return values
     remove_dead_temps(folder)
     start = time.perf_counter()
-    parts = [compute(np.asarray(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    parts = []
+    with Progress(len(images), f"computing {name}", unit="img") as bar:
+        for i in range(0, len(images), chunk):
+            parts.append(compute(np.asarray(images[i : i + chunk])))
+            bar.update(min(i + chunk, len(images)))
     values = np.concatenate(parts)
     log.info(
         "computed %s for %d images in %.1f s -> %s",

@@ -292,7 +292,8 @@ class LearningRateSchedule(Callback):
 
 
 class ProgressBar(Callback):
-    """One line per epoch in the log; a live batch counter on stderr when it is a terminal."""
+    """One line per epoch in the log; on a terminal, a live bar per epoch (batches, rate, ETA)
+    and one per validation and test pass (the Trainer's `reading`)."""
 
     def __init__(self, refresh_rate: int = 1, enabled: bool | None = None) -> None:
         self.refresh_rate = max(int(refresh_rate), 1)
@@ -301,7 +302,9 @@ class ProgressBar(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         label = f"epoch {epoch + 1}/{trainer.epochs}"
-        self.bar = Progress(trainer.num_training_batches, label, self.enabled)
+        self.bar = Progress(
+            trainer.num_training_batches, label, self.enabled, unit="batch", leave=False
+        )
 
     def on_train_batch_end(
         self, trainer: Trainer, classifier: Classifier, batch: int, logs: dict

@@ -231,7 +231,7 @@ class Trainer:
         self._call("on_train_epoch_start", epoch)
         metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
         if self.is_validation_epoch(epoch):
-            with self.profiler.section("validation"):
+            with self.profiler.section("validation"), reading(val, "validating"):
                 metrics.update(epoch_scores(y_val, classifier.predict_scores(val)))
         metrics["epoch_seconds"] = time.perf_counter() - started
         self.epochs_completed = epoch + 1
@@ -269,7 +269,8 @@ class Trainer:
         logger = self.profiled(logger or self.logger)
         with self.profiler.section("validate"), self.scope():
             val = self.batches(datamodule, "val")
-            y, scores = val.targets(), classifier.predict_scores(val)
+            with reading(val, "validating"):
+                y, scores = val.targets(), classifier.predict_scores(val)
         if self.threshold == "tuned":
             classifier.thresholds = tune_thresholds(y, scores)
         else:
@@ -291,7 +292,8 @@ class Trainer:
         logger = self.profiled(logger or self.logger)
         with self.profiler.section("test"), self.scope():
             test = self.batches(datamodule, "test")
-            y, scores = test.targets(), classifier.predict_scores(test)
+            with reading(test, "testing"):
+                y, scores = test.targets(), classifier.predict_scores(test)
         result = evaluate(y, scores, classifier.thresholds, datamodule.class_names)
         logger.log_metrics({**result.summary("test"), **result.per_class("test")})
         self._call("on_test_end", result)
@@ -343,3 +345,16 @@ def _order(callback: Callback) -> int:
 
 def _overrides(callback: Callback, hook: str) -> bool:
     return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+@contextlib.contextmanager
+def reading(batches: Batches, label: str) -> Iterator[None]:
+    """A bar over the batches a prediction pass reads (on a terminal; see taco.progress)."""
+    from taco.progress import Progress
+
+    batches.progress = Progress(len(batches), label, unit="batch", leave=False)
+    try:
+        yield
+    finally:
+        batches.progress.close()
+        batches.progress = None

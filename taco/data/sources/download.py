@@ -238,7 +238,7 @@ def download(
         ) from None
     images = images[:limit] if limit else images
     summary = Summary()
-    bar = Progress(len(images), "downloading", enabled=None if progress else False)
+    bar = Progress(len(images), "downloading", enabled=None if progress else False, unit="img")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
             pool.submit(download_image, root, im, timeout, retries, backoff) for im in images
