@@ -56,6 +56,7 @@ def _signal_once(cmd, signum, marker="epoch 2/", count=1, wait=300):
     return proc.returncode, "".join(lines) + rest
 
 
+@pytest.mark.slow  # 50 s: a joblib sweep, a job killed, the sweep run again (make test-all)
 def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_uri, capsys):
     die = [
         "+callbacks.die._target_=tests.helpers.SigkillAtEpoch",

@@ -144,5 +144,6 @@ def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, m
     assert all(c.info.status == "FINISHED" and "test/f1_macro" in c.data.metrics for c in children)
     assert "config" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
     assert len(children[0].outputs.model_outputs) == 1  # the logged model, through the server
+    mlflow.set_tracking_uri(mlflow_server)  # runs:/ resolves in the process-wide store
     model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
     assert model.metadata.metadata["taco"]["model"] == "cnn"
