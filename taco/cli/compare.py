@@ -104,15 +104,21 @@ def compare(args: argparse.Namespace) -> int:
     print(comparison.markdown())
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
     if args.register:
-        from taco.tracking.logged_model import register_best
-
-        registry = mlflow.MlflowClient(uri, registry_uri=uri)
-        version = register_best(registry, comparison, args.register)
-        print(
-            f"registered models:/{version.name}/{version.version} ({version.description}); "
-            f"label images with: taco-predict --model models:/{version.name}/{version.version} DIR"
-        )
+        register(uri, comparison, args.register)
     return 0
+
+
+def register(uri: str, comparison: object, name: str) -> None:
+    import mlflow
+
+    from taco.tracking.logged_model import register_best
+
+    version = register_best(mlflow.MlflowClient(uri, registry_uri=uri), comparison, name)
+    reference = f"models:/{version.name}/{version.version}"
+    print(
+        f"registered {reference} ({version.description}); label images with: "
+        f"taco-predict --model {reference} DIR"
+    )
 
 
 def close_stale_runs(client: object) -> int:
