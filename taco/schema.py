@@ -55,12 +55,28 @@ Mode = Literal["auto", "min", "max"]
 
 
 # ---------------------------------------------------------------------- the groups
+# oneDNN's names for ONEDNN_MAX_CPU_ISA (trainer.cpu_isa)
+CPU_ISAS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_AMX",
+    "ALL",
+)
+
+
 @dataclass
 class TrainerSchema:
     max_epochs: PositiveInt
     threshold: Literal["tuned"] | Annotated[float, Probability]
     seed: Seed | None
     deterministic: bool
+    cpu_threads: PositiveInt | None
+    cpu_isa: Literal[CPU_ISAS] | None
     limit_train_batches: PositiveInt | None
     limit_val_batches: PositiveInt | None
     limit_test_batches: PositiveInt | None

@@ -165,3 +165,33 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_u
     _, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert "RayLauncher" in parent.data.tags["launcher"]
+
+
+@pytest.mark.slow  # two sweeps of a 64 px CNN: 40 s
+def test_basic_and_joblib_launchers_give_the_same_per_class_f1(tmp_path, mlflow_uri):
+    """trainer.cpu_threads fixes each job's TensorFlow threads, whatever the launcher: a joblib
+    job (its share of the cores would be fewer threads) does the same arithmetic as a basic one."""
+    setting = [
+        "dataset.generator.num_images=200",
+        "model.image_size=64",
+        "trainer.max_epochs=2",
+        "trainer.cpu_threads=2",
+        "seed=42,43",
+    ]
+    basic = _sweep(tmp_path / "basic", *setting, "logger.experiment_name=basic")
+    joblib = _sweep(
+        tmp_path / "joblib",
+        *setting,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "logger.experiment_name=joblib",
+    )
+    assert basic.returncode == 0 and joblib.returncode == 0, basic.stderr[-2000:] + joblib.stderr
+    per_class = {}
+    for launcher in ("basic", "joblib"):
+        _, _, children = _family(mlflow_uri, launcher)
+        for run in children:
+            scores = {k: v for k, v in run.data.metrics.items() if k.startswith("test/f1/")}
+            per_class[launcher, run.data.params["seed"]] = scores
+    assert per_class["basic", "42"] and per_class["basic", "42"] == per_class["joblib", "42"]
+    assert per_class["basic", "43"] == per_class["joblib", "43"]

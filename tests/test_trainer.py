@@ -2,6 +2,7 @@
 
 import csv
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -272,3 +273,24 @@ def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(compose_cfg, tm
     resumed, straight = sorted(runs, key=lambda r: "resumed_from" not in r.data.tags)
     assert "epoch 2" in resumed.data.tags["resumed_from"]
     assert _test_metrics(resumed) == _test_metrics(straight)
+
+
+def test_cpu_isa_caps_the_kernels_tensorflow_runs(tmp_path):
+    """trainer.cpu_isa reaches oneDNN: its own log names the instruction set it dispatched."""
+    pytest.importorskip("tensorflow")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("oneDNN's x86 instruction sets")
+    code = (
+        "from taco.training.hardware import limit_cpu_isa, use_backend\n"
+        "use_backend('tensorflow'); limit_cpu_isa('AVX2')\n"
+        "import tensorflow as tf\n"
+        "tf.nn.conv2d(tf.ones([1, 8, 8, 3]), tf.ones([3, 3, 3, 4]), 1, 'SAME')\n"
+    )
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "KERAS_BACKEND": "tensorflow"}
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    isa = [line for line in (out.stdout + out.stderr).splitlines() if ",isa:" in line]
+    assert isa and isa[0].endswith("isa:Intel AVX2"), isa

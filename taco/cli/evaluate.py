@@ -34,10 +34,11 @@ def evaluate_model(cfg: DictConfig) -> float:
     from taco.metrics import evaluate
     from taco.models.registry import load_model
     from taco.schema import check_config
-    from taco.training.hardware import use_backend
+    from taco.training.hardware import limit_cpu_isa, use_backend
 
     check_config(resolved_config(cfg))
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras
+    limit_cpu_isa(cfg.trainer.get("cpu_isa"))  # the kernels training used: the same numbers
     folder = model_dir(cfg)
     if bool(cfg.run_id) == bool(folder):
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")

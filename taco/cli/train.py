@@ -68,16 +68,17 @@ def build_job(cfg: DictConfig) -> Job:
     from taco.schema import check_config
     from taco.tracking.sweep import job_run_name
     from taco.training import checkpoint
-    from taco.training.hardware import import_keras, prepare_job, use_backend
+    from taco.training.hardware import import_keras, limit_cpu_isa, prepare_job, use_backend
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
+    limit_cpu_isa(cfg.trainer.get("cpu_isa"))
     import_keras()  # its backend's start-up noise filtered
     name = cfg.logger.get("run_name")
     logger = build(cfg.logger, **({"run_name": job_run_name(name)} if name else {}))
     logger.check()  # the store: created once, or the server answers (seconds, not minutes)
-    prepare_job(threads_per_job(), job_number())
+    prepare_job(cfg.trainer.get("cpu_threads") or threads_per_job(), job_number())
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"

@@ -100,6 +100,18 @@ def native_noise_filtered() -> Iterator[None]:
             sys.stderr.write("".join(kept))
 
 
+def limit_cpu_isa(isa: str | None) -> None:
+    """Cap the instruction set of TensorFlow's oneDNN kernels (`trainer.cpu_isa`): read once,
+    when TensorFlow first runs one, so it is set before TensorFlow is imported."""
+    if not isa or backend() != "tensorflow":
+        return
+    if "tensorflow" in sys.modules:
+        if os.environ.get("ONEDNN_MAX_CPU_ISA") != isa:
+            log.warning("trainer.cpu_isa=%s: TensorFlow is already loaded, not applied", isa)
+        return
+    os.environ["ONEDNN_MAX_CPU_ISA"] = isa
+
+
 def import_keras() -> None:
     """Import Keras (and its backend) once, its start-up noise filtered."""
     if "keras" not in sys.modules:
@@ -247,7 +259,8 @@ class Hardware:
 
 def prepare_job(threads: int | None = None, job: int = 0) -> None:
     """Per job: a clean Keras state in a reused worker process (joblib sweeps), and `threads`
-    CPU threads when several jobs share the machine, set the way the backend takes them."""
+    CPU threads (`trainer.cpu_threads`, or a joblib job's share of the cores), set the way the
+    backend takes them."""
     if "keras" in sys.modules:
         import keras
 
@@ -259,7 +272,7 @@ def prepare_job(threads: int | None = None, job: int = 0) -> None:
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:
             pass  # a reused worker: TensorFlow kept the counts set by its first job
     else:

@@ -41,6 +41,8 @@ class Trainer:
         threshold: str | float = "tuned",
         seed: int | None = None,
         deterministic: bool = True,
+        cpu_threads: int | None = None,
+        cpu_isa: str | None = None,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
         limit_test_batches: int | None = None,
@@ -58,6 +60,8 @@ class Trainer:
         self.threshold = threshold
         self.seed = seed
         self.deterministic = deterministic
+        # applied by taco-train before the backend starts (taco.training.hardware)
+        self.cpu_threads, self.cpu_isa = cpu_threads, cpu_isa
         limits = (limit_train_batches, limit_val_batches, limit_test_batches)
         self.limits = dict(zip(("train", "val", "test"), limits, strict=True))
         self.fast_dev_run = bool(fast_dev_run)
