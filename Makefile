@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report download stats bench bench-models bench-trainer \
-	bench-store bench-gpu test test-all test-faults lint format ui ui-shots chromium serve clean
+	bench-store bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,10 @@ bench-trainer: setup
 # GPU: VGG16/Xception through the Trainer vs raw model.fit; CPU only: the augmentation pool
 bench-gpu: setup
 	$(BIN)/python benchmarks/gpu.py $(ARGS)
+
+# the epoch-time cost of trainer.cpu_isa=AVX2 against no cap, alternating processes
+bench-repro: setup
+	$(BIN)/python benchmarks/reproducibility.py $(ARGS)
 
 bench-models: setup
 	$(BIN)/python benchmarks/models.py $(ARGS)

@@ -74,6 +74,11 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert [row[0] for row in table["data"][28:]] == ["macro F1", "micro F1"]
     metrics = client.get_run(parent.info.run_id).data.metrics
     assert len([k for k in metrics if k.startswith("compare/f1_micro/")]) == 2
+    # a study's report says where its numbers were computed
+    assert compare_main(["--report", str(tmp_path / "study"), "--no-log"]) == 0
+    report = (tmp_path / "study" / "REPORT.md").read_text()
+    assert "- hardware: CPU " in report and " cores, GPU " in report
+    assert "- versions: tensorflow " in report
 
 
 @pytest.mark.backend

@@ -47,6 +47,7 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
     tags = run.data.tags
     assert tags["dataset"] == "synthetic" and tags["model"] == "cnn" and "git_commit" in tags
+    assert tags["cpu"].endswith(" cores") and "tensorflow " in tags["versions"] and tags["gpu"]
     assert run.data.params["seed"] == "3" and run.data.params["trainer.max_epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"split.json", "thresholds.json", "per_class_test.md", "plots", ".hydra"} <= artifacts

@@ -332,6 +332,7 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
         f"- git commit: `{tags.get('git_commit', '?')}`"
         + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
         f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *_machine_lines(comparison),
         "",
         "Thresholds are tuned per class on the validation split; F1 is on the test split; "
         "support is the number of test images with the class. **Bold**: the best variant of the "
@@ -343,6 +344,16 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
         "",
     ]
     return "\n".join([*lines, *_per_variant_lines(comparison)]) + "\n"
+
+
+def _machine_lines(comparison: Comparison) -> list[str]:
+    """Where the jobs ran (tags of their runs): numbers move with the CPU and the versions."""
+    runs = [r for rs in comparison.runs.values() for r in rs]
+
+    def seen(tag: str) -> str:
+        return "; ".join(sorted({r.data.tags.get(tag, "not recorded") for r in runs}))
+
+    return [f"- hardware: CPU {seen('cpu')}, GPU {seen('gpu')}", f"- versions: {seen('versions')}"]
 
 
 def _per_variant_lines(comparison: Comparison) -> list[str]:

@@ -74,7 +74,56 @@ def process_tags() -> dict[str, str]:
     import os
     import socket
 
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **machine_tags()}
+
+
+VERSIONED = (
+    "tensorflow",
+    "keras",
+    "jax",
+    "numpy",
+    "scikit-learn",
+    "albumentations",
+    "pillow",
+    "mlflow",
+)
+
+
+def machine_tags() -> dict[str, str]:
+    """What a number depends on besides the config: the CPU, its cores, the library versions
+    (`taco-compare` writes them into a study's report)."""
+    import platform
+    from importlib import metadata
+
+    from taco.config import usable_cores
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    versions = []
+    for name in VERSIONED:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": f"{cpu}, {usable_cores()} cores",
+        "gpu": _gpus(),
+        "versions": ", ".join(versions),
+    }
+
+
+def _gpus() -> str:
+    """NVIDIA GPUs by name (`nvidia-smi -L`), or none."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    names = [line.split("(UUID")[0].strip() for line in listed.stdout.splitlines() if line]
+    return "; ".join(names) if listed.returncode == 0 and names else "none"
 
 
 @contextlib.contextmanager
