@@ -124,3 +124,26 @@ def test_a_model_is_found_by_the_first_characters_of_its_run_id(mlflow_uri):
         model_uri("zzzz", client)
     with pytest.raises(TacoError, match="not a model reference"):
         model_uri("a1; drop", client)
+
+
+def test_a_win_inside_the_seed_spread_is_marked_within_noise():
+    from taco.tracking.compare import Comparison
+
+    table = Comparison(
+        None, ["a", "b"], ["Bottle", "Can", "Cup"], {"Bottle": 9, "Can": 4, "Cup": 2}
+    )
+    table.runs = {"a": [1, 2, 3], "b": [1, 2, 3]}  # three seeds each
+    for a, b in [(0.80, 0.40), (0.82, 0.42), (0.78, 0.38)]:  # Bottle: a far ahead
+        table.add("Bottle", "a", a), table.add("Bottle", "b", b)
+    for a, b in [(0.50, 0.30), (0.20, 0.45), (0.65, 0.40)]:  # Can: a ahead on average only
+        table.add("Can", "a", a), table.add("Can", "b", b)
+    for v in ("a", "b"):  # Cup: a tie
+        for value in (0.1, 0.2, 0.3):
+            table.add("Cup", v, value)
+    assert not table.within_noise("Bottle") and table.cell("Bottle", "a").startswith("**")
+    assert table.best("Can") == {"a"} and table.within_noise("Can")
+    assert table.cell("Can", "a").endswith("≈") and "**" not in table.cell("Can", "a")
+    assert table.best("Cup") == set() and not table.within_noise("Cup")
+    text = table.markdown()
+    assert "| classes won (alone) | | 1 | 0 |" in text
+    assert "| best but within seed noise (≈) | | 1 | 0 |" in text

@@ -61,6 +61,17 @@ class Comparison:
         best = {v for v, m in means.items() if top is not None and np.isclose(m, top)}
         return set() if len(best) == len(self.variants) else best
 
+    def within_noise(self, row: str) -> bool:
+        """The row's single best variant, with several seeds, has a mean ± std interval that
+        overlaps another variant's: the win may be seed noise, not the model."""
+        best = self.best(row)
+        if len(best) != 1 or self.seeds() < 2:
+            return False
+        (top,) = best
+        low = self.mean(row, top) - np.nan_to_num(self.std(row, top))
+        others = [v for v in self.variants if v != top and not np.isnan(self.mean(row, v))]
+        return any(self.mean(row, v) + np.nan_to_num(self.std(row, v)) >= low for v in others)
+
     def seeds(self) -> int:
         return max((len(r) for r in self.runs.values()), default=0)
 
@@ -69,7 +80,9 @@ class Comparison:
         if np.isnan(m):
             return "n/a"
         text = f"{m:.3f}" if np.isnan(s) else f"{m:.3f} ± {s:.3f}"
-        return f"**{text}**" if variant in self.best(row) else text
+        if variant not in self.best(row):
+            return text
+        return f"{text} ≈" if self.within_noise(row) else f"**{text}**"
 
     def markdown(self) -> str:
         head = ["class", "support", *self.variants]
@@ -79,14 +92,17 @@ class Comparison:
             label = f"**{row}**" if row not in self.classes else row
             cells = [self.cell(row, v) for v in self.variants]
             lines.append("| " + " | ".join([label, support, *cells]) + " |")
-        wins = defaultdict(int)
+        wins, noisy = defaultdict(int), defaultdict(int)
         for row in self.classes:
             best = self.best(row)
             for v in best if len(best) == 1 else ():
-                wins[v] += 1
+                (noisy if self.within_noise(row) else wins)[v] += 1
         if len(self.variants) > 1:
             won = " | ".join(str(wins[v]) for v in self.variants)
             lines.append(f"| classes won (alone) | | {won} |")
+            if self.seeds() > 1:
+                within = " | ".join(str(noisy[v]) for v in self.variants)
+                lines.append(f"| best but within seed noise (≈) | | {within} |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
@@ -337,7 +353,13 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
         "Thresholds are tuned per class on the validation split; F1 is on the test split; "
         "support is the number of test images with the class. **Bold**: the best variant of the "
         "row. n/a: the class has no positive test image (or, for a variant, no prediction to "
-        "score)." + (" Cells are mean ± std over seeds." if comparison.seeds() > 1 else ""),
+        "score)."
+        + (
+            " Cells are mean ± std over seeds; ≈: the best mean, but its mean ± std overlaps "
+            "another variant's, so the difference is within seed noise (not bold, not a win)."
+            if comparison.seeds() > 1
+            else ""
+        ),
         "",
         comparison.markdown(),
         "![test F1 heatmap](f1_heatmap.png)",
