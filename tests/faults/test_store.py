@@ -30,6 +30,7 @@ with logger.run() as run:
 """
 
 
+@pytest.mark.slow  # 19 s: 8 processes create one store at once (make test-all)
 def test_parallel_first_use_of_a_new_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/new/mlflow.db"
     start = time.time() + 8  # after every process has imported MLflow
