@@ -143,3 +143,16 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 
 register_resolvers()
+
+
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each package of `names` that is installed."""
+    from importlib import metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

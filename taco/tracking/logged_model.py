@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,9 @@ def signature(class_names: list[str], image_size: int) -> Any:
 def requirements() -> list[str]:
     """The installed versions of what loading the model imports (none inferred: that would
     load the model once more in a subprocess)."""
-    found = []
-    for name in _REQUIREMENTS:
-        try:
-            found.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    from taco.config import installed_versions
+
+    return [f"{name}=={version}" for name, version in installed_versions(_REQUIREMENTS).items()]
 
 
 def log_pyfunc(folder: Path, example: np.ndarray, info: Mapping[str, Any]) -> str:

@@ -93,9 +93,8 @@ def machine_tags() -> dict[str, str]:
     """What a number depends on besides the config: the CPU, its cores, the library versions
     (`taco-compare` writes them into a study's report)."""
     import platform
-    from importlib import metadata
 
-    from taco.config import usable_cores
+    from taco.config import installed_versions, usable_cores
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -103,12 +102,7 @@ def machine_tags() -> dict[str, str]:
             cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
     except (OSError, StopIteration):
         pass
-    versions = []
-    for name in VERSIONED:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
+    versions = [f"{name} {version}" for name, version in installed_versions(VERSIONED).items()]
     return {
         "cpu": f"{cpu}, {usable_cores()} cores",
         "gpu": _gpus(),

@@ -57,9 +57,7 @@ class Trainer:
     ) -> None:
         _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
-        self.threshold = threshold
-        self.seed = seed
-        self.deterministic = deterministic
+        self.threshold, self.seed, self.deterministic = threshold, seed, deterministic
         # applied by taco-train before the backend starts (taco.training.hardware)
         self.cpu_threads, self.cpu_isa = cpu_threads, cpu_isa
         limits = (limit_train_batches, limit_val_batches, limit_test_batches)
