@@ -121,6 +121,7 @@ def mlflow_server(tmp_path):
     server.wait(timeout=30)
 
 
+@pytest.mark.slow  # 47 s with its server: a joblib sweep over HTTP (make test-all)
 def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
