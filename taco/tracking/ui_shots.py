@@ -143,7 +143,9 @@ def shoot(base: str, uri: str, out: Path, chromium: str = CHROMIUM) -> dict[str,
 class Pages:
     """How a user reaches each page, with what must be on it before the shot."""
 
-    def __init__(self, page: Any, base: str, experiment_id: str, parent: Any, children: list):
+    def __init__(
+        self, page: Any, base: str, experiment_id: str, parent: Any, children: list
+    ) -> None:
         self.page, self.base, self.experiment_id = page, base, experiment_id
         self.parent, self.children = parent, children
 
