@@ -9,7 +9,6 @@ Registry and `mlflow models serve` take it, and `taco-predict`/`taco-eval` still
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ import numpy as np
 
 from taco.errors import TacoError
 from taco.models.registry import LoadedModel, load_model
-
-log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # MLflow's models-from-code file
@@ -116,11 +113,12 @@ def artifact_location(client: Any, uri: str) -> str:
     `runs:/` and `models:/` reads the process-wide tracking URI)."""
     if uri.startswith("runs:/"):
         run_id, _, name = uri[len("runs:/") :].partition("/")
-        for output in client.get_run(run_id).outputs.model_outputs or []:
+        run = client.get_run(run_id)
+        for output in run.outputs.model_outputs or []:
             logged = client.get_logged_model(output.model_id)
             if logged.name == name:
                 return logged.artifact_location
-        return f"{client.get_run(run_id).info.artifact_uri}/{name}"  # logged as plain artifacts
+        return f"{run.info.artifact_uri}/{name}"  # logged as plain artifacts
     path = uri[len("models:/") :]
     if "/" in path:  # NAME/VERSION
         name, _, version = path.partition("/")

@@ -70,7 +70,8 @@ HOST_TAG, PID_TAG = "host", "pid"
 
 
 def process_tags() -> dict[str, str]:
-    """Which process writes a run: a RUNNING run whose process is gone is stale."""
+    """Which process writes a run (a RUNNING run whose process is gone is stale), and on
+    what machine (its numbers depend on it)."""
     import os
     import socket
 
