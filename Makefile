@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report download stats bench bench-models bench-trainer \
+.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce download stats bench bench-models bench-trainer \
 	bench-store bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
@@ -54,6 +54,12 @@ compare: setup
 # the latest sweep's model x class test F1 table -> experiments/$(STUDY)/REPORT.md
 report: setup
 	$(BIN)/taco-compare --report experiments/$(STUDY) $(ARGS)
+
+# re-run a study, then print each number of its committed report beside the new one and whether
+# it is within the committed mean ± std (exit 1 if any is not); the committed files stay as they are
+reproduce: setup
+	$(BIN)/taco-train experiment=$(STUDY) $(ARGS)
+	$(BIN)/taco-compare --check experiments/$(STUDY)
 
 download: setup
 	$(BIN)/taco-download $(ARGS)

@@ -79,6 +79,23 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     report = (tmp_path / "study" / "REPORT.md").read_text()
     assert "- hardware: CPU " in report and " cores, GPU " in report
     assert "- versions: tensorflow " in report
+    # make reproduce: the committed numbers against a sweep's, each within its stated spread
+    capsys.readouterr()
+    check = ["--check", str(tmp_path / "study"), "--experiment", "taco", "--no-log"]
+    assert compare_main(check) == 0
+    assert "all 60 numbers within the committed mean ± std" in capsys.readouterr().out
+    committed = tmp_path / "study" / "comparison.csv"
+    lines = committed.read_text().splitlines()
+    macro = next(i for i, line in enumerate(lines) if line.startswith("macro F1,"))
+    cells = lines[macro].split(",")
+    cells[2] = f"{float(cells[2]) + 0.5:.4f}"  # the first variant's macro F1 mean
+    lines[macro] = ",".join(cells)
+    committed.write_text("\n".join(lines) + "\n")
+    assert compare_main(check) == 1
+    out, err = capsys.readouterr()
+    assert "1 of 60 number(s) outside the committed mean ± std" in err
+    moved = next(line for line in out.splitlines() if line.startswith("| macro F1 |"))
+    assert moved.endswith("| -0.500 | **no** |"), moved
 
 
 @pytest.mark.backend

@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a study folder (experiments/compare_models): write REPORT.md and the files there",
     )
     parser.add_argument("--command", help="the command that re-runs the study, for REPORT.md")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="STUDY_DIR",
+        help="compare the latest sweep of the study's experiment (default: the folder's name) "
+        "with the study's committed comparison.csv, number by number; exit 1 if any new mean "
+        "falls outside the committed mean ± std (`make reproduce`)",
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
     parser.add_argument(
         "--register",
@@ -77,7 +85,8 @@ def compare(args: argparse.Namespace) -> int:
     client = mlflow.MlflowClient(uri)
     if args.close_stale:
         return close_stale_runs(client)
-    parent = find_parent(client, args.parent, args.experiment)
+    experiment = args.experiment or (args.check.resolve().name if args.check else None)
+    parent = find_parent(client, args.parent, experiment)
     comparison = collect(client, parent)
     for line in not_finished(parent, comparison.unfinished):
         print(f"taco-compare: not finished: {line}", file=sys.stderr)
@@ -105,6 +114,26 @@ def compare(args: argparse.Namespace) -> int:
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
     if args.register:
         register(uri, comparison, args.register)
+    return check(args.check, comparison) if args.check else 0
+
+
+def check(study: Path, comparison: object) -> int:
+    """Print the committed report's numbers against the new sweep's; 1 when any moved beyond the
+    committed spread."""
+    from taco.tracking.reproduce import check_table, checks, committed_numbers
+
+    found = checks(committed_numbers(study), comparison)
+    outside = [c for c in found if not c.within]
+    print(f"\n{study.name}: committed report against sweep {comparison.parent.info.run_id}\n")
+    print(check_table(found))
+    if outside:
+        print(
+            f"taco-compare: {len(outside)} of {len(found)} number(s) outside the committed "
+            "mean ± std (marked **no** above)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"all {len(found)} numbers within the committed mean ± std")
     return 0
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from taco.config import default_tracking_uri
 from taco.errors import TacoError, cli_errors
 from taco.models.registry import LoadedModel, load_model
+from taco.schema import CPU_ISAS
 from taco.training.hardware import native_noise_filtered
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -63,7 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", default=None, help="CSV: the labels, then every class's score and decision"
     )
+    parser.add_argument(
+        "--cpu-isa",
+        default=default_cpu_isa(),
+        type=str.upper,
+        choices=[*CPU_ISAS, "NONE"],
+        help="cap TensorFlow's oneDNN kernels at this instruction set, as training did "
+        "(trainer.cpu_isa, default %(default)s); 'none' for no cap",
+    )
     args = parser.parse_args(argv)
+    from taco.training.hardware import limit_cpu_isa
+
+    limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
     with cli_errors("taco-predict"), native_noise_filtered():  # TensorFlow's start-up lines
         if args.model_dir:
             model = load_model(args.model_dir)
@@ -79,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         write_csv(Path(args.output), paths, columns)
     return 0
+
+
+def default_cpu_isa() -> str:
+    """The trainer's default `cpu_isa`: scores computed with the kernels training used."""
+    from omegaconf import OmegaConf
+
+    from taco.config import CONF_DIR
+
+    return str(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").get("cpu_isa") or "NONE")
 
 
 def write_csv(path: Path, files: list[Path], columns: dict[str, list]) -> None:
