@@ -58,6 +58,9 @@ class Evaluation:
     f1_samples: float
     macro_classes: int  # classes the macro F1 averages over (support > 0)
     thresholds: np.ndarray = field(default_factory=lambda: np.array([]))
+    # what was scored: kept so the predictions can be logged and any metric recomputed
+    y_true: np.ndarray = field(default_factory=lambda: np.array([]), repr=False)
+    scores: np.ndarray = field(default_factory=lambda: np.array([]), repr=False)
 
     def summary(self, prefix: str) -> dict[str, float]:
         values = {
@@ -133,6 +136,8 @@ def evaluate(
         f1_samples=float(f1_score(y_true, y_pred, average="samples", zero_division=0)),
         macro_classes=int(defined.sum()),
         thresholds=thr,
+        y_true=y_true,
+        scores=np.asarray(scores),
     )
 
 

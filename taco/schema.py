@@ -128,6 +128,8 @@ class DatasetSchema:
     num_workers: Count | Literal["auto"]
     prefetch_factor: PositiveInt
     generator: GeneratorSchema | None
+    folds: Annotated[int, Range(2)] | None = None
+    fold: Count = 0
 
 
 @dataclass

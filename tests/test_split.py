@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from taco.data.coco import load_labelset
-from taco.data.split import split_rows
+from taco.data.split import fold_rows, split_rows
 from taco.errors import ConfigError
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -79,3 +79,24 @@ def test_training_seeds_share_one_test_split_unless_split_seed_changes(compose_c
     assert one["test"] == two["test"] and one["train"] == two["train"]
     assert (one["seed"], two["seed"]) == (1, 2) and one["split_seed"] == two["split_seed"] == 42
     assert other["test"] != one["test"]
+
+
+def test_folds_hold_out_every_row_once_and_tune_on_the_other_folds():
+    y, k = _labels(), 5
+    folds = [fold_rows(y, FRACTIONS, k, i, seed=3) for i in range(k)]
+    tests = np.concatenate([f["test"] for f in folds])
+    assert sorted(tests.tolist()) == list(range(len(y)))  # each image held out exactly once
+    for f in folds:
+        assert not set(f["test"]) & (set(f["train"]) | set(f["val"]))
+        assert len(set(f["train"]) | set(f["val"]) | set(f["test"])) == len(y)
+        assert abs(len(f["val"]) / (len(f["train"]) + len(f["val"])) - 0.15 / 0.85) < 0.03
+        # stratified: every class's share of the held-out fold is near a fifth
+        share = y[f["test"]].sum(0) / y.sum(0)
+        assert np.all(np.abs(share - 1 / k) < 0.08), share
+    again = fold_rows(y, FRACTIONS, k, 2, seed=3)
+    np.testing.assert_array_equal(again["test"], folds[2]["test"])
+    assert not np.array_equal(fold_rows(y, FRACTIONS, k, 2, seed=4)["test"], folds[2]["test"])
+    with pytest.raises(ConfigError, match="dataset.fold must be in 0..4"):
+        fold_rows(y, FRACTIONS, k, 5, seed=3)
+    with pytest.raises(ConfigError, match="dataset.folds must be at least 2"):
+        fold_rows(y, FRACTIONS, 1, 0, seed=3)

@@ -57,6 +57,18 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri):
     split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")
     ids = split["train"] + split["val"] + split["test"]
     assert sorted(ids) == list(range(48))
+    # the test predictions: every metric recomputes from them (scikit-learn, same thresholds)
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    path = mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/predictions/test.npz")
+    logged = np.load(path)
+    assert logged["image_ids"].tolist() == split["test"]
+    decided = logged["scores"] >= logged["thresholds"]
+    present = np.flatnonzero(logged["y_true"].sum(0) > 0)
+    macro = f1_score(logged["y_true"], decided, average="macro", labels=present, zero_division=0)
+    assert macro == pytest.approx(m["test/f1_macro"], abs=1e-6)
+    assert f1_score(logged["y_true"], decided, average="micro") == pytest.approx(m["test/f1_micro"])
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
     # the logged model labels a folder of images, found by the first characters of its run id

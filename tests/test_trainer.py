@@ -117,6 +117,7 @@ def test_callbacks_from_config_with_a_plain_keras_callback(
         "epoch_metrics",
         "augmentation_preview",
         "per_class_report",
+        "log_predictions",
         "log_model",
         "profile_report",
         "lr_schedule",

@@ -16,7 +16,7 @@ import numpy as np
 
 from taco.data.coco import LabelSet, load_labelset
 from taco.data.images import ImageCache, ImageLimits, build_cache
-from taco.data.split import PARTS, split_rows
+from taco.data.split import PARTS, fold_rows, split_rows
 from taco.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ class TacoDataModule:
         num_workers: int | str = "auto",
         prefetch_factor: int = 2,
         split_seed: int | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         self.name = name
         self.root = Path(root)
@@ -68,6 +70,8 @@ class TacoDataModule:
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)  # shuffling and augmentation
         self.split_seed = self.seed if split_seed is None else int(split_seed)  # the split
+        # k-fold cross-validation: test is fold `fold` of `folds` (None: one split by fractions)
+        self.folds, self.fold = (int(folds), int(fold)) if folds else (None, 0)
         # processes that decode the images, and that augment batches (taco.data.augment_pool)
         self.decode_workers, self.num_workers = decode_workers, num_workers
         self.prefetch_factor = int(prefetch_factor)
@@ -103,7 +107,10 @@ class TacoDataModule:
         return self.indexed
 
     def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        parts = split_rows(labels, self.fractions, self.split_seed)
+        if self.folds:
+            parts = fold_rows(labels, self.fractions, self.folds, self.fold, self.split_seed)
+        else:
+            parts = split_rows(labels, self.fractions, self.split_seed)
         _check_parts(labels, parts, self.load_labels().class_names, self.split_seed)
         return parts
 
@@ -212,6 +219,8 @@ class TacoDataModule:
             "seed": self.seed,
             "split_seed": self.split_seed,
             "fractions": self.fractions,
+            "folds": self.folds,
+            "fold": self.fold,
             "label_level": str(self.label_level),
             "class_names": labelset.class_names,
             "rare": {k: v for k, v in labelset.meta.items() if k.startswith("rare_")},

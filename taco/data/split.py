@@ -49,3 +49,34 @@ def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     if any(v <= 0 for v in fr.values()) or abs(sum(fr.values()) - 1) > 1e-6:
         raise ConfigError(f"dataset.split fractions must be > 0 and sum to 1; got {fr}")
     return fr
+
+
+def fold_rows(
+    labels: np.ndarray, fractions: Mapping[str, float], folds: int, fold: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Rows of each part for fold `fold` of `folds`-fold cross-validation: test is that fold
+    (multi-label stratified k-fold); the other folds are split into train and a stratified
+    validation part (`val / (train + val)` of them), which tunes thresholds and early stopping
+    so nothing is tuned on the held-out fold. The same seed gives the same folds for every fold
+    index, so the test parts of a sweep over `fold` cover every image once."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+
+    fr = _check_fractions(fractions)
+    folds, fold, n = int(folds), int(fold), len(labels)
+    if folds < 2:
+        raise ConfigError(f"dataset.folds must be at least 2 (or null for one split); got {folds}")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"dataset.fold must be in 0..{folds - 1} for dataset.folds={folds}")
+    if n < 2 * folds:
+        raise ConfigError(
+            f"{folds}-fold cross-validation needs at least {2 * folds} images; got {n}"
+        )
+    rows, x = np.arange(n), np.zeros((n, 1))
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    rest, test = list(splitter.split(x, labels))[fold]
+    inner = MultilabelStratifiedShuffleSplit(
+        n_splits=1, test_size=fr["val"] / (fr["train"] + fr["val"]), random_state=seed + 1
+    )
+    train, val = next(inner.split(x[rest], labels[rest]))
+    out = {"train": rows[rest][train], "val": rows[rest][val], "test": rows[test]}
+    return {part: np.sort(r) for part, r in out.items()}

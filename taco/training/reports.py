@@ -1,8 +1,9 @@
 """Callbacks that write a run's reports: each can be switched off in `conf/callbacks/`.
 
 `AugmentationPreview` (a grid of augmented training images), `PerClassReport` (the per-class test
-table, its figure and the trivial floors), `LogModel` (the trained model with what predicting
-needs), `ProfileReport` (time per stage, with `trainer.profiler=simple`).
+table, its figure and the trivial floors), `LogPredictions` (the test part's scores, labels and
+thresholds per image), `LogModel` (the trained model with what predicting needs), `ProfileReport`
+(time per stage, with `trainer.profiler=simple`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,33 @@ class PerClassReport(Callback):
             f"{floor['floor/f1_macro_all']:.3f}, predict at training prevalence "
             f"{floor['floor/f1_macro_prevalence']:.3f}"
         )
+
+
+class LogPredictions(Callback):
+    """`predictions/test.npz`: the test images' ids, true labels, scores and the thresholds that
+    decided them (with the class names, split seed and fold), so any metric can be recomputed
+    from the store without re-running the model; `taco-compare` pools a cross-validation's folds
+    from them (`taco.tracking.pooled`)."""
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        import numpy as np
+
+        if not trainer.logger.active:
+            return
+        _, split = trainer.datamodule.record()
+        with tempfile.TemporaryDirectory() as tmp:
+            np.savez_compressed(
+                Path(tmp) / "test.npz",
+                image_ids=np.asarray(split["test"], dtype=np.int64),
+                y_true=np.asarray(result.y_true, dtype=np.uint8),
+                scores=np.asarray(result.scores),  # as scored: the decisions stay exact
+                thresholds=np.asarray(result.thresholds, dtype=np.float64),
+                class_names=np.asarray(result.class_names, dtype=str),
+                split_seed=split["split_seed"],
+                folds=split.get("folds") or 0,
+                fold=split.get("fold", 0),
+            )
+            trainer.logger.log_artifacts(tmp, "predictions")
 
 
 class LogModel(Callback):
