@@ -80,6 +80,7 @@ class TacoDataModule:
         self.cache: ImageCache | None = None
         self.rows: dict[str, np.ndarray] = {}
         self.skipped: list = []
+        self.skipped_classes: list[str] = []  # classes a fold tests without training on
 
     # ------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:
@@ -111,7 +112,20 @@ class TacoDataModule:
             parts = fold_rows(labels, self.fractions, self.folds, self.fold, self.split_seed)
         else:
             parts = split_rows(labels, self.fractions, self.split_seed)
-        _check_parts(labels, parts, self.load_labels().class_names, self.split_seed)
+        names = self.load_labels().class_names
+        if not self.folds:
+            _check_parts(labels, parts, names, self.split_seed)
+            return parts
+        lacking = _untrained(labels, parts, names)
+        if lacking and not self.skipped_classes:  # held out once each: nothing else can be done
+            self.skipped_classes = lacking  # warned once (check() and setup() both split)
+            log.warning(
+                "fold %d of %d tests class(es) %s without a training image (too few images to "
+                "spread over the folds; dataset.min_images merges or drops them)",
+                self.fold,
+                self.folds,
+                lacking,
+            )
         return parts
 
     def check(self) -> None:
@@ -277,15 +291,20 @@ def _check_parts(
 ) -> None:
     """Refuse a split that tests a class it never trains on (a class absent everywhere is
     allowed: it scores zero support)."""
-    train = labels[parts["train"]].sum(0)
-    elsewhere = labels.sum(0) - train
-    lacking = [names[j] for j in np.flatnonzero((train == 0) & (elsewhere > 0))]
+    lacking = _untrained(labels, parts, names)
     if lacking:
         raise ConfigError(
             f"dataset.split (dataset.split_seed={seed}) leaves class(es) {lacking} without a "
             "training image: raise dataset.min_images to merge or drop rare classes, change "
             "dataset.split, or use another dataset.split_seed"
         )
+
+
+def _untrained(labels: np.ndarray, parts: dict[str, np.ndarray], names: list[str]) -> list[str]:
+    """Classes that the held-out parts have and the training part lacks."""
+    train = labels[parts["train"]].sum(0)
+    elsewhere = labels.sum(0) - train
+    return [names[j] for j in np.flatnonzero((train == 0) & (elsewhere > 0))]
 
 
 def augment_workers(num_workers: int | str) -> int:
