@@ -83,7 +83,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     capsys.readouterr()
     check = ["--check", str(tmp_path / "study"), "--experiment", "taco", "--no-log"]
     assert compare_main(check) == 0
-    assert "all 60 numbers within the committed mean ± std" in capsys.readouterr().out
+    assert "all 60 numbers within the committed range" in capsys.readouterr().out
     committed = tmp_path / "study" / "comparison.csv"
     lines = committed.read_text().splitlines()
     macro = next(i for i, line in enumerate(lines) if line.startswith("macro F1,"))
@@ -93,7 +93,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     committed.write_text("\n".join(lines) + "\n")
     assert compare_main(check) == 1
     out, err = capsys.readouterr()
-    assert "1 of 60 number(s) outside the committed mean ± std" in err
+    assert "1 of 60 number(s) outside the committed range" in err
     moved = next(line for line in out.splitlines() if line.startswith("| macro F1 |"))
     assert moved.endswith("| -0.500 | **no** |"), moved
 
@@ -217,3 +217,55 @@ def test_basic_and_joblib_launchers_give_the_same_per_class_f1(tmp_path, mlflow_
             per_class[launcher, run.data.params["seed"]] = scores
     assert per_class["basic", "42"] and per_class["basic", "42"] == per_class["joblib", "42"]
     assert per_class["basic", "43"] == per_class["joblib", "43"]
+
+
+def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
+    tmp_path, mlflow_uri, capsys
+):
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from taco.metrics import sanitize
+
+    proc = _sweep(
+        tmp_path, "dataset.folds=3", "dataset.fold=0,1,2", "model.classifier.build.dense_units=4,16"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, parent, children = _family(mlflow_uri)
+    assert len(children) == 6
+    args = ["--report", str(tmp_path / "cv"), "--resamples", "300", "--permutations", "300"]
+    assert compare_main(args) == 0
+    report = (tmp_path / "cv" / "REPORT.md").read_text()
+    assert "3-fold cross-validation that held it out (48 images" in report
+    assert "Classes with a significant winner: " in report and "| significantly best |" in report
+    assert "| A vs B | macro F1 A - B [95% interval] | p |" in report
+    assert (tmp_path / "cv" / "f1_intervals.png").stat().st_size > 10_000
+    rows = {r.split(",")[0]: r.split(",") for r in (tmp_path / "cv" / "comparison.csv").open()}
+    header = rows["class"]
+    variant = header[2].removesuffix(" f1")
+    assert variant == "model.classifier.build.dense_units=4" and header[3:5] == [
+        f"{variant} low",
+        f"{variant} high",
+    ]
+    low, value, high = (float(rows["macro F1"][i]) for i in (3, 2, 4))
+    assert low <= value <= high
+    # the same macro F1 from the logged out-of-fold predictions, with scikit-learn
+    mine = [c for c in children if "dense_units=4 " in c.data.tags["hydra_overrides"] + " "]
+    ids, y, decided = [], [], []
+    for run in mine:
+        logged = np.load(client.download_artifacts(run.info.run_id, "predictions/test.npz"))
+        ids += logged["image_ids"].tolist()
+        y.append(logged["y_true"])
+        decided.append(logged["scores"] >= logged["thresholds"])
+    assert sorted(ids) == list(range(48))  # every image held out once
+    y, decided = np.concatenate(y), np.concatenate(decided)
+    present = np.flatnonzero(y.sum(0) > 0)
+    macro = f1_score(y, decided, average="macro", labels=present, zero_division=0)
+    assert value == pytest.approx(macro, abs=1e-4)
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    assert metrics[f"compare/f1_macro/{sanitize(variant)}"] == pytest.approx(macro)
+    assert "compare/classes_with_significant_winner" in metrics
+    # make reproduce on a cross-validation: within the committed intervals
+    capsys.readouterr()
+    assert compare_main(["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]) == 0
+    assert "numbers within the committed range" in capsys.readouterr().out

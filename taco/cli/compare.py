@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from taco.config import default_tracking_uri, project_root
@@ -39,8 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STUDY_DIR",
         help="compare the latest sweep of the study's experiment (default: the folder's name) "
         "with the study's committed comparison.csv, number by number; exit 1 if any new mean "
-        "falls outside the committed mean ± std (`make reproduce`)",
+        "falls outside the committed range: seeds' mean ± std, or a cross-validation's 95%% "
+        "interval (`make reproduce`)",
     )
+    stats = parser.add_argument_group("cross-validation sweeps (over dataset.fold)")
+    stats.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples of the images"
+    )
+    stats.add_argument(
+        "--permutations", type=int, default=2000, help="permutations of the paired tests"
+    )
+    stats.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm)")
+    stats.add_argument("--stats-seed", type=int, default=0, help="seeds resamples and permutations")
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
     parser.add_argument(
         "--register",
@@ -69,14 +80,7 @@ def default_out() -> Path:
 def compare(args: argparse.Namespace) -> int:
     import mlflow
 
-    from taco.tracking.compare import (
-        collect,
-        find_parent,
-        log_to_parent,
-        not_finished,
-        report_markdown,
-        write_outputs,
-    )
+    from taco.tracking.compare import collect, find_parent, not_finished
     from taco.tracking.stale import stale_runs
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -98,42 +102,66 @@ def compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     folder = args.report or args.out or default_out()
-    write_outputs(comparison, folder)
-    if args.report:
-        study = args.report.resolve().name
-        command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
-        (args.report / "REPORT.md").write_text(report_markdown(comparison, study, command))
-    if not args.no_log:
-        log_to_parent(client, comparison, folder)
+    shown, value = write_results(args, client, comparison, folder)
     print(
         f"sweep {parent.info.run_id} ({parent.info.status}): "
         f"{sum(len(r) for r in comparison.runs.values())} finished job(s), "
         f"{len(comparison.unfinished)} not finished"
     )
-    print(comparison.markdown())
+    print(shown)
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
     if args.register:
         register(uri, comparison, args.register)
-    return check(args.check, comparison) if args.check else 0
+    return check(args.check, comparison.parent.info.run_id, value) if args.check else 0
 
 
-def check(study: Path, comparison: object) -> int:
-    """Print the committed report's numbers against the new sweep's; 1 when any moved beyond the
-    committed spread."""
+def write_results(
+    args: argparse.Namespace, client: object, comparison: object, folder: Path
+) -> tuple[str, Callable[[str, str], float]]:
+    """The table, CSV and figure (and REPORT.md, and the parent's copy): seeds' mean ± std, or
+    for a sweep over `dataset.fold` the pooled cross-validation with intervals and tests. Returns
+    the table as printed and each number's new value (for --check)."""
+    from taco.tracking import compare as seeds
+    from taco.tracking import pooled
+
+    runs = [r for rs in comparison.runs.values() for r in rs]
+    if pooled.is_cross_validation(runs):
+        settings = pooled.Settings(args.resamples, args.permutations, args.alpha, args.stats_seed)
+        cv = pooled.cross_validate(client, comparison.runs, settings)
+        pooled.write_outputs(cv, folder)
+        if not args.no_log:
+            pooled.log_to_parent(client, cv, comparison.parent.info.run_id, folder)
+        shown, body, value = pooled.markdown(cv), pooled.report_body(cv), cv.f1
+    else:
+        seeds.write_outputs(comparison, folder)
+        if not args.no_log:
+            seeds.log_to_parent(client, comparison, folder)
+        shown, body, value = comparison.markdown(), None, comparison.mean
+    if args.report:
+        study = args.report.resolve().name
+        command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
+        text = seeds.report_markdown(comparison, study, command, body)
+        (args.report / "REPORT.md").write_text(text)
+    return shown, value
+
+
+def check(study: Path, parent_id: str, value: Callable[[str, str], float]) -> int:
+    """Print the committed report's numbers against the new sweep's; 1 when any left the
+    committed range (seeds' mean ± std, or the cross-validation's interval)."""
     from taco.tracking.reproduce import check_table, checks, committed_numbers
 
-    found = checks(committed_numbers(study), comparison)
+    found = checks(committed_numbers(study), value)
     outside = [c for c in found if not c.within]
-    print(f"\n{study.name}: committed report against sweep {comparison.parent.info.run_id}\n")
+    print(f"\n{study.name}: committed report against sweep {parent_id}\n")
     print(check_table(found))
     if outside:
         print(
             f"taco-compare: {len(outside)} of {len(found)} number(s) outside the committed "
-            "mean ± std (marked **no** above)",
+            "range (marked **no** above)",
             file=sys.stderr,
         )
         return 1
-    print(f"all {len(found)} numbers within the committed mean ± std")
+    print(f"all {len(found)} numbers within the committed range")
     return 0
 
 

@@ -190,9 +190,10 @@ def _overrides(run: Any) -> dict[str, str]:
 
 
 def variant_names(runs: list[Any]) -> dict[str, str]:
-    """Run id -> the label of its variant: the overrides that differ between jobs, seed aside."""
+    """Run id -> the label of its variant: the overrides that differ between jobs, seed and
+    cross-validation fold aside (their jobs are pooled)."""
     parsed = {r.info.run_id: _overrides(r) for r in runs}
-    keys = sorted({k for o in parsed.values() for k in o} - {"seed"})
+    keys = sorted({k for o in parsed.values() for k in o} - {"seed", "dataset.fold"})
     varying = [k for k in keys if len({o.get(k) for o in parsed.values()}) > 1]
     names = {}
     for run in runs:
@@ -323,7 +324,11 @@ def study_description(study: str) -> str:
     return " ".join(" ".join(lines).split())
 
 
-def report_markdown(comparison: Comparison, study: str, command: str) -> str:
+def report_markdown(
+    comparison: Comparison, study: str, command: str, body: str | None = None
+) -> str:
+    """REPORT.md: what the study is, how to re-run it, where and with what it ran, then `body`
+    (default: the seeds' model x class table) and the per-variant lines."""
     parent = comparison.parent
     tags = parent.data.tags
     start, end = parent.info.start_time, parent.info.end_time
@@ -350,22 +355,30 @@ def report_markdown(comparison: Comparison, study: str, command: str) -> str:
         f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         *_machine_lines(comparison),
         "",
-        "Thresholds are tuned per class on the validation split; F1 is on the test split; "
-        "support is the number of test images with the class. **Bold**: the best variant of the "
-        "row. n/a: the class has no positive test image (or, for a variant, no prediction to "
-        "score)."
-        + (
-            " Cells are mean ± std over seeds; ≈: the best mean, but its mean ± std overlaps "
-            "another variant's, so the difference is within seed noise (not bold, not a win)."
-            if comparison.seeds() > 1
-            else ""
-        ),
-        "",
-        comparison.markdown(),
-        "![test F1 heatmap](f1_heatmap.png)",
-        "",
+        body or _seeds_body(comparison),
     ]
     return "\n".join([*lines, *_per_variant_lines(comparison)]) + "\n"
+
+
+def _seeds_body(comparison: Comparison) -> str:
+    return "\n".join(
+        [
+            "Thresholds are tuned per class on the validation split; F1 is on the test split; "
+            "support is the number of test images with the class. **Bold**: the best variant of "
+            "the row. n/a: the class has no positive test image (or, for a variant, no "
+            "prediction to score)."
+            + (
+                " Cells are mean ± std over seeds; ≈: the best mean, but its mean ± std overlaps "
+                "another variant's, so the difference is within seed noise (not bold, not a win)."
+                if comparison.seeds() > 1
+                else ""
+            ),
+            "",
+            comparison.markdown(),
+            "![test F1 heatmap](f1_heatmap.png)",
+            "",
+        ]
+    )
 
 
 def _machine_lines(comparison: Comparison) -> list[str]:
