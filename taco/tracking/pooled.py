@@ -267,6 +267,8 @@ def figure(cv: CrossValidation) -> Any:
 
     rows = [r for r in cv.rows if r not in cv.support or cv.support[r] > 0]
     fig, ax = plt.subplots(figsize=(8, 0.36 * len(rows) + 1.6), layout="constrained")
+    for i in range(0, len(rows), 2):  # bands: which bars belong to which class
+        ax.axhspan(i - 0.5, i + 0.5, color="0.94", zorder=0)
     offsets = np.linspace(-0.3, 0.3, len(cv.variants)) if len(cv.variants) > 1 else [0.0]
     for offset, variant in zip(offsets, cv.variants, strict=True):
         y = np.arange(len(rows)) + offset
