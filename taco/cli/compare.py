@@ -13,6 +13,13 @@ from taco.errors import DataError, cli_errors
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with cli_errors("taco-compare"):
+        return compare(args)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taco-compare",
         description="Model x class table of test F1 for a sweep.",
@@ -43,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         "falls outside the committed range: seeds' mean ± std, or a cross-validation's 95%% "
         "interval (`make reproduce`)",
     )
+    add_statistics(parser)
+    return parser
+
+
+def add_statistics(parser: argparse.ArgumentParser) -> None:
+    """How a cross-validation's intervals and tests are computed (taco.tracking.pooled)."""
     stats = parser.add_argument_group("cross-validation sweeps (over dataset.fold)")
     stats.add_argument(
         "--resamples", type=int, default=2000, help="bootstrap resamples of the images"
@@ -64,10 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="close FAILED every RUNNING run whose process on this host is gone, then exit",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with cli_errors("taco-compare"):
-        return compare(args)
 
 
 def default_out() -> Path:

@@ -53,19 +53,15 @@ class TacoDataModule:
         folds: int | None = None,
         fold: int = 0,
     ) -> None:
-        self.name = name
-        self.root = Path(root)
+        self.name, self.root = name, Path(root)
         self.annotation_path = self.root / annotation_file
-        self.label_level = label_level
-        self.min_images = int(min_images or 0)
-        self.rare = rare
+        self.label_level, self.min_images, self.rare = label_level, int(min_images or 0), rare
         self.fractions = dict(split or {"train": 0.7, "val": 0.15, "test": 0.15})
         self.batch_size = int(batch_size)
         self.resize, self.on_bad_image = resize, on_bad_image
         self.unlabeled = unlabeled  # images without annotations: keep (all-negative) | drop
-        self.max_pixels = max_pixels
+        self.max_pixels, self.image_size = max_pixels, int(image_size)
         self.generator, self.missing_hint = generator, missing_hint
-        self.image_size = int(image_size)
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cache"
         self.augmentation = augmentation if callable(augmentation) else None  # none: {}
         self.seed = int(seed)  # shuffling and augmentation
@@ -74,11 +70,10 @@ class TacoDataModule:
         self.folds, self.fold = (int(folds), int(fold)) if folds else (None, 0)
         # processes that decode the images, and that augment batches (taco.data.augment_pool)
         self.decode_workers, self.num_workers = decode_workers, num_workers
-        self.prefetch_factor = int(prefetch_factor)
+        self.prefetch_factor = int(prefetch_factor)  # batches ahead, per augmentation worker
         self.indexed: LabelSet | None = None  # labels, before any image is decoded
-        self.labelset: LabelSet | None = None
-        self.cache: ImageCache | None = None
-        self.rows: dict[str, np.ndarray] = {}
+        self.labelset: LabelSet | None = None  # labels of the decoded cache (setup)
+        self.cache, self.rows = None, {}  # the decoded images, and each part's rows in them
         self.skipped: list = []
         self.skipped_classes: list[str] = []  # classes a fold tests without training on
 
