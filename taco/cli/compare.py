@@ -25,7 +25,11 @@ def parser() -> argparse.ArgumentParser:
         description="Model x class table of test F1 for a sweep.",
     )
     parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
-    parser.add_argument("--experiment", help="MLflow experiment name to take the latest sweep from")
+    parser.add_argument(
+        "--experiment",
+        help="MLflow experiment to take the latest sweep from (default with --report or --check: "
+        "the experiment named after the study folder, if any; else every experiment)",
+    )
     parser.add_argument(
         "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db)"
     )
@@ -98,8 +102,7 @@ def compare(args: argparse.Namespace) -> int:
     client = mlflow.MlflowClient(uri)
     if args.close_stale:
         return close_stale_runs(client)
-    experiment = args.experiment or (args.check.resolve().name if args.check else None)
-    parent = find_parent(client, args.parent, experiment)
+    parent = find_parent(client, args.parent, study_experiment(client, args))
     comparison = collect(client, parent)
     for line in not_finished(parent, comparison.unfinished):
         print(f"taco-compare: not finished: {line}", file=sys.stderr)
@@ -122,6 +125,16 @@ def compare(args: argparse.Namespace) -> int:
     if args.register:
         register(uri, comparison, args.register)
     return check(args.check, comparison.parent.info.run_id, value) if args.check else 0
+
+
+def study_experiment(client: object, args: argparse.Namespace) -> str | None:
+    """--experiment, else the experiment named after the study folder of --check or --report
+    when there is one (a study logs to its own experiment), else None: every experiment."""
+    folder = args.check or args.report
+    if args.experiment or folder is None:
+        return args.experiment
+    name = folder.resolve().name
+    return name if client.get_experiment_by_name(name) is not None else None
 
 
 def write_results(
