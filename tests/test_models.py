@@ -210,3 +210,15 @@ def test_loss_options_train(loss, compose_cfg, tmp_path):
         ],
     )
     assert np.isfinite(classifier.predict_scores(dm.batches("val"))).all()
+
+
+def test_random_init_features_are_cached_per_seed_and_pretrained_ones_shared():
+    from taco.models.forest import ForestClassifier
+
+    def name(weights, seed):
+        forest = ForestClassifier(weights=weights, random_state=seed)
+        forest.image_size = 72
+        return forest.feature_name()
+
+    assert name(None, 1) != name(None, 2)  # another seed draws another backbone
+    assert name("imagenet", 1) == name("imagenet", 2) == "Xception-imagenet-72px"

@@ -1,8 +1,9 @@
 """ForestClassifier: pooled backbone features -> scikit-learn RandomForestClassifier.
 
-Features depend only on (backbone, weights, image size, image cache), so they are computed once
-for every cached image, stored on disk under that key by the data (`Batches.derived`), and
-reused by every forest of a sweep. Implements `taco.protocols.Classifier` directly: it is fitted
+Features depend only on (backbone, weights, image size, image cache), and for random-init
+weights (`weights: null`) on the seed that drew them, so they are computed once for every cached
+image, stored on disk under that key by the data (`Batches.derived`), and reused by every forest
+of a sweep that shares it (every fold of a cross-validation; not the seeds of a random init). Implements `taco.protocols.Classifier` directly: it is fitted
 in a single pass, so the Trainer runs one epoch, and it goes through the same thresholds,
 metrics and MLflow logging as the Keras models.
 """
@@ -159,7 +160,9 @@ class ForestClassifier:
     # ------------------------------------------------------------------ features
     def feature_name(self) -> str:
         weights = os.path.basename(str(self.weights))  # "imagenet", "None" or a file name
-        return f"{self.backbone}-{weights}-{self.image_size}px"
+        # a random init is drawn from the job's seed (random_state is ${seed}): its own features
+        init = "" if self.weights else f"-seed{self.forest_params['random_state']}"
+        return f"{self.backbone}-{weights}{init}-{self.image_size}px"
 
     def features(self, batches: Batches) -> np.ndarray:
         """Pooled backbone features of the batches' images, in batch order (cached on disk)."""
