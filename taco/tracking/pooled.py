@@ -328,7 +328,9 @@ def report_body(cv: CrossValidation) -> str:
             f"the same images ({s.permutations} permutations), per class with Holm's correction "
             f"across classes, at alpha {s.alpha}. **Bold** and *significantly best*: the model "
             "is significantly better than every other model; elsewhere there is no detectable "
-            "difference (n/a: no positive image).",
+            "difference (n/a: no positive image). Two intervals may overlap while the paired "
+            "test still finds a difference: pairing removes what the images' difficulty adds to "
+            "both models' spread.",
             "",
             f"**Classes with a significant winner: {cv.significant_classes()} of {defined}.** "
             f"Macro F1: {cv.winner('macro F1') or NO_DIFFERENCE}.",
