@@ -147,3 +147,44 @@ def test_a_win_inside_the_seed_spread_is_marked_within_noise():
     text = table.markdown()
     assert "| classes won (alone) | | 1 | 0 |" in text
     assert "| best but within seed noise (≈) | | 1 | 0 |" in text
+
+
+def test_a_fold_job_without_logged_predictions_is_named_with_what_to_do(mlflow_uri):
+    from taco.errors import DataError
+    from taco.tracking.pooled import pool_runs
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("old"))
+    client.set_terminated(run.info.run_id)
+    with pytest.raises(DataError, match=f"run {run.info.run_id} has no predictions/test.npz"):
+        pool_runs(client, [client.get_run(run.info.run_id)], "cnn")
+
+
+def test_pooling_refuses_an_image_held_out_twice(mlflow_uri, tmp_path):
+    import numpy as np
+
+    from taco.errors import DataError
+    from taco.tracking.pooled import pool_runs
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("twice")
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    y = np.array([[1, 0], [0, 1]], np.uint8)
+    np.savez(
+        folder / "test.npz",
+        image_ids=np.array([3, 5]),
+        y_true=y,
+        scores=np.array([[0.9, 0.1], [0.2, 0.7]]),
+        thresholds=np.array([0.5, 0.5]),
+        class_names=np.array(["Bottle", "Can"]),
+    )
+    runs = []
+    for _ in range(2):  # two seeds of one fold
+        run = client.create_run(experiment)
+        client.log_artifacts(run.info.run_id, str(folder), "predictions")
+        runs.append(client.get_run(run.info.run_id))
+    pooled = pool_runs(client, runs[:1], "cnn")
+    assert pooled.image_ids.tolist() == [3, 5] and pooled.decided.tolist() == y.tolist()
+    with pytest.raises(DataError, match="held out by more than one job"):
+        pool_runs(client, runs, "cnn")
