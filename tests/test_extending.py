@@ -29,7 +29,10 @@ def _cli(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return out
 
 
-def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri):
+def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri, capsys):
+    from taco.cli.compare import main as compare_main
+    from taco.cli.predict import main as predict_main
+
     assert isinstance(PooledLogistic(), Classifier)  # the protocol, checked at run time
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "pooled_logistic.yaml").write_text(CONFIG)
@@ -52,8 +55,10 @@ def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri)
     assert any(k.startswith("test/f1/") for k in toy[0].data.metrics)
     assert toy[0].data.metrics["epochs_trained"] == 1  # single pass
 
-    out = _cli("taco-compare", "--out", str(tmp_path / "cmp"), "--register", "litter", env=env)
-    header = next(line for line in out.stdout.splitlines() if line.startswith("| class"))
+    capsys.readouterr()  # in this process from here: the CLIs' mains, without a start-up each
+    assert compare_main(["--out", str(tmp_path / "cmp"), "--register", "litter"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| class"))
     assert "pooled_logistic" in header and "cnn" in header
 
     # the sweep's best model, registered: version 1 of `litter`, from the best job's run
@@ -61,9 +66,9 @@ def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri)
     (version,) = registry.search_model_versions("name = 'litter'")
     best = max(runs, key=lambda r: r.data.metrics.get("test/f1_macro", -1))
     assert int(version.version) == 1 and version.run_id == best.info.run_id
-    assert "registered models:/litter/1" in out.stdout
+    assert "registered models:/litter/1" in out
 
     images = tmp_path / "data" / "synthetic" / "batch_1"
     for model in ("models:/litter/1", toy[0].info.run_id):
-        labelled = _cli("taco-predict", "--model", model, str(images), env=env).stdout
-        assert len(labelled.strip().splitlines()) == 48
+        assert predict_main(["--model", model, "--cpu-isa", "none", str(images)]) == 0
+        assert len(capsys.readouterr().out.strip().splitlines()) == 48

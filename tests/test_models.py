@@ -26,6 +26,12 @@ FAMILIES = {
         "model.classifier.head_epochs=1",
         "model.classifier.build.dense_units=16",
     ],
+    "vgg16_rf": [
+        "model=vgg16_rf",
+        "model.weights=null",
+        "model.image_size=32",
+        "model.classifier.n_estimators=20",
+    ],
     "xception_rf": [
         "model=xception_rf",
         "model.weights=null",
@@ -45,7 +51,8 @@ def _tiny(tmp_path, extra):
     [
         pytest.param("vgg16", marks=pytest.mark.backend),  # the transfer path, on both backends
         pytest.param("xception", marks=pytest.mark.slow),  # the same path at 71 px: 16 s
-        "xception_rf",
+        "vgg16_rf",  # backbone features + forest, at 32 px
+        pytest.param("xception_rf", marks=pytest.mark.slow),  # the same at 71 px: 19 s
     ],
 )
 def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlflow_uri, caplog):
@@ -137,7 +144,7 @@ def test_forest_features_are_extracted_once(compose_cfg, tmp_path):
     ]
     _fitted(compose_cfg, tmp_path, extra)
     files = list((tmp_path / "data" / "cache" / "features").glob("*.npy"))
-    assert len(files) == 1 and "VGG16-None-32px" in files[0].name
+    assert len(files) == 1 and "VGG16-None-seed42-32px" in files[0].name
     written = files[0].stat().st_mtime_ns
     _fitted(compose_cfg, tmp_path, [*extra, "model.classifier.n_estimators=7"])
     assert list((tmp_path / "data" / "cache" / "features").glob("*.npy")) == files

@@ -145,6 +145,11 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
     every model scored."""
     pooled = {variant: pool_runs(client, r, variant) for variant, r in runs.items()}
     first = next(iter(pooled.values()))
+    if any(p.class_names != first.class_names for p in pooled.values()):
+        raise DataError(
+            "the models of this cross-validation score different classes (another "
+            "dataset.label_level or class map?): compare sweeps that share their classes"
+        )
     common = first.image_ids
     for p in pooled.values():
         common = np.intersect1d(common, p.image_ids)
