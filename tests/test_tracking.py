@@ -188,3 +188,18 @@ def test_pooling_refuses_an_image_held_out_twice(mlflow_uri, tmp_path):
     assert pooled.image_ids.tolist() == [3, 5] and pooled.decided.tolist() == y.tolist()
     with pytest.raises(DataError, match="held out by more than one job"):
         pool_runs(client, runs, "cnn")
+
+
+def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, monkeypatch):
+    """MLflow's registry resolves `models:/<id>` through the process-wide URI: a stale one (left
+    by an earlier run in this process) would register against another store."""
+    import os
+
+    from taco.tracking.logged_model import process_tracking_uri
+
+    stale, mine, store = (f"sqlite:///{tmp_path}/{n}.db" for n in ("stale", "mine", "store"))
+    mlflow.set_tracking_uri(stale)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
+    with process_tracking_uri(store):
+        assert mlflow.get_tracking_uri() == store
+    assert mlflow.get_tracking_uri() == stale and os.environ["MLFLOW_TRACKING_URI"] == mine

@@ -9,7 +9,9 @@ Registry and `mlflow models serve` take it, and `taco-predict`/`taco-eval` still
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +151,31 @@ def register_best(client: Any, comparison: Any, name: str) -> Any:
     except Exception:
         client.create_registered_model(name, description="taco multi-label litter classifier")
     score = run.data.metrics.get("test/f1_macro", float("nan"))
-    return client.create_model_version(
-        name,
-        source=f"models:/{outputs[-1]}",
-        run_id=run.info.run_id,
-        model_id=outputs[-1],
-        tags={"variant": variant, "test_f1_macro": f"{score:.4f}"},
-        description=f"{variant}: test macro F1 {score:.3f} (sweep {comparison.parent.info.run_id})",
-    )
+    with process_tracking_uri(client.tracking_uri):  # MLflow looks the model up there
+        return client.create_model_version(
+            name,
+            source=f"models:/{outputs[-1]}",
+            run_id=run.info.run_id,
+            model_id=outputs[-1],
+            tags={"variant": variant, "test_f1_macro": f"{score:.4f}"},
+            description=f"{variant}: test macro F1 {score:.3f} "
+            f"(sweep {comparison.parent.info.run_id})",
+        )
+
+
+@contextlib.contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's SQL registry finds a `models:/<id>` source through the process-wide tracking URI,
+    not the client's: point it at the client's store for the call, then restore both the
+    process-wide URI and $MLFLOW_TRACKING_URI (which `mlflow.set_tracking_uri` also writes)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils  # where MLflow keeps the process URI
+
+    saved_uri, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_uri)  # None: unset, as it was
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
