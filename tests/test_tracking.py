@@ -203,3 +203,4 @@ def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, 
     with process_tracking_uri(store):
         assert mlflow.get_tracking_uri() == store
     assert mlflow.get_tracking_uri() == stale and os.environ["MLFLOW_TRACKING_URI"] == mine
+    mlflow.set_tracking_uri(None)  # no stale URI for the tests after this one
