@@ -101,10 +101,18 @@ def check_table(found: list[Check]) -> str:
         "|---|---|---:|---:|---:|---|",
     ]
     for c in found:
-        diff = c.new - c.committed.value
         new = "n/a" if math.isnan(c.new) else f"{c.new:.3f}"
         lines.append(
             f"| {c.row} | {c.variant} | {c.committed.text} | {new} "
-            f"| {'' if math.isnan(diff) else f'{diff:+.3f}'} | {'yes' if c.within else '**no**'} |"
+            f"| {_difference(c)} | {'yes' if c.within else '**no**'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _difference(check: Check) -> str:
+    """New minus committed, at the CSV's precision: `0.000` rather than `-0.000` for a number
+    that only lost digits to the file's rounding."""
+    diff = round(check.new, 4) - check.committed.value
+    if math.isnan(diff):
+        return ""
+    return "0.000" if abs(diff) < 5e-4 else f"{diff:+.3f}"
