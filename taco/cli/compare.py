@@ -54,6 +54,18 @@ def parser() -> argparse.ArgumentParser:
         "falls outside the committed range: seeds' mean ± std, or a cross-validation's 95%% "
         "interval (`make reproduce`)",
     )
+    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best job's model (test macro F1) as a new version of NAME in the "
+        "Model Registry",
+    )
+    parser.add_argument(
+        "--close-stale",
+        action="store_true",
+        help="close FAILED every RUNNING run whose process on this host is gone, then exit",
+    )
     add_statistics(parser)
     return parser
 
@@ -69,18 +81,6 @@ def add_statistics(parser: argparse.ArgumentParser) -> None:
     )
     stats.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm)")
     stats.add_argument("--stats-seed", type=int, default=0, help="seeds resamples and permutations")
-    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
-    parser.add_argument(
-        "--register",
-        metavar="NAME",
-        help="register the best job's model (test macro F1) as a new version of NAME in the "
-        "Model Registry",
-    )
-    parser.add_argument(
-        "--close-stale",
-        action="store_true",
-        help="close FAILED every RUNNING run whose process on this host is gone, then exit",
-    )
 
 
 def default_out() -> Path:
