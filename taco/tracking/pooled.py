@@ -19,6 +19,7 @@ import numpy as np
 from taco.errors import DataError
 from taco.resampling import Interval, PairedTest, bootstrap_interval, bootstrap_weights
 from taco.resampling import compare_pair as paired
+from taco.tracking.compare import _csv, _none, _num
 
 PREDICTIONS = "predictions/test.npz"
 NO_DIFFERENCE = "no detectable difference"
@@ -112,9 +113,9 @@ class CrossValidation:
             return i.macro_low, i.macro_high
         return float(i.low[self.index[row]]), float(i.high[self.index[row]])
 
-    def test(self, a: str, b: str) -> tuple[PairedTest, int]:
-        """The test of a pair, and +1 if it was computed as (a, b), -1 as (b, a)."""
-        return (self.tests[a, b], 1) if (a, b) in self.tests else (self.tests[b, a], -1)
+    def test(self, a: str, b: str) -> PairedTest:
+        """The test of a pair, in either order (its p-values do not depend on the order)."""
+        return self.tests[a, b] if (a, b) in self.tests else self.tests[b, a]
 
     def winner(self, row: str) -> str | None:
         """The model with the best F1 of the row if it is significantly better than every other
@@ -126,7 +127,7 @@ class CrossValidation:
         for other in self.variants:
             if other == best:
                 continue
-            test, _ = self.test(best, other)
+            test = self.test(best, other)
             p = test.macro_p if row == "macro F1" else test.p_holm[self.index[row]]
             if not (values[best] > values[other] and p < self.settings.alpha):
                 return None
@@ -239,12 +240,8 @@ def csv_text(cv: CrossValidation) -> str:
             low, high = cv.bounds(row, v)
             cells += [_num(cv.f1(row, v)), _num(low), _num(high)]
         cells.append(cv.winner(row) or "")
-        out.append(",".join(f'"{c}"' if "," in c else c for c in cells))
+        out.append(",".join(_csv(c) for c in cells))
     return "\n".join(out) + "\n"
-
-
-def _num(value: float) -> str:
-    return "" if np.isnan(value) else f"{value:.4f}"
 
 
 def table(cv: CrossValidation) -> dict[str, list]:
@@ -257,10 +254,6 @@ def table(cv: CrossValidation) -> dict[str, list]:
         columns[f"{v} high"] = [_none(cv.bounds(r, v)[1]) for r in cv.rows]
     columns["significantly best"] = [cv.winner(r) for r in cv.rows]
     return columns
-
-
-def _none(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), 4)
 
 
 def figure(cv: CrossValidation) -> Any:
