@@ -142,9 +142,6 @@ def resolved_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-register_resolvers()
-
-
 def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
     """The installed version of each package of `names` that is installed."""
     from importlib import metadata
@@ -156,3 +153,6 @@ def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+register_resolvers()

@@ -103,14 +103,12 @@ class TacoDataModule:
         return self.indexed
 
     def split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        if self.folds:
-            parts = fold_rows(labels, self.fractions, self.folds, self.fold, self.split_seed)
-        else:
-            parts = split_rows(labels, self.fractions, self.split_seed)
         names = self.load_labels().class_names
         if not self.folds:
+            parts = split_rows(labels, self.fractions, self.split_seed)
             _check_parts(labels, parts, names, self.split_seed)
             return parts
+        parts = fold_rows(labels, self.fractions, self.folds, self.fold, self.split_seed)
         lacking = _untrained(labels, parts, names)
         if lacking and not self.skipped_classes:  # held out once each: nothing else can be done
             self.skipped_classes = lacking  # warned once (check() and setup() both split)
