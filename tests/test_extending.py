@@ -22,6 +22,18 @@ classifier:
 """
 
 
+def register_loader(site: Path) -> Path:
+    """What installing a family's package does for its loader (README, "Extending"): an entry
+    point in `taco.model_loaders`, here in a dist-info folder of its own on the path."""
+    dist = site / "toy_family-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-family\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[taco.model_loaders]\npooled_logistic = tests.toy_family:PooledLogistic\n"
+    )
+    return site
+
+
 def _cli(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     exe = os.path.join(os.path.dirname(sys.executable), name)
     out = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=600)
@@ -29,14 +41,18 @@ def _cli(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return out
 
 
-def test_a_new_model_family_from_one_module_and_one_config(tmp_path, mlflow_uri, capsys):
+def test_a_new_model_family_from_one_module_and_one_config(
+    tmp_path, mlflow_uri, capsys, monkeypatch
+):
     from taco.cli.compare import main as compare_main
     from taco.cli.predict import main as predict_main
 
     assert isinstance(PooledLogistic(), Classifier)  # the protocol, checked at run time
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "pooled_logistic.yaml").write_text(CONFIG)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    site = register_loader(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
     keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.", "paths.output"))]
     _cli(
         "taco-train",

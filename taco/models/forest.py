@@ -116,19 +116,16 @@ class ForestClassifier:
         return None  # nothing to schedule
 
     def checkpoint_state(self) -> dict[str, np.ndarray]:
-        """The fitted forest, pickled: a local checkpoint this process wrote itself."""
-        import pickle
+        """The fitted forest in skops' format: loading it builds only `TRUSTED` types and runs
+        no code, so a checkpoint from elsewhere cannot do harm (a pickle could)."""
+        import skops.io
 
-        return {"forest": np.frombuffer(pickle.dumps(self.forest), dtype=np.uint8)}
+        return {"forest_skops": np.frombuffer(skops.io.dumps(self.forest), dtype=np.uint8)}
 
     def load_checkpoint_state(
         self, arrays: Mapping[str, np.ndarray], source: Any = "", weights_only: bool = False
     ) -> None:
-        import pickle
-
-        if "forest" not in arrays:
-            raise DataError(f"{source}: not a forest checkpoint")
-        self.forest = pickle.loads(arrays["forest"].tobytes())
+        self.forest = load_forest(arrays, source)
 
     def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
         """The forest in MLflow's scikit-learn format, the feature extractor as `.keras`."""
@@ -149,11 +146,14 @@ class ForestClassifier:
     @staticmethod
     def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
         import keras
-        import mlflow.sklearn
 
         import taco.models.backbones  # noqa: F401  (registers the custom layers)
 
-        forest = mlflow.sklearn.load_model(str(folder / "forest"))
+        # read with taco's own trusted types, not those the folder's MLmodel file lists
+        path = folder / "forest" / "model.skops"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: not a taco forest model folder")
+        forest = trusted_forest(path.read_bytes(), path)
         extractor = keras.saving.load_model(folder / "features.keras", compile=False)
         n = len(info["class_names"])
         return lambda x: forest_scores(forest, extractor.predict(x, verbose=0), n)
@@ -183,6 +183,34 @@ class ForestClassifier:
             inputs, outputs = backbone_features(self.backbone, self.image_size, self.weights)
             self.extractor = keras.Model(inputs, outputs, name=f"{self.backbone}_features")
         return self.extractor
+
+
+# what a forest checkpoint may contain beyond skops' own safe defaults (numpy, built-ins)
+TRUSTED = ("sklearn.tree._tree.Tree",)
+
+
+def load_forest(arrays: Mapping[str, np.ndarray], source: Any = "") -> Any:
+    """A forest from checkpoint arrays, refusing any type outside `TRUSTED` (never a pickle)."""
+    if "forest_skops" not in arrays:
+        hint = " (a pickled forest from an earlier taco: not loaded)" if "forest" in arrays else ""
+        raise DataError(f"{source}: not a forest checkpoint{hint}; train it again")
+    return trusted_forest(arrays["forest_skops"].tobytes(), source)
+
+
+def trusted_forest(data: bytes, source: Any) -> Any:
+    """skops bytes -> the forest, when they hold no type outside `TRUSTED`."""
+    import skops.io
+
+    try:
+        untrusted = set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED)
+    except Exception as exc:
+        raise DataError(f"{source}: unreadable forest state ({exc})") from None
+    if untrusted:
+        raise DataError(
+            f"{source}: the forest state holds types taco does not load "
+            f"({', '.join(sorted(untrusted))}): it was not written by taco"
+        )
+    return skops.io.loads(data, trusted=list(TRUSTED))
 
 
 def forest_scores(forest: Any, features: np.ndarray, num_classes: int) -> np.ndarray:

@@ -3,6 +3,11 @@
 A classifier's `save` writes its files and `taco_model.json` (through `write_info`), which names
 the class that can load it back (`loader`) beside its `kind`. `load_model` imports that class and
 asks it for a predictor, so a new model family is loadable without touching this file.
+
+A model folder is data, and data must not choose what code runs: `loader` is only imported when
+it is a registered loader, i.e. one of taco's own or one a user's installed package declares in
+the `taco.model_loaders` entry-point group (README, "Extending"). Anything else is refused before
+any import.
 """
 
 from __future__ import annotations
@@ -24,6 +29,18 @@ _BUILT_IN = {
     "keras": "taco.models.keras_classifier.KerasClassifier",
     "forest": "taco.models.forest.ForestClassifier",
 }
+LOADER_GROUP = "taco.model_loaders"  # entry points: <name> = "your.module:YourClassifier"
+
+
+def registered_loaders() -> dict[str, str]:
+    """Every loader a model folder may name (dotted path -> how it is registered): taco's own,
+    then the entry points of `LOADER_GROUP` of the installed packages."""
+    from importlib.metadata import entry_points
+
+    loaders = {path: "built in" for path in _BUILT_IN.values()}
+    for entry in entry_points(group=LOADER_GROUP):
+        loaders[entry.value.replace(":", ".")] = f"entry point {entry.name} ({entry.dist.name})"
+    return loaders
 
 
 @dataclass
@@ -78,10 +95,21 @@ def load_model(folder: str | Path) -> LoadedModel:
     info_path = folder / INFO_NAME
     if not info_path.is_file():
         raise TacoError(f"{folder} holds no taco model ({INFO_NAME} is missing)")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as exc:
+        raise TacoError(f"{info_path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("loader", ""), str):
+        raise TacoError(f"{info_path}: not a taco model description")
     loader = info.get("loader") or _BUILT_IN.get(info.get("kind", ""))
     if loader is None:
         raise TacoError(f"{info_path}: no loader recorded for a model of kind {info.get('kind')!r}")
+    if loader not in registered_loaders():
+        raise TacoError(
+            f"{info_path}: its loader {loader!r} is not a registered taco model loader, so it "
+            f"is not imported; a model family's package declares its class in the "
+            f"{LOADER_GROUP!r} entry-point group (README, 'Extending')"
+        )
     module, _, name = loader.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
