@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from taco.errors import ConfigError
@@ -240,7 +240,7 @@ class TacoSchema:
     augmentation: AugmentationSchema | None
     callbacks: CallbacksSchema | None
     logger: LoggerSchema
-    tags: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- checking

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from taco.config import default_tracking_uri
+from taco.data.images import BAD_IMAGE_POLICIES
 from taco.errors import TacoError, cli_errors
 from taco.models.registry import LoadedModel, load_model
 from taco.schema import CPU_ISAS
@@ -25,22 +26,36 @@ from taco.training.hardware import native_noise_filtered
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def predict_folder(model: LoadedModel, folder: Path) -> tuple[list[Path], np.ndarray]:
+def predict_folder(
+    model: LoadedModel, folder: Path, on_bad_image: str = "error"
+) -> tuple[list[Path], np.ndarray]:
+    """Scores of every image under `folder`; with `on_bad_image="skip"` an unreadable one is
+    left out (named on stderr) instead of refusing the folder."""
     from taco.data.images import decode_image
 
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise TacoError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {folder}")
     size, resize = model.image_size, model.resize
-    images, bad = [], []
+    images, good, bad = [], [], []
     for p in paths:
         try:
             images.append(decode_image(p, size, resize))
+            good.append(p)
         except (OSError, ValueError) as exc:
             bad.append(f"{p}: {exc}")
+    if bad and on_bad_image != "skip":
+        raise TacoError(
+            "cannot read these images:\n  - "
+            + "\n  - ".join(bad)
+            + "\nfix or remove them, or pass --on-bad-image skip to label the others"
+        )
     if bad:
-        raise TacoError("cannot read these images:\n  - " + "\n  - ".join(bad))
-    return paths, model.predict(np.stack(images).astype(np.uint8))
+        print(f"taco-predict: skipped {len(bad)} unreadable image(s):", file=sys.stderr)
+        print("  - " + "\n  - ".join(bad), file=sys.stderr)
+    if not good:
+        raise TacoError(f"none of the {len(paths)} images in {folder} could be read")
+    return good, model.predict(np.stack(images).astype(np.uint8))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", default=None, help="CSV: the labels, then every class's score and decision"
     )
     parser.add_argument(
+        "--on-bad-image",
+        default="error",
+        choices=BAD_IMAGE_POLICIES,
+        help="an unreadable image: error (refuse the folder, the default) or skip (label the "
+        "others and list it), as dataset.on_bad_image",
+    )
+    parser.add_argument(
         "--cpu-isa",
         default=default_cpu_isa(),
         type=str.upper,
@@ -84,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             reference = args.model or args.run_id
             model = load_logged_model(reference, args.tracking_uri or default_tracking_uri())
-        paths, scores = predict_folder(model, Path(args.images))
+        paths, scores = predict_folder(model, Path(args.images), args.on_bad_image)
     columns = model.columns(scores)
     for path, labels in zip(paths, columns["labels"], strict=True):
         print(f"{path}\t{labels or '-'}")

@@ -10,6 +10,9 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from taco.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,18 @@ def _validate(doc: object) -> list[str]:
                 problems.extend(_wrong_types(key, i, item))
     if problems:
         return problems
-    for key in ("images", "categories"):
-        ids = [item["id"] for item in doc[key]]
-        if len(ids) != len(set(ids)):
-            problems.append(f"duplicate ids in '{key}'")
+    for key in ("images", "categories"):  # annotations: see `duplicate_annotation_ids`
+        repeated = _repeated(item["id"] for item in doc[key])
+        if repeated:
+            problems.append(f"duplicate ids in '{key}': {_ids(repeated)}")
+    by_file: dict[str, list[int]] = {}
+    for im in doc["images"]:  # one photo under two ids could land in train and in test
+        by_file.setdefault(os.path.normcase(os.path.normpath(str(im["file_name"]))), []).append(
+            im["id"]
+        )
+    for name, ids in by_file.items():
+        if len(ids) > 1:
+            problems.append(f"{name} is listed by {len(ids)} images (ids {_ids(ids)})")
     cat_ids = {c["id"] for c in doc["categories"]}
     img_ids = {im["id"] for im in doc["images"]}
     for ann in doc["annotations"]:
@@ -127,6 +140,45 @@ def _validate(doc: object) -> list[str]:
         if name.startswith(("/", "\\")) or ".." in Path(name).parts:
             problems.append(f"image {im['id']}: file_name {name!r} leaves the data folder")
     return problems
+
+
+def _repeated(values: Any) -> list:
+    seen: set = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})
+
+
+def _ids(ids: list) -> str:
+    return ", ".join(map(str, ids[:10])) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
+def duplicate_annotation_ids(annotations: list[dict]) -> list[int]:
+    """Annotation ids used more than once. Labels are read per image from every annotation, so
+    they change no label; real TACO has two (309 and 4040, each on two images): warned, not
+    refused."""
+    return _repeated(a["id"] for a in annotations)
+
+
+def malformed_geometry(annotations: list[dict]) -> list[int]:
+    """Ids of annotations whose `bbox` or `segmentation` (when present) is not COCO's shape:
+    they do not change a label, so they are counted in one warning, not refused."""
+    return [a["id"] for a in annotations if not _geometry_ok(a)]
+
+
+def _geometry_ok(ann: dict) -> bool:
+    def numbers(values: Any) -> bool:
+        return isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+
+    bbox, segmentation = ann.get("bbox"), ann.get("segmentation")
+    if bbox is not None and not (numbers(bbox) and len(bbox) == 4 and min(bbox[2:]) >= 0):
+        return False
+    if segmentation is None or isinstance(segmentation, dict):  # absent, or RLE
+        return True
+    return isinstance(segmentation, list) and all(
+        numbers(p) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -197,6 +249,22 @@ def load_labelset(
             f"class-map file; got {label_level!r}"
         )
     doc, content_hash = _read(annotation_file)
+    repeated = duplicate_annotation_ids(doc["annotations"])
+    if repeated:
+        log.warning(
+            "%s: annotation ids used more than once: %s (each still labels its own image)",
+            annotation_file,
+            _ids(repeated),
+        )
+    malformed = malformed_geometry(doc["annotations"])
+    if malformed:
+        log.warning(
+            "%s: %d annotation(s) with a malformed bbox or segmentation (ids %s); their labels "
+            "are used, their geometry is not",
+            annotation_file,
+            len(malformed),
+            _ids(malformed),
+        )
     coco, categories, image_ids, per_category = _per_category(doc)
     class_map = classmaps.resolve(label_level, categories)
     labels, class_names, affected = classmaps.limit_rare(
@@ -217,6 +285,7 @@ def load_labelset(
             "class_map": class_map.name,
             f"rare_{rare}d": affected,
             "min_images": min_images,
+            "malformed_geometry": len(malformed),
             "unlabeled_ids": image_ids[per_category.sum(1) == 0].tolist(),
         },
     )

@@ -57,3 +57,49 @@ def test_images_without_annotations_are_counted_kept_or_dropped(compose_cfg, tmp
     dropped.check()
     assert len(dropped.load_labels()) == 24 - len(bare)
     assert not set(dropped.load_labels().image_ids) & bare
+
+
+def test_one_photo_under_two_image_ids_is_refused_before_a_run(compose_cfg, tmp_path, mlflow_uri):
+    root = taco_folder(tmp_path)
+
+    def twice(doc):  # the second entry could put the same photo in train and in test
+        doc["images"][5]["file_name"] = doc["images"][3]["file_name"]
+
+    doc = edit_annotations(root, twice)
+    with pytest.raises(DataError) as err:
+        train(compose_cfg(taco_overrides(tmp_path, root)))
+    ids = f"{doc['images'][3]['id']}, {doc['images'][5]['id']}"
+    assert f"{doc['images'][3]['file_name']} is listed by 2 images (ids {ids})" in str(err.value)
+    assert runs(mlflow_uri) == []
+
+
+def test_repeated_annotation_ids_and_bad_geometry_are_counted_in_warnings(tmp_path, caplog):
+    from taco.data.coco import load_labelset
+
+    root = taco_folder(tmp_path)
+
+    def damage(doc):
+        anns = doc["annotations"]
+        anns[1]["id"] = anns[0]["id"]  # as real TACO has (ids 309 and 4040)
+        anns[2]["bbox"] = ["x", 1, 2, 3]
+        anns[3]["segmentation"] = [[1, 2, 3]]
+        anns[4]["bbox"] = [0, 0, -5, 10]
+
+    doc = edit_annotations(root, damage)
+    with caplog.at_level(logging.WARNING):
+        labels = load_labelset(root / "annotations.json", root)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"ids used more than once: {doc['annotations'][0]['id']}" in w for w in warnings)
+    (geometry,) = [w for w in warnings if "malformed bbox or segmentation" in w]
+    assert "3 annotation(s)" in geometry
+    assert labels.meta["malformed_geometry"] == 3
+    assert len(labels) == 24  # labels still come from every annotation
+
+
+def test_the_real_annotations_load_with_their_two_repeated_ids(real_annotations, caplog):
+    from taco.data.coco import load_labelset
+
+    with caplog.at_level(logging.WARNING):
+        labels = load_labelset(real_annotations, real_annotations.parent)
+    assert len(labels) == 1500 and labels.meta["malformed_geometry"] == 0
+    assert "ids used more than once: 309, 4040" in caplog.text

@@ -154,3 +154,16 @@ def test_every_error_is_one_line_once_in_one_form(tmp_path, command, code, line)
     message = mine[0].split(": error: ", 1)[1]
     assert (out.stdout + out.stderr).count(message) == 1  # not logged to the console as well
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_the_tags_example_of_the_config_works_as_written(compose_cfg):
+    import re
+
+    from taco.cli.train import run_tags
+    from taco.config import CONF_DIR
+
+    (example,) = re.findall(r"e\.g\. (tags='[^']+')", (CONF_DIR / "config.yaml").read_text())
+    override = example.replace("'", "")  # as the shell hands it over
+    assert run_tags(compose_cfg([override]))["study"] == "baseline"
+    cfg = compose_cfg(["experiment=default_cnn", "+tags.owner=me"])
+    assert run_tags(cfg)["owner"] == "me" and run_tags(cfg)["study"] == "default_cnn"

@@ -12,7 +12,7 @@ from PIL import Image
 from taco.cli.stats import stats
 from taco.cli.train import train
 from taco.config import build
-from taco.errors import DataError
+from taco.errors import DataError, TacoError
 from tests.faults.common import edit_annotations, runs, taco_folder, taco_overrides
 
 
@@ -76,3 +76,25 @@ def test_stats_counts_what_training_uses(compose_cfg, tmp_path):
     assert [int(v) for v in line.split("|")[2:6]] == [24, *sizes]
     assert "Images skipped as unusable (dataset.on_bad_image=skip): 4" in report
     assert np.sum(sizes) == 24
+
+
+def test_predict_skips_an_unreadable_image_when_asked(tmp_path, capsys):
+    """`taco-predict --on-bad-image skip` labels the readable images and lists the others;
+    without it the folder is refused with a hint."""
+    from taco.cli.predict import predict_folder
+    from taco.models.registry import LoadedModel
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (i * 60, 10, 10)).save(folder / f"good_{i}.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    info = {"class_names": ["a", "b"], "thresholds": [0.5, 0.5], "image_size": 16}
+    model = LoadedModel(info, lambda x: np.full((len(x), 2), 0.7))
+    with pytest.raises(TacoError, match="--on-bad-image skip"):
+        predict_folder(model, folder)
+    paths, scores = predict_folder(model, folder, on_bad_image="skip")
+    assert [p.name for p in paths] == ["good_0.jpg", "good_1.jpg", "good_2.jpg"]
+    assert scores.shape == (3, 2)
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable image(s)" in err and "broken.jpg" in err
