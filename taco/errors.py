@@ -23,6 +23,14 @@ class DataError(TacoError):
     """A data set file (annotations, images) is missing, malformed or unreadable."""
 
 
+class StoreError(TacoError):
+    """The tracking store cannot be used (unreachable, damaged, or busy past its timeout)."""
+
+
+class DiskFullError(DataError):
+    """A write did not fit on its disk (or would not: checked before the work starts)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A signal (SIGTERM from a scheduler or `kill`) stopping a command as Ctrl-C does."""
 

@@ -3,7 +3,9 @@ config group, checked on the composed config before anything is built or any run
 
 Types are plain annotations; ranges and choices ride on them (`Annotated[int, Range(1)]`,
 `Literal["squash", "letterbox"]`). A key the schema does not name is not checked (a user's own
-callback or model family brings its own keys); a group absent from the config is skipped. Only
+callback or model family brings its own keys), except in a node built by one of a schema's
+`TARGETS` (taco's Trainer, logger and callbacks): there the schema names every argument, and a
+key it does not know (`+trainer.foo=1`) is refused. A group absent from the config is skipped. Only
 the standard library loads here: the check runs in about a millisecond, before TensorFlow.
 """
 
@@ -14,7 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from taco.errors import ConfigError
 
@@ -55,6 +57,10 @@ Mode = Literal["auto", "min", "max"]
 
 
 # ---------------------------------------------------------------------- the groups
+# a side of the square images models see: above it a cache holds GBs per thousand images, and
+# no keras.applications backbone was trained beyond 600 px
+MAX_IMAGE_SIZE = 2048
+
 # oneDNN's names for ONEDNN_MAX_CPU_ISA (trainer.cpu_isa)
 CPU_ISAS = (
     "SSE41",
@@ -71,6 +77,7 @@ CPU_ISAS = (
 
 @dataclass
 class TrainerSchema:
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.trainer.Trainer",)
     max_epochs: PositiveInt
     threshold: Literal["tuned"] | Annotated[float, Probability]
     seed: Seed | None
@@ -168,7 +175,7 @@ class ClassifierSchema:
 @dataclass
 class ModelSchema:
     name: str
-    image_size: Annotated[int, Range(8)]
+    image_size: Annotated[int, Range(8, MAX_IMAGE_SIZE)]
     backbone: str
     weights: str | None
     classifier: ClassifierSchema
@@ -194,11 +201,14 @@ class MonitorSchema:
 
 @dataclass
 class EarlyStoppingSchema(MonitorSchema):
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.EarlyStopping",)
     patience: PositiveInt
 
 
 @dataclass
 class ModelCheckpointSchema(MonitorSchema):
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.ModelCheckpoint",)
+    dirpath: str | None
     save_last: bool
     save_best: bool
     restore_best: bool
@@ -206,6 +216,7 @@ class ModelCheckpointSchema(MonitorSchema):
 
 @dataclass
 class LearningRateScheduleSchema:
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.LearningRateSchedule",)
     schedule: Literal["cosine", "step", "constant"]
     warmup_epochs: Count
     min_factor: Annotated[float, Range(0, 1, open_low=True)]
@@ -222,9 +233,12 @@ class CallbacksSchema:
 
 @dataclass
 class LoggerSchema:
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.tracking.mlflow_logger.MLflowLogger",)
     tracking_uri: str | None
     experiment_name: str
     run_name: str | None
+    tags: dict[str, Any] | None
+    store_timeout: Annotated[float, NonNegative]
 
 
 @dataclass
@@ -252,8 +266,19 @@ def check_config(config: Mapping[str, Any], schema: type = TacoSchema) -> None:
         raise ConfigError(f"{key}={_show(value)} is not allowed: expected {allowed}")
 
 
+# Hydra's own keys of an instantiated node
+_HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
 def _check_fields(node: Mapping[str, Any], schema: type, prefix: str) -> tuple | None:
     hints = typing.get_type_hints(schema, include_extras=True)
+    if node.get("_target_") in getattr(schema, "TARGETS", ()):
+        known = {f.name for f in dataclasses.fields(schema)}
+        unknown = sorted(set(node) - known - _HYDRA_KEYS)
+        if unknown:
+            key = f"{prefix}{unknown[0]}"
+            allowed = f"one of the keys of {node['_target_']}: {', '.join(sorted(known))}"
+            return key, node[unknown[0]], f"{allowed} (remove {key} or correct its name)"
     for item in dataclasses.fields(schema):
         if item.name not in node:
             continue

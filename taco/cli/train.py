@@ -68,11 +68,18 @@ def build_job(cfg: DictConfig) -> Job:
     from taco.schema import check_config
     from taco.tracking.sweep import job_run_name
     from taco.training import checkpoint
-    from taco.training.hardware import import_keras, limit_cpu_isa, prepare_job, use_backend
+    from taco.training.hardware import (
+        check_hardware,
+        import_keras,
+        limit_cpu_isa,
+        prepare_job,
+        use_backend,
+    )
 
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
+    check_hardware(resolved["trainer"])  # what this machine cannot run, also in a second
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))
     import_keras()  # its backend's start-up noise filtered
     name = cfg.logger.get("run_name")

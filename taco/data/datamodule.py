@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from taco.data.coco import LabelSet, load_labelset
-from taco.data.images import ImageCache, ImageLimits, build_cache
+from taco.data.images import ImageCache, ImageLimits, build_cache, check_cache_space
 from taco.data.split import PARTS, fold_rows, split_rows
 from taco.errors import ConfigError, DataError
 
@@ -125,7 +125,11 @@ class TacoDataModule:
         """Files, annotations, class map and split, without decoding an image: what can be
         refused is refused before a run opens."""
         self.prepare_data()
-        self.split(self.load_labels().labels)
+        labels = self.load_labels()
+        self.split(labels.labels)
+        check_cache_space(
+            labels.paths, labels.content_hash, self.image_size, self.resize, self.cache_dir
+        )
 
     def setup(self) -> None:
         """Labels -> decode cache (every bad image reported at once) -> seeded stratified split.

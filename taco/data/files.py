@@ -8,10 +8,12 @@ still alive (a parallel job of a sweep building the same cache) or gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,46 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the file system that holds `path` (or its nearest existing parent)."""
+    folder = next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path("/"))
+    return shutil.disk_usage(folder).free
+
+
+def size_text(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def disk_full_error(path: Path, exc: OSError) -> Exception:
+    """An out-of-space write as one line naming the file and the space left (any other OSError
+    is returned unchanged)."""
+    from taco.errors import DiskFullError
+
+    if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    return DiskFullError(
+        f"no space left writing {path} ({size_text(free_bytes(path))} free on its disk): free "
+        "some space or point the folder elsewhere (paths.output_dir, paths.cache_dir)"
+    )
+
+
+def require_space(folder: Path, needed: int, what: str, key: str) -> None:
+    """Refuse, before the work starts, a write that cannot fit on `folder`'s disk."""
+    from taco.errors import DiskFullError
+
+    free = free_bytes(folder)
+    if needed > free:
+        raise DiskFullError(
+            f"{what} needs {size_text(needed)} in {folder}, but its disk has {size_text(free)} "
+            f"free: free some space, point {key} at a larger disk, or lower model.image_size"
+        )
+
 
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.\w+)?$")
 
@@ -125,5 +167,7 @@ def _replace(path: Path, write: Callable[[Path], Any]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise disk_full_error(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

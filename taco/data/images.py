@@ -25,9 +25,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from taco.data.files import (
     damaged,
+    disk_full_error,
     open_array,
     read_json,
     remove_dead_temps,
+    require_space,
     save_json,
     temp_path,
 )
@@ -175,6 +177,21 @@ def cache_key(paths: Sequence[Path], content_hash: str, size: int, resize: str) 
     return h.hexdigest()[:20]
 
 
+def cache_bytes(count: int, size: int) -> int:
+    """The size of a decoded cache of `count` images at `size` px (uint8 RGB)."""
+    return int(count) * int(size) * int(size) * 3
+
+
+def check_cache_space(
+    paths: Sequence[Path], content_hash: str, size: int, resize: str, cache_dir: str | Path
+) -> None:
+    """Before a run opens: a cache that is not built yet must fit on its disk."""
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / f"{cache_key(paths, content_hash, size, resize)}.npy").is_file():
+        needed = cache_bytes(len(paths), size)
+        require_space(cache_dir, needed, "the image cache", "paths.cache_dir")
+
+
 def build_cache(
     paths: Sequence[Path],
     sizes: np.ndarray,
@@ -199,6 +216,7 @@ def build_cache(
         log.info("image cache hit: %s", final)
         return cached
     remove_dead_temps(cache_dir)  # a build: clear what builds that died left behind
+    require_space(cache_dir, cache_bytes(len(paths), size), "the image cache", "paths.cache_dir")
     tmp = temp_path(final)
     start = time.perf_counter()
     try:
@@ -208,6 +226,8 @@ def build_cache(
         meta["file_bytes"] = tmp.stat().st_size  # checked when opened: a cut file is rebuilt
         save_json(meta_path, meta)
         os.replace(tmp, final)  # the cache exists only once it is whole
+    except OSError as exc:
+        raise disk_full_error(final, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     log.info(

@@ -54,11 +54,23 @@ class JobProcess:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def check_n_jobs(n_jobs: Any) -> None:
+    """joblib's meaning: N jobs at once, or -1 for one per core; 0 runs nothing."""
+    from taco.errors import ConfigError
+
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs!r} is not allowed: expected a number of jobs at "
+            "once >= 1, or -1 for one per CPU core"
+        )
+
+
 class ProcessPerJobLauncher(Launcher):
     """Accepts the joblib launcher's config (`n_jobs` is what it uses; loky's own settings are
     accepted and ignored)."""
 
     def __init__(self, n_jobs: int = -1, **loky_settings: Any) -> None:
+        check_n_jobs(n_jobs)
         self.n_jobs = int(n_jobs)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None

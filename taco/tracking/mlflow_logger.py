@@ -8,7 +8,6 @@ same interface and logs nothing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import subprocess
@@ -143,15 +142,6 @@ def uninterrupted() -> Iterator[None]:
             signal.raise_signal(held[0])  # handled now, by the handler the job installed
 
 
-def _uninterrupted(method: Callable[..., None]) -> Callable[..., None]:
-    @functools.wraps(method)
-    def write(*args: Any, **kwargs: Any) -> None:
-        with uninterrupted():
-            method(*args, **kwargs)
-
-    return write
-
-
 class NullLogger(RunLogger):
     """Logs nothing; used by `logger=none` and by debug runs."""
 
@@ -168,6 +158,8 @@ class NullLogger(RunLogger):
 
 
 class MLflowLogger(NullLogger):
+    """Logs one run to MLflow; a busy store is waited for (`taco.tracking.store_wait`)."""
+
     active = True
 
     def __init__(
@@ -176,6 +168,7 @@ class MLflowLogger(NullLogger):
         experiment_name: str = "taco",
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
+        store_timeout: float = 600.0,
     ) -> None:
         from taco.config import default_tracking_uri
 
@@ -183,7 +176,9 @@ class MLflowLogger(NullLogger):
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.tags = dict(tags or {})
+        self.store_timeout = float(store_timeout)
         self.run_id = None
+        self.waiter: Any = None
 
     def check(self) -> None:
         from taco.tracking.store import ensure_store
@@ -197,13 +192,11 @@ class MLflowLogger(NullLogger):
         """A new run, or with `run_id` the same run reopened (a resumed training job)."""
         import mlflow
 
-        with uninterrupted():
-            try:
-                run = self._start(mlflow, tags, run_id)
-            except mlflow.exceptions.MlflowException as exc:  # the store refused: one line
-                from taco.tracking.store import StoreError
+        from taco.tracking.store_wait import StoreWaiter, quiet_mlflow_store_errors
 
-                raise StoreError(f"MLflow store {self.tracking_uri}: {exc}") from None
+        quiet_mlflow_store_errors()
+        self.waiter = StoreWaiter(self.tracking_uri, self.store_timeout)
+        run = self._opened(mlflow, tags, run_id)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s (%s)", self.run_id, self.experiment_name, self.tracking_uri)
         try:
@@ -214,12 +207,37 @@ class MLflowLogger(NullLogger):
         except BaseException as exc:
             self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")
             raise
-        else:
+        try:
+            self.waiter.flush(block=True)  # a store busy at the end: wait for it, in order
+        except BaseException as exc:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            self._close_with_error(status, f"{type(exc).__name__}: {exc}")
+            raise
+        self._store("end_run", lambda: mlflow.end_run("FINISHED"), keep=False)
+
+    def _opened(self, mlflow: Any, tags: Mapping[str, str] | None, run_id: str | None) -> Any:
+        """The run, opened once the store lets it (busy: waited for up to `store_timeout`)."""
+        from taco.tracking.store import StoreError
+        from taco.tracking.store_wait import damaged_store
+
+        opened: list[Any] = []
+
+        def start() -> None:
             with uninterrupted():
-                mlflow.end_run("FINISHED")
+                opened.append(self._start(mlflow, tags, run_id))
+
+        try:
+            self.waiter.write("start_run", start, keep=False)
+        except mlflow.exceptions.MlflowException as exc:  # the store refused: one line
+            raise damaged_store(self.tracking_uri, exc) or StoreError(
+                f"MLflow store {self.tracking_uri}: {exc}"
+            ) from None
+        return opened[-1]
 
     def _start(self, mlflow: Any, tags: Mapping[str, str] | None, run_id: str | None) -> Any:
         mlflow.set_tracking_uri(self.tracking_uri)
+        while mlflow.active_run():  # a half-opened run of an earlier (refused) try
+            mlflow.end_run()
         client = mlflow.MlflowClient(self.tracking_uri)
         experiment_id = get_or_create_experiment(client, self.experiment_name)
         all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}, **process_tags()}
@@ -245,70 +263,90 @@ class MLflowLogger(NullLogger):
             return False
         return True
 
-    @_uninterrupted
+    def _store(self, label: str, call: Callable[[], Any], keep: bool) -> None:
+        """One write, each try held against Ctrl-C; `keep`: a busy store keeps it for later
+        (training goes on), else the write waits for the store."""
+
+        def guarded() -> None:
+            with uninterrupted():
+                call()
+
+        self.waiter.write(label, guarded, keep)
+
     def _close_with_error(self, status: str, message: str) -> None:
         import mlflow
 
         try:
-            mlflow.set_tag("error", message[:4000])
-            mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
-        except Exception as exc:  # the store itself may be the problem: still close the run
+            if status != "KILLED":  # an error is recorded after what came before it
+                self.waiter.flush(block=True)
+            with uninterrupted():
+                mlflow.set_tag("error", message[:4000])
+                mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
+        except BaseException as exc:  # the store itself may be the problem: still close the run
             log.warning("could not log the error to MLflow: %s", exc)
         finally:
-            mlflow.end_run(status)
+            with uninterrupted(), contextlib.suppress(Exception):
+                mlflow.end_run(status)
 
-    @_uninterrupted
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params({k: _param(v) for k, v in params.items()})
+        values, run_id = {k: _param(v) for k, v in params.items()}, self.run_id
+        self._store("params", lambda: mlflow.log_params(values, run_id=run_id), keep=True)
 
-    @_uninterrupted
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        values, run_id = {k: float(v) for k, v in metrics.items()}, self.run_id
+        stamp = int(time.time() * 1000)  # when it was measured, also if it lands later
 
-    @_uninterrupted
+        def write() -> None:
+            mlflow.log_metrics(values, step=step, run_id=run_id, timestamp=stamp)
+
+        self._store("metrics", write, keep=True)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        values = {k: str(v) for k, v in tags.items()}
+        self._store("tags", lambda: mlflow.set_tags(values), keep=True)
 
-    @_uninterrupted
     def log_dict(self, data: Any, name: str) -> None:
         import mlflow
 
-        mlflow.log_text(json.dumps(data, indent=1, default=_jsonable), name)
+        text = json.dumps(data, indent=1, default=_jsonable)
+        self._store(name, lambda: mlflow.log_text(text, name), keep=True)
 
-    @_uninterrupted
     def log_text(self, text: str, name: str) -> None:
         import mlflow
 
-        mlflow.log_text(text, name)
+        self._store(name, lambda: mlflow.log_text(text, name), keep=True)
 
-    @_uninterrupted
     def log_figure(self, figure: Any, name: str) -> None:
         import mlflow
 
-        mlflow.log_figure(figure, name)
+        self._store(name, lambda: mlflow.log_figure(figure, name), keep=False)
 
-    @_uninterrupted
     def log_artifacts(self, folder: str | Path, name: str | None = None) -> None:
         import mlflow
 
-        mlflow.log_artifacts(str(folder), name)
+        self._store(str(name or folder), lambda: mlflow.log_artifacts(str(folder), name), False)
 
-    @_uninterrupted
     def log_model(self, folder: Path, example: Any) -> None:
         from taco.models.registry import INFO_NAME
         from taco.tracking.logged_model import log_pyfunc
         from taco.training.hardware import native_noise_filtered
 
         info = json.loads((Path(folder) / INFO_NAME).read_text())
-        with native_noise_filtered():  # MLflow loads the model once to check the input example
-            uri = log_pyfunc(Path(folder), example, info)
-        log.info("model logged: runs:/%s/model (%s)", self.run_id, uri)
+
+        def write() -> None:
+            with native_noise_filtered():  # MLflow loads the model once to check the example
+                uri = log_pyfunc(Path(folder), example, info)
+            log.info("model logged: runs:/%s/model (%s)", self.run_id, uri)
+
+        self._store("model", write, keep=False)
 
 
 def _param(value: Any) -> str:

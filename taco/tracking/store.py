@@ -17,16 +17,14 @@ import urllib.request
 from pathlib import Path
 
 from taco.data.files import file_lock
-from taco.errors import ConfigError, TacoError
+from taco.errors import ConfigError, StoreError
+
+__all__ = ["StoreError", "ensure_store", "probe_server", "sqlite_path", "store_errors"]
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 4.0
 PROBE_ATTEMPTS = 2
-
-
-class StoreError(TacoError):
-    """The tracking store cannot be used: nothing was logged."""
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -56,8 +54,47 @@ def _ensure_sqlite(uri: str, db: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"MLflow store {uri}: cannot create {db.parent} ({exc})") from None
     with file_lock(db.with_name(db.name + ".lock")):  # checked inside: never half-migrated
+        _check_intact(uri, db)
         if not _initialised(db):
             _create_tables(uri)
+
+
+def _check_intact(uri: str, db: Path) -> None:
+    """A damaged database file (garbage written into it, cut short) is one line naming it and
+    what to do, not MLflow's pages of tracebacks. (A locked one is fine: it is only busy.)"""
+    import sqlite3
+
+    from taco.tracking.store_wait import damaged_store
+
+    if not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            conn.execute("PRAGMA busy_timeout = 2000")
+            result = conn.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return
+        result = (str(exc),)
+    except sqlite3.DatabaseError as exc:
+        result = (str(exc),)
+    if result and result[0] != "ok":
+        text = result[0] if "malformed" in result[0] else "database disk image is malformed"
+        raise damaged_store(uri, Exception(text)) from None
+
+
+@contextlib.contextmanager
+def store_errors(uri: str):
+    """A damaged store met while reading or writing: one line naming it (for every CLI)."""
+    from taco.tracking.store_wait import damaged_store
+
+    try:
+        yield
+    except Exception as exc:
+        damaged = damaged_store(uri, exc)
+        if damaged is None:
+            raise
+        raise damaged from None
 
 
 def _initialised(db: Path) -> bool:

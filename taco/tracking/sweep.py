@@ -209,6 +209,10 @@ class MLflowSweepParent(Callback):
         from taco.errors import cli_errors
 
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
+            if "n_jobs" in config.hydra.launcher:
+                from taco.tracking.joblib_launcher import check_n_jobs
+
+                check_n_jobs(config.hydra.launcher.n_jobs)
             self.planned = check_sweep(config)
             # a re-run in the same folder: the jobs its first run never started may run now
             (Path(str(config.hydra.sweep.dir)) / NOT_STARTED_FILE).unlink(missing_ok=True)

@@ -94,11 +94,18 @@ def write(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     blob = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), dtype=np.uint8)
-    with open(tmp, "wb") as f:
-        np.savez(f, **{_META: blob}, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{_META: blob}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: one line, and no temporary file left on it
+        from taco.data.files import disk_full_error
+
+        raise disk_full_error(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -100,6 +100,55 @@ def native_noise_filtered() -> Iterator[None]:
             sys.stderr.write("".join(kept))
 
 
+# oneDNN ISAs with bfloat16 convolutions: TensorFlow's CPU kernels below them abort a
+# bf16-mixed fit ("could not create a primitive descriptor"), measured on TF 2.21 with AVX2
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
+
+
+def gpu_present() -> bool:
+    """An NVIDIA device node exists (no backend is imported to ask)."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def check_hardware(trainer: Any) -> None:
+    """What the machine cannot do, refused in one line before anything loads: data-parallel
+    replicas beyond the CPU cores, and bfloat16 where TensorFlow's CPU kernels have none."""
+    from taco.config import usable_cores
+
+    on_cpu = trainer.get("accelerator") == "cpu" or not gpu_present()
+    devices, cores = trainer.get("devices"), usable_cores()
+    if on_cpu and isinstance(devices, int) and devices > cores:
+        raise ConfigError(
+            f"trainer.devices={devices} on the CPU, but this process may use {cores} core(s): "
+            f"set trainer.devices to at most {cores} (or auto)"
+        )
+    precision = PRECISIONS.get(str(trainer.get("precision")), "float32")
+    if precision == "mixed_bfloat16" and on_cpu and backend() == "tensorflow":
+        isa, flags = trainer.get("cpu_isa"), _cpu_flags()
+        if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+            raise ConfigError(
+                "trainer.precision=bf16-mixed: this CPU has no bfloat16 instructions "
+                "(avx512_bf16), so TensorFlow cannot run it; use precision=32 (or backend=jax)"
+            )
+        if isa and isa not in BF16_ISAS:
+            raise ConfigError(
+                f"trainer.precision=bf16-mixed needs oneDNN's bfloat16 kernels, which "
+                f"trainer.cpu_isa={isa} excludes: set trainer.cpu_isa=AVX512_CORE_BF16 (or "
+                "null), or precision=32"
+            )
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            line = next((x for x in handle if x.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.partition(":")[2].split())
+
+
 def limit_cpu_isa(isa: str | None) -> None:
     """Cap the instruction set of TensorFlow's oneDNN kernels (`trainer.cpu_isa`): read once,
     when TensorFlow first runs one, so it is set before TensorFlow is imported."""
@@ -238,9 +287,9 @@ class Hardware:
         return tf.distribute.MirroredStrategy(devices=devices)
 
     def batch_multiple(self) -> int:
-        """What every batch size must be a multiple of: the replicas of a JAX data-parallel
-        fit (TensorFlow's strategy splits uneven batches itself)."""
-        return len(self.device_names) if self.strategy is not None and backend() == "jax" else 1
+        """What every batch size must be a multiple of: the replicas of a data-parallel fit
+        (JAX requires it; TensorFlow's strategy on logical CPUs fails on an uneven split)."""
+        return len(self.device_names) if self.strategy is not None else 1
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:

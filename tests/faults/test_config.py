@@ -167,3 +167,46 @@ def test_the_tags_example_of_the_config_works_as_written(compose_cfg):
     assert run_tags(compose_cfg([override]))["study"] == "baseline"
     cfg = compose_cfg(["experiment=default_cnn", "+tags.owner=me"])
     assert run_tags(cfg)["owner"] == "me" and run_tags(cfg)["study"] == "default_cnn"
+
+
+def _too_many_devices() -> str:
+    from taco.config import usable_cores
+
+    return f"trainer.devices={usable_cores() + 1}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+trainer.foo=1"], "trainer.foo=1 is not allowed: expected one of the keys of taco."),
+        (["+logger.store_timeot=5"], "logger.store_timeot=5 is not allowed: expected one of"),
+        (["model.image_size=10000"], "model.image_size=10000 is not allowed: expected an integer"),
+        (["trainer.accelerator=cpu", _too_many_devices()], "on the CPU, but this process may"),
+        (["trainer.backend=tensorflow", "trainer.precision=bf16-mixed"], "precision=bf16-mixed"),
+        (["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "n_jobs=0 is not allowed"),
+    ],
+)
+def test_what_the_machine_cannot_run_is_one_line_in_a_second(tmp_path, overrides, message):
+    multirun = overrides[0] == "-m"
+    out, seconds = _run(tmp_path, *overrides[multirun:], multirun=multirun)
+    assert out.returncode == 2, out.stderr[-2000:]
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("taco-train: error: ") and message in line
+    assert seconds < 10  # refused before TensorFlow, data or MLflow
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "data").exists()
+
+
+def test_the_image_cache_must_fit_on_its_disk_before_a_run_opens(compose_cfg, tmp_path, mlflow_uri):
+    from taco.errors import DiskFullError
+
+    overrides = [*tiny_overrides(tmp_path), "model.image_size=2048"]  # 48 x 12.6 MB
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(DiskFullError, match=r"the image cache needs 60\d\.\d MB in .* free"):
+            train(compose_cfg([*overrides, f"paths.cache_dir={small}/cache"]))
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+    assert runs(mlflow_uri) == []
