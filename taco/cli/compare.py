@@ -15,7 +15,9 @@ from taco.errors import DataError, cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with cli_errors("taco-compare"):
+    from taco.tracking.store import store_errors
+
+    with cli_errors("taco-compare"), store_errors(args.tracking_uri or default_tracking_uri()):
         return compare(args)
 
 

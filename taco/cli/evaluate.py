@@ -78,8 +78,14 @@ def evaluate_model(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_main(cfg: DictConfig) -> float:
-    with cli_errors("taco-eval"):
+    from taco.tracking.store import store_errors
+
+    with cli_errors("taco-eval"), store_errors(store_uri(cfg)):
         return evaluate_model(cfg)
+
+
+def store_uri(cfg: DictConfig) -> str:
+    return str(cfg.get("logger", {}).get("tracking_uri") or default_tracking_uri())
 
 
 def main() -> None:

@@ -98,14 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from taco.training.hardware import limit_cpu_isa
 
     limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
-    with cli_errors("taco-predict"), native_noise_filtered():  # TensorFlow's start-up lines
+    from taco.tracking.store import store_errors
+
+    uri = args.tracking_uri or default_tracking_uri()
+    with cli_errors("taco-predict"), store_errors(uri), native_noise_filtered():
         if args.model_dir:
             model = load_model(args.model_dir)
         else:
             from taco.tracking.logged_model import load_logged_model
 
             reference = args.model or args.run_id
-            model = load_logged_model(reference, args.tracking_uri or default_tracking_uri())
+            model = load_logged_model(reference, uri)
         paths, scores = predict_folder(model, Path(args.images), args.on_bad_image)
     columns = model.columns(scores)
     for path, labels in zip(paths, columns["labels"], strict=True):

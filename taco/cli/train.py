@@ -190,7 +190,9 @@ def main() -> None:
 def hydra_main(cfg: DictConfig) -> float:
     if in_multirun():
         return sweep_job(cfg)
-    with cli_errors("taco-train"):
+    from taco.tracking.store import store_errors
+
+    with cli_errors("taco-train"), store_errors(str(cfg.logger.get("tracking_uri") or "")):
         return train(cfg)
 
 

@@ -88,6 +88,9 @@ def store_errors(uri: str):
     """A damaged store met while reading or writing: one line naming it (for every CLI)."""
     from taco.tracking.store_wait import damaged_store
 
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_intact(uri, db)  # also where the damage lies in pages this command never reads
     try:
         yield
     except Exception as exc:

@@ -149,3 +149,113 @@ def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, m
     mlflow.set_tracking_uri(mlflow_server)  # runs:/ resolves in the process-wide store
     model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
     assert model.metadata.metadata["taco"]["model"] == "cnn"
+
+
+def _damage(db, how: str) -> None:
+    data = db.read_bytes()
+    if how == "garbage":  # 16 kB of garbage in the middle
+        middle = len(data) // 2
+        db.write_bytes(data[:middle] + os.urandom(16384) + data[middle + 16384 :])
+    else:  # cut to half
+        db.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_a_damaged_store_is_one_line_for_every_command(tmp_path, how):
+    from taco.tracking.mlflow_logger import MLflowLogger
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    logger = MLflowLogger(uri, experiment_name="taco")
+    logger.check()
+    for i in range(40):  # a store of some size, so that the damage hits tables
+        with logger.run() as run:
+            run.log_metrics({f"m{j}": float(j) for j in range(30)}, step=i)
+            run.log_params({f"p{j}": "x" * 200 for j in range(20)})
+    _damage(db, how)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    bin_dir = os.path.dirname(sys.executable)
+    commands = {
+        "taco-train": [*tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path}/run"],
+        "taco-compare": [],
+        "taco-predict": ["--model", "0123abcd", str(tmp_path)],
+        "taco-eval": ["run_id=0123abcd"],
+    }
+    for name, args in commands.items():
+        out = subprocess.run(
+            [os.path.join(bin_dir, name), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1, (name, out.stderr[-3000:])
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: MLflow store {db}"), (
+            name,
+            out.stderr[-3000:],
+        )
+        assert "is damaged" in lines[0] and ".recover" in lines[0] and "backup" in lines[0]
+
+
+LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+def _hold_lock_during_a_run(tmp_path, seconds: float, epochs: int):
+    """taco-train while another process holds the SQLite store exclusively for `seconds`
+    (longer than MLflow's own 20 s busy timeout), starting once the run is open."""
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    overrides = [*tiny_overrides(tmp_path), f"trainer.max_epochs={epochs}"]
+    cmd = [EXE, *overrides, "callbacks.early_stopping=null", f"hydra.run.dir={tmp_path}/run"]
+    train = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not runs_in(db, "RUNNING"):
+        time.sleep(0.2)
+    lock = subprocess.Popen(
+        [sys.executable, "-c", LOCK, str(db), str(seconds)], stdout=subprocess.PIPE
+    )
+    assert lock.stdout.readline().strip() == b"locked"
+    locked_at = time.time()
+    out, err = train.communicate(timeout=seconds + 300)
+    lock.wait(timeout=seconds + 30)
+    return train.returncode, out + err, locked_at
+
+
+def runs_in(db, status: str) -> bool:
+    import sqlite3
+
+    if not db.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
+        rows = conn.execute("SELECT count(*) FROM runs WHERE status = ?", (status,)).fetchone()
+        conn.close()
+        return bool(rows and rows[0])
+    except sqlite3.Error:
+        return False
+
+
+@pytest.mark.parametrize(
+    "seconds", [25, pytest.param(60, marks=pytest.mark.slow)], ids=["25s", "60s"]
+)
+def test_a_store_locked_by_another_process_is_waited_for(tmp_path, seconds):
+    code, err, _ = _hold_lock_during_a_run(tmp_path, seconds, epochs=6)
+    assert code == 0, err[-3000:]
+    assert "is busy" in err and "answers again" in err
+    assert "Traceback" not in err
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.timestamp)] == [1, 2, 3, 4, 5, 6]
+    assert "test/f1_macro" in run.data.metrics
