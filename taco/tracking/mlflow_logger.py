@@ -244,6 +244,8 @@ class MLflowLogger(NullLogger):
         if run_id is not None and not self._exists(client, run_id):
             log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
             run_id = None
+        if run_id is not None:
+            _refuse_live_run(client.get_run(run_id))
         if run_id is None:
             return mlflow.start_run(
                 experiment_id=experiment_id, run_name=self.run_name, tags=all_tags
@@ -347,6 +349,25 @@ class MLflowLogger(NullLogger):
             log.info("model logged: runs:/%s/model (%s)", self.run_id, uri)
 
         self._store("model", write, keep=False)
+
+
+def _refuse_live_run(run: Any) -> None:
+    """Never write into a run another live process is writing (it would end FINISHED carrying
+    this process's error)."""
+    import os
+    import socket
+
+    from taco.data.files import pid_alive
+    from taco.errors import ConfigError
+
+    tags = run.data.tags
+    pid, host = tags.get(PID_TAG, ""), tags.get(HOST_TAG)
+    alive = host == socket.gethostname() and pid.isdigit() and pid_alive(int(pid))
+    if run.info.status == "RUNNING" and alive and int(pid) != os.getpid():
+        raise ConfigError(
+            f"run {run.info.run_id} is still being written by process {pid} on {host}: "
+            "resume it once that process has ended"
+        )
 
 
 def _param(value: Any) -> str:

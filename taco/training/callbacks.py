@@ -192,8 +192,39 @@ class ModelCheckpoint(_Monitoring):
         return self.dirpath is not None and not trainer.fast_dev_run
 
     def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
-        if self.writes(trainer) and self.save_last and trainer.logger.active:
+        if not self.writes(trainer):
+            return
+        owner = checkpoint.live_owner(self.dirpath)
+        if owner is not None:
+            raise ConfigError(
+                f"{self.dirpath}: {owner} is training into this folder; give this run its own "
+                "(callbacks.model_checkpoint.dirpath, or hydra.run.dir)"
+            )
+        checkpoint.claim(self.dirpath)
+        self._carry_best(trainer)
+        if self.save_last and trainer.logger.active:
             trainer.logger.set_tags({"checkpoint": str(self.dirpath / checkpoint.LAST)})
+
+    def _carry_best(self, trainer: Trainer) -> None:
+        """Resumed from another folder: its best epoch comes along, so the weights restored at
+        the end are the best ones whenever that epoch came."""
+        import shutil
+
+        if trainer.ckpt_path is None or not self.save_best:
+            return
+        source, target = trainer.ckpt_path.parent / checkpoint.BEST, self.dirpath / checkpoint.BEST
+        if source.is_file() and source.resolve() != target.resolve():
+            tmp = target.with_name(f".{target.name}.carry.tmp")
+            try:
+                shutil.copyfile(source, tmp)
+                tmp.replace(target)
+            except OSError as exc:
+                from taco.data.files import disk_full_error
+
+                raise disk_full_error(target, exc) from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            log.info("resumed: carried the best epoch's checkpoint %s into %s", source, target)
 
     def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         value = self.current(trainer)
@@ -209,6 +240,8 @@ class ModelCheckpoint(_Monitoring):
     def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
         best = self._restore_best(trainer, classifier)
         trainer.logger.log_metrics({"best_epoch": best})
+        if self.writes(trainer):
+            checkpoint.release(self.dirpath)
 
     def _restore_best(self, trainer: Trainer, classifier: Classifier) -> int:
         """The best epoch's weights into the classifier; returns the epoch now held."""
@@ -231,6 +264,8 @@ class ModelCheckpoint(_Monitoring):
         return self.best_epoch
 
     def on_exception(self, trainer: Trainer, classifier: Classifier, error: BaseException) -> None:
+        if self.dirpath is not None:
+            checkpoint.release(self.dirpath)
         if isinstance(error, KeyboardInterrupt) and self.last_path is not None:
             print(
                 f"\ninterrupted after epoch {trainer.epochs_completed}, saved in "

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 COMPLETE = "COMPLETE"  # written beside last.ckpt when the run finished: nothing to resume
+OWNER = "OWNER"  # beside last.ckpt while a process trains: {"host", "pid"}; a live one is not taken
 FORMAT = 2  # 2: callback states keyed by `Callback.state_key`
 _META = "__meta__"
 
@@ -77,6 +78,37 @@ class CheckpointConnector:
         arrays, _ = read(path)
         with self.trainer.scope():
             self.trainer.classifier.load_checkpoint_state(arrays, source=path, weights_only=True)
+
+
+def claim(folder: Path) -> None:
+    """Mark `folder`'s checkpoints as this process's while it trains (`release` at the end)."""
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    (folder / OWNER).write_text(json.dumps(owner))
+
+
+def release(folder: Path) -> None:
+    if live_owner(folder) is None:  # ours (or a dead process's): nothing trains here now
+        (folder / OWNER).unlink(missing_ok=True)
+
+
+def live_owner(folder: Path) -> str | None:
+    """'process P on H' when another process that is still alive trains into `folder`, else None
+    (a process on another host is taken as alive: it cannot be checked from here)."""
+    import socket
+
+    from taco.data.files import pid_alive
+
+    try:
+        owner = json.loads((folder / OWNER).read_text())
+        host, pid = str(owner["host"]), int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host == socket.gethostname() and (pid == os.getpid() or not pid_alive(pid)):
+        return None
+    return f"process {pid} on {host}"
 
 
 def keyed(callbacks: Sequence[Any]) -> list[tuple[str, Any]]:
@@ -160,9 +192,18 @@ def last_files(search_dirs: Iterable[Path], complete: bool) -> list[Path]:
 
 
 def last_checkpoints(search_dirs: Iterable[Path], complete: bool) -> dict[Path, dict]:
-    """`last_files` that can be read, with their metadata."""
-    metas = {p: _readable_meta(p) for p in last_files(search_dirs, complete)}
-    return {p: meta for p, meta in metas.items() if meta is not None}
+    """`last_files` that can be read, with their metadata; those of a live run are skipped
+    (a checkpoint belongs to the process that writes it)."""
+    metas = {}
+    for path in last_files(search_dirs, complete):
+        owner = live_owner(path.parent)
+        if owner is not None:
+            log.warning("ckpt_path=last skips %s: %s is still training it", path, owner)
+            continue
+        meta = _readable_meta(path)
+        if meta is not None:
+            metas[path] = meta
+    return metas
 
 
 def find_finished(
@@ -187,6 +228,12 @@ def resolve(
         if path.is_dir():
             path = path / LAST if (path / LAST).is_file() else path / "checkpoints" / LAST
         meta = read_meta(path)
+        owner = live_owner(path.parent)
+        if owner is not None:
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: {owner} is still training this checkpoint; wait for it "
+                "to end or stop it first (a checkpoint belongs to the process that writes it)"
+            )
         diff = differences(meta.get("fingerprint", {}), current)
         if diff:
             raise ConfigError(
@@ -200,12 +247,12 @@ def resolve(
         if not differences(meta.get("fingerprint", {}), current):
             return path, meta
     where = ", ".join(str(d) for d in search_dirs)
-    if unfinished:
-        newest, meta = next(iter(unfinished.items()))
-        diff = differences(meta.get("fingerprint", {}), current)
+    if unfinished:  # compared with the closest one: the same job, run with a changed key
+        diffs = {p: differences(m.get("fingerprint", {}), current) for p, m in unfinished.items()}
+        closest = min(diffs, key=lambda p: len(diffs[p]))  # ties: the newest (listed first)
         raise NothingToResume(
-            f"ckpt_path=last: no interrupted run with this config under {where}; the newest "
-            f"({newest}) differs:\n  " + "\n  ".join(diff[:10])
+            f"ckpt_path=last: no interrupted run with this config under {where}; the closest "
+            f"({closest}) differs:\n  " + "\n  ".join(diffs[closest][:10])
         )
     finished = last_files(search_dirs, complete=True)
     raise NothingToResume(
