@@ -195,9 +195,48 @@ def not_started(sweep_dir: Path | None, planned: list[list[str]], children: list
     return [f"job #{num} [{entries[num]}]: not started" for num in sorted(entries)]
 
 
+LOCK_FILE = ".taco_sweep.lock"
+_HELD: dict[Path, Any] = {}  # this process's sweep dir locks (one sweep at a time per folder)
+
+
+def hold_sweep_dir(sweep_dir: Path) -> Any:
+    """One sweep per sweep dir: an exclusive lock held until this process ends (the kernel
+    drops it even on SIGKILL, so a dead sweep's folder can be re-run), naming its holder."""
+    import socket
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: no check
+        return None
+    from taco.errors import ConfigError
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _HELD.pop(sweep_dir.resolve(), None)
+    if earlier is not None:  # an earlier sweep of this same process that ended without closing
+        earlier.close()
+    handle = open(sweep_dir / LOCK_FILE, "a+")  # noqa: SIM115  (held for the sweep's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} is in use by another sweep ({holder}): wait for it, "
+            "or give this sweep its own folder (hydra.sweep.dir=...)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.ctime()}\n")
+    handle.flush()
+    _HELD[sweep_dir.resolve()] = handle
+    return handle
+
+
 class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        self._lock: Any = None  # the sweep dir's lock, held while the sweep runs
         self.run_id: str | None = None
         self.client: Any = None
         self.started = 0.0
@@ -214,6 +253,7 @@ class MLflowSweepParent(Callback):
 
                 check_n_jobs(config.hydra.launcher.n_jobs)
             self.planned = check_sweep(config)
+            self._lock = hold_sweep_dir(Path(str(config.hydra.sweep.dir)))
             # a re-run in the same folder: the jobs its first run never started may run now
             (Path(str(config.hydra.sweep.dir)) / NOT_STARTED_FILE).unlink(missing_ok=True)
             self._open_parent(config)
@@ -267,6 +307,10 @@ class MLflowSweepParent(Callback):
         log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if self._lock is not None:
+            self._lock.close()  # the folder is free for a re-run from now on
+            _HELD.pop(Path(self._lock.name).parent.resolve(), None)
+            self._lock = None
         if self.run_id is None:
             return
         failed = self._close("FINISHED")
