@@ -12,3 +12,10 @@ def broken(image):
 def slow(image):
     time.sleep(0.05)
     return {"image": image}
+
+
+def fatal(image):
+    """Kills the worker process that runs it (as the OOM killer would)."""
+    import os
+
+    os._exit(3)

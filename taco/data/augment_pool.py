@@ -9,12 +9,18 @@ epoch, batch index): the same with 0, 1 or 16 workers, whatever finishes first.
 Nothing is left behind: workers die with the parent (Linux `PR_SET_PDEATHSIG`, even when the
 parent is SIGKILLed) and ignore Ctrl-C (the parent stops them), and the ring's name is unlinked
 from `/dev/shm` as soon as every worker has mapped it, so even a SIGKILL frees it.
+
+The pool heals: a worker that dies (the OOM killer, a `kill -9`) is replaced, mapping the ring
+through the parent's open descriptor, and the batch it was writing is handed out again with the
+same seed, so the run's numbers are those it would have had; a batch that kills
+`MAX_DEATHS_PER_BATCH` workers fails the run in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import signal
 import sys
@@ -32,6 +38,7 @@ from taco.errors import die_with_parent
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (epoch, batch index)
+MAX_DEATHS_PER_BATCH = 3
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -83,20 +90,30 @@ class AugmentPool:
         self._shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
         self._ring = np.ndarray((self.slots, *self.batch_shape), np.uint8, buffer=self._shm.buf)
         ctx = mp.get_context("spawn")  # no fork of a process that runs TensorFlow or XLA threads
-        self._tasks, self._results = ctx.Queue(), ctx.Queue()
+        self._results = ctx.Queue()
+        self._queues: list[Any] = []  # one task queue per worker: who writes what is known
         self._free = list(range(self.slots))
         self._pending: dict[Key, int] = {}  # submitted, not taken yet
+        self._tickets: dict[int, tuple[int, np.ndarray, int, Key]] = {}  # in flight
+        self._assigned: dict[int, int] = {}  # ticket -> index of the worker it was handed to
+        self._deaths: dict[int, int] = {}  # ticket -> workers that died writing it
+        self._next_ticket = 0
         self._done: dict[int, str | None] = {}  # slot -> error text (None: fine)
         self._stale: set[int] = set()  # slots of batches no longer wanted, still being written
         self._lock = threading.RLock()
         self._ready = 0
         self._closed = False
-        args = (str(cache_path), self._shm.name, self.slots, self.batch_shape, augment)
-        self._procs = [
-            ctx.Process(target=_work, args=(*args, self._tasks, self._results), daemon=True)
-            for _ in range(int(workers))
-        ]
-        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks, self._shm)
+        # a replacement worker maps the (by then unlinked) ring through this process's descriptor
+        ring = (
+            self._shm.name,
+            f"/proc/{os.getpid()}/fd/{getattr(self._shm, '_fd', -1)}",
+            self._shm.size,
+        )
+        self._args = (str(cache_path), ring, self.slots, self.batch_shape, augment)
+        self._ctx = ctx
+        self._last_check = time.monotonic()
+        self._procs = [self._new_worker(i) for i in range(int(workers))]
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._queues, self._shm)
         try:
             for proc in self._procs:
                 proc.start()
@@ -106,6 +123,28 @@ class AugmentPool:
                 f"could not start augmentation workers ({type(exc).__name__}: {exc}); "
                 "set dataset.num_workers=0 to augment in the training process"
             ) from exc
+
+    def _new_worker(self, index: int) -> Any:
+        """Worker `index` with a new task queue of its own (a dead one's queue is dropped)."""
+        tasks = self._ctx.Queue()
+        if index < len(self._queues):
+            old, self._queues[index] = self._queues[index], tasks
+            with contextlib.suppress(Exception):
+                old.close()
+        else:
+            self._queues.append(tasks)
+        return self._ctx.Process(
+            target=_work, args=(*self._args, tasks, self._results), daemon=True
+        )
+
+    def _hand_out(self, ticket: int) -> None:
+        """To the worker with the fewest batches in hand."""
+        load = [0] * len(self._procs)
+        for index in self._assigned.values():
+            load[index] += 1
+        index = min(range(len(load)), key=load.__getitem__)
+        self._assigned[ticket] = index
+        self._queues[index].put((ticket, *self._tickets[ticket][:3]))
 
     def wanted(self, key: Key) -> bool:
         return key in self._pending
@@ -121,7 +160,9 @@ class AugmentPool:
                 return False
             slot = self._free.pop()
             self._pending[key] = slot
-            self._tasks.put((slot, np.asarray(rows, np.int64), int(seed)))
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            self._tickets[ticket] = (slot, np.asarray(rows, np.int64), int(seed), key)
+            self._hand_out(ticket)
             return True
 
     def drop_except(self, keep: Callable[[Key], bool]) -> None:
@@ -160,35 +201,71 @@ class AugmentPool:
         """Move finished slots to done (or free, for stale ones); when `block`, wait for at
         least one, checking that the workers are alive."""
         while True:
+            if time.monotonic() - self._last_check > 0.5:  # a dead worker is noticed at once
+                self._check_alive()
             try:
-                slot, error = self._results.get(timeout=0.5 if block else 0)
+                kind, ticket, detail = self._results.get(timeout=0.5 if block else 0)
             except queue.Empty:
                 if not block:
                     return
                 self._check_alive()
                 continue
-            if slot == "ready":
+            if kind == "ready":
                 self._ready += 1
-                if self._ready == len(self._procs):
+                if self._ready >= len(self._procs):
                     self._unlink()
-            elif slot in self._stale:
+                continue
+            if ticket not in self._tickets:  # a batch done twice (its first writer died late)
+                continue
+            slot, error = self._tickets.pop(ticket)[0], detail
+            self._assigned.pop(ticket, None)
+            if slot in self._stale:
                 self._stale.discard(slot)
                 self._free.append(slot)
             else:
                 self._done[slot] = error
-            if block and slot != "ready":
+            if block:
                 return
 
     def _check_alive(self) -> None:
+        """A dead worker is replaced and the batch it was writing handed out again (same seed:
+        the same numbers); a batch that keeps killing its workers fails the run."""
         if self._closed:
             raise RuntimeError("the augmentation pool was closed")
-        dead = [p for p in self._procs if not p.is_alive()]
-        if dead:
-            codes = ", ".join(str(p.exitcode) for p in dead)
-            raise RuntimeError(
-                f"{len(dead)} augmentation worker(s) died (exit code {codes}): out of memory? "
-                "Lower dataset.num_workers, or set it to 0 to augment in the training process"
-            )
+        self._last_check = time.monotonic()
+        for index, proc in enumerate(self._procs):
+            if not proc.is_alive():
+                self._replace(index, proc)
+
+    def _replace(self, index: int, proc: Any) -> None:
+        lost = sorted(t for t, i in self._assigned.items() if i == index)
+        for ticket in lost:
+            self._deaths[ticket] = self._deaths.get(ticket, 0) + 1
+            key = self._tickets[ticket][3]
+            if self._deaths[ticket] >= MAX_DEATHS_PER_BATCH:
+                from taco.errors import DataError
+
+                raise DataError(
+                    f"augmentation workers died {self._deaths[ticket]} times on batch "
+                    f"{key[1]} of epoch {key[0] + 1} (last exit code {proc.exitcode}): out of "
+                    "memory? Lower dataset.num_workers, or set it to 0 to augment in the "
+                    "training process"
+                )
+            del self._assigned[ticket]
+        proc.join(timeout=1)
+        self._procs[index] = self._new_worker(index)
+        self._procs[index].start()  # the same list: the finalizer stops the new one too
+        for ticket in lost:  # the same rows and seed: the same batch
+            self._hand_out(ticket)
+        keys = [self._tickets[t][3][1] for t in lost]
+        what = f"its batch(es) {keys} redone with their seeds" if lost else "no batch lost"
+        log.warning(
+            "augmentation worker %d (pid %s) died (exit code %s): replaced, %s",
+            index,
+            proc.pid,
+            proc.exitcode,
+            what,
+        )
 
     def _unlink(self) -> None:
         """Every worker has mapped the ring: its name can go (the memory stays until the last
@@ -204,8 +281,8 @@ class AugmentPool:
             self._finalizer()  # runs once
 
 
-def _shutdown(procs: list, tasks: Any, shm: Any) -> None:
-    for _ in procs:
+def _shutdown(procs: list, queues: list, shm: Any) -> None:
+    for tasks in queues:
         with contextlib.suppress(Exception):
             tasks.put(None)
     deadline = time.monotonic() + 5
@@ -216,9 +293,10 @@ def _shutdown(procs: list, tasks: Any, shm: Any) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
-    with contextlib.suppress(Exception):
-        tasks.close()
-        tasks.join_thread()
+    for tasks in queues:
+        with contextlib.suppress(Exception):
+            tasks.close()
+            tasks.join_thread()
     with contextlib.suppress(Exception):
         shm.close()
     with contextlib.suppress(FileNotFoundError):
@@ -227,7 +305,7 @@ def _shutdown(procs: list, tasks: Any, shm: Any) -> None:
 
 def _work(
     cache_path: str,
-    shm_name: str,
+    ring_at: tuple[str, str, int],
     slots: int,
     batch_shape: tuple[int, ...],
     augment: Callable[..., dict],
@@ -238,19 +316,19 @@ def _work(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     die_with_parent(signal.SIGKILL)
     _one_thread()
-    shm = _attach(shm_name)
+    shm = _attach(*ring_at)
     ring = np.ndarray((slots, *batch_shape), np.uint8, buffer=shm.buf)
     images = np.load(cache_path, mmap_mode="r")
-    results.put(("ready", None))
+    results.put(("ready", None, None))
     while (task := tasks.get()) is not None:
-        slot, rows, seed = task
+        ticket, slot, rows, seed = task
         try:
             augment_into(augment, read_rows(images, rows), seed, ring[slot, : len(rows)])
-            results.put((slot, None))
+            results.put(("done", ticket, None))
         except Exception:
             import traceback
 
-            results.put((slot, traceback.format_exc(limit=-3)))
+            results.put(("done", ticket, traceback.format_exc(limit=-3)))
     del ring
     shm.close()
 
@@ -264,10 +342,29 @@ def _one_thread() -> None:
         cv2.setNumThreads(1)
 
 
-def _attach(name: str) -> Any:
+class _Mapped:
+    """The ring mapped from the parent's open descriptor (its name is gone from /dev/shm)."""
+
+    def __init__(self, path: str, size: int) -> None:
+        import mmap
+
+        with open(path, "r+b") as handle:
+            self._map = mmap.mmap(handle.fileno(), size)
+        self.buf = memoryview(self._map)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._map.close()
+
+
+def _attach(name: str, fd_path: str = "", size: int = 0) -> Any:
     """Map the parent's ring without registering it with the resource tracker, which would
-    unlink it when this worker exits (Python < 3.13 has no `track=False`)."""
+    unlink it when this worker exits (Python < 3.13 has no `track=False`); once its name is
+    unlinked (a replacement worker), through the parent's descriptor."""
     from multiprocessing import resource_tracker, shared_memory
+
+    if not os.path.exists(f"/dev/shm/{name}") and fd_path and os.path.exists(fd_path):
+        return _Mapped(fd_path, size)
 
     if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name=name, track=False)
