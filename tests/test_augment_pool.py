@@ -78,48 +78,6 @@ def test_a_failing_augmentation_names_the_batch_and_leaves_nothing(tmp_path):
     assert _shm_names() <= before
 
 
-def test_a_killed_worker_is_replaced_and_its_batch_redone(compose_cfg, tmp_path, caplog):
-    """`kill -9` of a worker mid-epoch: one warning, a new worker, the same numbers."""
-    path, images = _cache(tmp_path)
-    augment = _heavy(compose_cfg)
-
-    def batches(workers: int) -> CachedBatches:
-        return CachedBatches(
-            images, np.eye(40), np.arange(40), 8, shuffle=True, seed=3, augment=augment,
-            num_workers=workers, prefetch_factor=2, cache_path=path,
-        )  # fmt: skip
-
-    inline = _epochs(batches(0), [0, 1])
-    healed, out = batches(2), []
-    for epoch in (0, 1):
-        healed.set_epoch(epoch)
-        for i in range(len(healed)):
-            out.append(healed[i][0])
-            if (epoch, i) == (0, 1):  # both workers busy prefetching: one dies mid-batch
-                victim = healed._pool._procs[0]
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.join(5)
-    procs = list(healed._pool._procs)
-    healed.close()
-    assert np.array_equal(np.concatenate(out), inline)
-    assert victim not in procs and len(procs) == 2
-    (line,) = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
-    assert f"(pid {victim.pid}) died (exit code -9): replaced" in line, line
-
-
-def test_a_batch_that_keeps_killing_workers_fails_in_one_line(tmp_path):
-    from taco.errors import DataError
-
-    path, images = _cache(tmp_path)
-    batches = CachedBatches(
-        images, np.eye(40), np.arange(40), 8, augment=augmentations.fatal, num_workers=1,
-        cache_path=path,
-    )  # fmt: skip
-    with pytest.raises(DataError, match="augmentation workers died 3 times on batch 0 of epoch 1"):
-        batches[0]
-    batches.close()
-
-
 _PARENT = """
 import json, sys, numpy as np
 from taco.data.augment_pool import AugmentPool

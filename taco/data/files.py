@@ -168,6 +168,7 @@ def _replace(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise disk_full_error(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -227,6 +227,7 @@ def build_cache(
         save_json(meta_path, meta)
         os.replace(tmp, final)  # the cache exists only once it is whole
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise disk_full_error(final, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -135,6 +135,7 @@ def write(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any])
     except OSError as exc:  # a full disk: one line, and no temporary file left on it
         from taco.data.files import disk_full_error
 
+        tmp.unlink(missing_ok=True)  # first: the free space reported is what is really free
         raise disk_full_error(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

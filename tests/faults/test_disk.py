@@ -1,0 +1,55 @@
+"""Fault suite, a full disk: a checkpoint that does not fit is one line naming the file and the
+space left, no temporary file stays on the full disk, and the run is FAILED with that line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from tests.conftest import tiny_overrides
+
+EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("cannot mount a 2 MB tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)])
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, small_disk):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # the default CNN at 64 px: a checkpoint of 1.4 MB, the second does not fit in 2 MB
+    keep = ("paths.output_dir", "model.classifier.build")
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(keep)]
+    run_dir = small_disk / "run"
+    cmd = [
+        EXE,
+        *overrides,
+        "model.image_size=64",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run_dir}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = [x for x in out.stderr.splitlines() if not x.split(" ")[-1].endswith("tables...")]
+    errors = [x for x in lines if "taco-train: error:" in x]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert (
+        f"no space left writing {run_dir}/checkpoints/" in errors[0]
+        and " free on its disk" in errors[0]
+    )
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    assert run.info.status == "FAILED" and "no space left writing" in run.data.tags["error"]
