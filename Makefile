@@ -93,7 +93,8 @@ test: setup
 	$(BIN)/python -m pytest $(ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
-# the fault suite alone (tests/faults/: annotations, images, config, process, store, cache);
+# the fault suite alone (tests/faults/: annotations, images, config, process, store, cache,
+# resume, disk, loading, sweep dir, augmentation pool);
 # `make test` runs it too
 test-faults: setup
 	$(BIN)/python -m pytest tests/faults $(ARGS)
