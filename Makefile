@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce download stats bench bench-models bench-trainer \
-	bench-store bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
+	bench-store bench-store-wait bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
 
@@ -88,16 +88,20 @@ bench-models: setup
 bench-store: setup
 	$(BIN)/python benchmarks/store.py $(ARGS)
 
+# the cost of the store waiter on a store that is not busy: taco's logger vs MLflow's calls
+bench-store-wait: setup
+	$(BIN)/python benchmarks/store_wait.py $(ARGS)
+
 # every test on TensorFlow (the default backend), then the backend-sensitive ones on JAX
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m 'backend and not slow' $(ARGS)
 
 # the fault suite alone (tests/faults/: annotations, images, config, process, store, cache,
-# resume, disk, loading, sweep dir, augmentation pool);
-# `make test` runs it too
+# resume, disk, loading, sweep dir, augmentation pool), its slow tests included;
+# `make test` runs all but the slow ones
 test-faults: setup
-	$(BIN)/python -m pytest tests/faults $(ARGS)
+	$(BIN)/python -m pytest -m '' tests/faults $(ARGS)
 
 test-all: setup-optuna setup-slurm setup-ray setup-ui chromium
 	$(BIN)/python -m pytest -m '' $(ARGS)

@@ -232,6 +232,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
 
 
 @pytest.mark.backend
+@pytest.mark.slow  # 20 s on TensorFlow, 24 s on JAX: make test-all runs it on both
 def test_data_parallel_on_two_logical_cpus(tmp_path, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]

@@ -92,6 +92,7 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_
     assert resumed.info.status == "FINISHED" and "epoch 1" in resumed.data.tags["resumed_from"]
 
 
+@pytest.mark.slow  # 22 s: make test-faults and make test-all run it
 def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri, capsys):
     cmd = _cmd(tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=300")
     code, output = _signal_once(cmd, signal.SIGTERM, count=2)  # both running jobs in epoch 2
