@@ -50,16 +50,16 @@ def main() -> None:
         ensure_store(uri)
         direct(uri)  # warm: tables, experiment, imports
         through_taco(uri)
-        times: dict[str, list[float]] = {"direct": [], "taco": []}
+        times: dict[str, list[float]] = {"plain": [], "waiter": []}
         for _ in range(args.repeats):
-            for name, log in (("direct", direct), ("taco", through_taco)):
+            for name, log in (("plain", direct), ("waiter", through_taco)):
                 start = time.perf_counter()
                 log(uri)
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:7s} median {value:.3f} s per run ({args.repeats} runs)")
-    print(f"with waiter / plain calls: {medians['taco'] / medians['direct']:.3f}")
+    print(f"with waiter / plain calls: {medians['waiter'] / medians['plain']:.3f}")
 
 
 if __name__ == "__main__":
