@@ -7,7 +7,7 @@ TensorFlow, Keras and MLflow load inside `train()`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from taco.errors import ConfigError, cli_errors, interrupts, sigterm_as_interrup
 
 if TYPE_CHECKING:
     from taco.protocols import Classifier, DataModule, RunLogger
+    from taco.training.checkpoint import Resume
     from taco.training.trainer import Trainer
 
 log = logging.getLogger("taco.train")
@@ -44,17 +45,16 @@ class Job:
     logger: RunLogger
     tags: dict[str, str]
     resolved: dict  # the config, resolved once
-    ckpt: Path | None = None  # resume from this checkpoint ...
-    run_id: str | None = None  # ... in this run
-    finished: dict | None = None  # a re-run sweep's job that finished before: its checkpoint
+    resume: Resume = field(default_factory=lambda: _no_resume())  # what ckpt_path resolved to
 
 
 def train(cfg: DictConfig, job: Job | None = None) -> float:
     """One training job (its parts built here unless given); returns `cfg.optimized_metric`."""
     job = job or build_job(cfg)
-    with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=job.run_id) as logger:
+    resume = job.resume
+    with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=resume.run_id) as logger:
         log_config(logger, job.resolved, output_dir(cfg))
-        job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=job.ckpt)
+        job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=resume.path)
         val = job.trainer.validate(job.classifier, job.datamodule)
         test = job.trainer.test(job.classifier, job.datamodule)
     if logger.run_id:
@@ -98,30 +98,17 @@ def build_job(cfg: DictConfig) -> Job:
     trainer.fingerprint = checkpoint.fingerprint(resolved)
     job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
     job.datamodule.check()  # annotations, class map, split: before a run opens
-    if cfg.get("ckpt_path"):
-        resume_target(job, cfg)
+    if cfg.get("ckpt_path"):  # resolved by the trainer's checkpoint connector
+        job.resume = trainer.checkpoints.resolve(cfg.ckpt_path, search_dirs(cfg), in_multirun())
+        if job.resume.path is not None:
+            job.tags["resumed_from"] = f"{job.resume.path} (epoch {job.resume.epoch})"
     return job
 
 
-def resume_target(job: Job, cfg: DictConfig) -> None:
-    """The checkpoint `ckpt_path` names. In a sweep, `last` finishes only what is unfinished:
-    an interrupted job resumes, a finished one is taken as it is, one never started starts."""
-    from taco.training import checkpoint
+def _no_resume() -> Resume:
+    from taco.training.checkpoint import Resume
 
-    where = search_dirs(cfg)
-    try:
-        job.ckpt, meta = checkpoint.resolve(str(cfg.ckpt_path), where, job.trainer.fingerprint)
-    except checkpoint.NothingToResume:
-        if not in_multirun():
-            raise
-        job.finished = checkpoint.find_finished(
-            where, job.trainer.fingerprint, job.trainer.max_epochs
-        )
-        log.info("ckpt_path=last: %s", "finished before" if job.finished else "starting")
-        return
-    job.run_id = meta.get("run_id")
-    job.tags["resumed_from"] = f"{job.ckpt} (epoch {meta['epoch']})"
-    log.info("resuming %s after epoch %d", job.ckpt, meta["epoch"])
+    return Resume()
 
 
 def build_callbacks(node: Any) -> list[Any]:
@@ -204,7 +191,7 @@ def sweep_job(cfg: DictConfig) -> float:
     except Exception as exc:
         record_unstarted(cfg, exc)
         return job_failed(exc)
-    if job.finished:
+    if job.resume.finished:
         return take_finished(cfg, job)
     try:
         return train(cfg, job)
@@ -216,7 +203,7 @@ def take_finished(cfg: DictConfig, job: Job) -> float:
     """A job a re-run sweep finds finished: its run joins this sweep, its result is returned."""
     from taco.tracking.sweep import adopt_run
 
-    run_id = job.finished["run_id"]
+    run_id = job.resume.finished["run_id"]
     log.info("this job finished before, in run %s: taking its result", run_id)
     metrics = adopt_run(job.logger.tracking_uri, run_id, job.tags) if job.logger.active else {}
     return float(metrics.get(cfg.optimized_metric, float("nan")))

@@ -276,10 +276,7 @@ class ModelCheckpoint(_Monitoring):
 
     def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
         """The run finished: neither its checkpoints nor the one it resumed from are `last`."""
-        if self.dirpath is not None and self.last_path is not None:
-            (self.dirpath / checkpoint.COMPLETE).write_text("the run of last.ckpt finished\n")
-        if trainer.ckpt_path is not None:
-            (trainer.ckpt_path.parent / checkpoint.COMPLETE).write_text("resumed and finished\n")
+        trainer.checkpoints.mark_finished(self.dirpath if self.last_path is not None else None)
 
 
 class LearningRateSchedule(Callback):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +36,39 @@ FORMAT = 2  # 2: callback states keyed by `Callback.state_key`
 _META = "__meta__"
 
 
+@dataclass
+class Resume:
+    """What `ckpt_path` resolved to, before a run opens: a checkpoint to continue in its own
+    MLflow run, or (a re-run sweep's job) a finished run to take as it is, or nothing to do."""
+
+    path: Path | None = None
+    run_id: str | None = None  # the MLflow run the checkpoint belongs to
+    epoch: int = 0
+    finished: dict | None = None  # metadata of a finished run of this job (sweeps only)
+
+
 class CheckpointConnector:
-    """Saves and restores everything a Trainer needs to continue a fit exactly."""
+    """Saves and restores everything a Trainer needs to continue a fit exactly; resolves
+    `ckpt_path` (a file, a folder or `last`) against the trainer's config fingerprint, refusing a
+    live run's checkpoint; carries the best epoch along (`ModelCheckpoint`)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
+
+    def resolve(self, ckpt_path: str, search_dirs: Sequence[Path], in_sweep: bool) -> Resume:
+        """`ckpt_path` -> what to resume. In a sweep, `last` finishes only what is unfinished:
+        an interrupted job resumes, a finished one is taken as it is, one never started starts."""
+        trainer = self.trainer
+        try:
+            path, meta = resolve(str(ckpt_path), search_dirs, trainer.fingerprint)
+        except NothingToResume:
+            if not in_sweep:
+                raise
+            finished = find_finished(search_dirs, trainer.fingerprint, trainer.max_epochs)
+            log.info("ckpt_path=last: %s", "finished before" if finished else "starting")
+            return Resume(finished=finished)
+        log.info("resuming %s after epoch %d", path, meta["epoch"])
+        return Resume(path, meta.get("run_id"), int(meta["epoch"]))
 
     def save(self, path: Path) -> Path:
         """The full training state after `trainer.epochs_completed` epochs, atomically."""
@@ -72,6 +101,14 @@ class CheckpointConnector:
         self.trainer.ckpt_path = path
         log.info("resumed from %s after epoch %d", path, meta["epoch"])
         return int(meta["epoch"])
+
+    def mark_finished(self, folder: Path | None) -> None:
+        """The run finished: its checkpoints (in `folder`) and the one it resumed from are no
+        longer `last` (a re-run sweep takes its result instead)."""
+        if folder is not None:
+            (folder / COMPLETE).write_text("the run of last.ckpt finished\n")
+        if self.trainer.ckpt_path is not None:
+            (self.trainer.ckpt_path.parent / COMPLETE).write_text("resumed and finished\n")
 
     def load_weights(self, path: Path) -> None:
         """The weights of a checkpoint (the best epoch), leaving the training state alone."""

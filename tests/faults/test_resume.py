@@ -107,7 +107,9 @@ def test_a_live_runs_checkpoint_is_never_taken(compose_cfg, tmp_path, mlflow_uri
     assert client.get_run(run.info.run_id).data.tags == run.data.tags  # nothing written into it
 
 
-def test_a_refused_resume_lists_the_differences_with_the_same_job(compose_cfg, tmp_path):
+def test_a_refused_resume_lists_the_differences_with_the_same_job(
+    compose_cfg, tmp_path, mlflow_uri
+):
     base = _base(tmp_path)
     job = [*base, "seed=707", "model.classifier.learning_rate=0.0001"]
     _interrupt(compose_cfg, job, tmp_path / "outputs" / "job", epoch=1)

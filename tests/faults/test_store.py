@@ -179,7 +179,7 @@ def test_a_damaged_store_is_one_line_for_every_command(tmp_path, how):
         "taco-train": [*tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path}/run"],
         "taco-compare": [],
         "taco-predict": ["--model", "0123abcd", str(tmp_path)],
-        "taco-eval": ["run_id=0123abcd"],
+        "taco-eval": ["run_id=0123abcd", f"hydra.run.dir={tmp_path}/eval"],
     }
     for name, args in commands.items():
         out = subprocess.run(
