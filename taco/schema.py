@@ -116,6 +116,7 @@ class GeneratorSchema:
 
 @dataclass
 class DatasetSchema:
+    TARGETS: ClassVar[tuple[str, ...]] = ("taco.data.datamodule.TacoDataModule",)
     name: str
     root: str
     annotation_file: str
@@ -137,6 +138,9 @@ class DatasetSchema:
     generator: GeneratorSchema | None
     folds: Annotated[int, Range(2)] | None = None
     fold: Count = 0
+    missing_hint: str = ""
+    cache_dir: str | None = None
+    augmentation: Any = None  # the augmentation group, checked there
 
 
 @dataclass
@@ -196,12 +200,12 @@ class AugmentationSchema:
 class MonitorSchema:
     monitor: str
     mode: Mode
-    min_delta: Annotated[float, NonNegative]
 
 
 @dataclass
 class EarlyStoppingSchema(MonitorSchema):
     TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.EarlyStopping",)
+    min_delta: Annotated[float, NonNegative]
     patience: PositiveInt
 
 

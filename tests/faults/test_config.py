@@ -210,3 +210,30 @@ def test_the_image_cache_must_fit_on_its_disk_before_a_run_opens(compose_cfg, tm
     finally:
         subprocess.run(["umount", "-l", str(small)])
     assert runs(mlflow_uri) == []
+
+
+def test_a_closed_schema_names_every_argument_of_its_target():
+    """A schema that refuses unknown keys must know every key its class takes (and no other)."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    from taco import schema
+
+    closed = [s for s in vars(schema).values() if isinstance(s, type) and hasattr(s, "TARGETS")]
+    assert len(closed) >= 6
+    for tp in closed:
+        for target in tp.TARGETS:
+            module, _, name = target.rpartition(".")
+            params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+            taken = {p for p, v in params.items() if v.kind is v.POSITIONAL_OR_KEYWORD}
+            taken -= {"callbacks"}  # the Trainer's callbacks come from their own group
+            assert {f.name for f in dataclasses.fields(tp)} == taken, target
+
+
+def test_an_unknown_dataset_key_is_refused(compose_cfg):
+    from taco.config import resolved_config
+
+    config = resolved_config(compose_cfg(["+dataset.batchsize=8"]))
+    with pytest.raises(ConfigError, match="dataset.batchsize=8 is not allowed: expected one of"):
+        check_config(config)
