@@ -20,7 +20,7 @@ from taco.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-FIRST_DELAY_S, MAX_DELAY_S = 0.5, 15.0
+FIRST_DELAY_S, MAX_DELAY_S = 0.5, 30.0  # each refused SQLite write itself waits 20 s (MLflow)
 _PASSING = (
     "database is locked",
     "database table is locked",

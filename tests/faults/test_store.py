@@ -258,3 +258,43 @@ def test_a_store_locked_by_another_process_is_waited_for(tmp_path, seconds):
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in sorted(history, key=lambda m: m.timestamp)] == [1, 2, 3, 4, 5, 6]
     assert "test/f1_macro" in run.data.metrics
+
+
+def test_the_waiter_keeps_writes_in_order_and_gives_up_in_one_line(caplog):
+    """The waiter's own logic, on a store that refuses as SQLite does when locked: writes kept
+    in order while training goes on, landed when it answers, one line when it never does."""
+    from taco.tracking import store_wait
+    from taco.tracking.store_wait import StoreWaiter
+
+    class Locked(Exception):
+        error_code = "TEMPORARILY_UNAVAILABLE"
+
+    landed, busy = [], [True]
+
+    def write(value):
+        def call():
+            if busy[0]:
+                raise Locked("(sqlite3.OperationalError) database is locked")
+            landed.append(value)
+
+        return call
+
+    waiter = StoreWaiter("sqlite:///x.db", timeout=1.0)
+    for step in range(3):
+        waiter.write("metrics", write(step), keep=True)  # returns at once: training goes on
+    assert landed == [] and len(waiter.pending) == 3
+    busy[0] = False
+    waiter.flush(block=True)
+    assert landed == [0, 1, 2]
+    assert "is busy" in caplog.text and "answers again" in caplog.text
+
+    busy[0] = True
+    waiter.write("metrics", write(3), keep=True)
+    start = time.perf_counter()
+    with pytest.raises(StoreError, match=r"still refused writes after waiting .*1s .*1 write"):
+        waiter.flush(block=True)
+    assert time.perf_counter() - start < 1.0 + store_wait.MAX_DELAY_S
+    with pytest.raises(StoreError, match="is damaged"):
+        StoreWaiter("sqlite:///x.db", 1.0).write(
+            "m", lambda: (_ for _ in ()).throw(Exception("database disk image is malformed")), True
+        )
