@@ -236,6 +236,8 @@ class ModelCheckpoint(_Monitoring):
                 trainer.checkpoints.save(self.dirpath / checkpoint.BEST)
         if self.save_last and self.writes(trainer):
             self.last_path = trainer.checkpoints.save(self.dirpath / checkpoint.LAST)
+        if self.writes(trainer):
+            checkpoint.heartbeat(self.dirpath)
 
     def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
         best = self._restore_best(trainer, classifier)

@@ -10,6 +10,7 @@ leaves the previous one intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,9 @@ LAST = "last.ckpt"
 BEST = "best.ckpt"
 COMPLETE = "COMPLETE"  # written beside last.ckpt when the run finished: nothing to resume
 OWNER = "OWNER"  # beside last.ckpt while a process trains: {"host", "pid"}; a live one is not taken
+# an owner on another host cannot be asked: it is taken as alive while it touched OWNER (every
+# epoch) this recently, so a job requeued on another node (SLURM) still resumes its checkpoint
+FOREIGN_OWNER_FRESH_S = 30 * 60
 FORMAT = 2  # 2: callback states keyed by `Callback.state_key`
 _META = "__meta__"
 
@@ -131,19 +135,30 @@ def release(folder: Path) -> None:
         (folder / OWNER).unlink(missing_ok=True)
 
 
+def heartbeat(folder: Path) -> None:
+    """The owner is still training (read by other hosts, which cannot check its pid)."""
+    with contextlib.suppress(OSError):
+        os.utime(folder / OWNER)
+
+
 def live_owner(folder: Path) -> str | None:
     """'process P on H' when another process that is still alive trains into `folder`, else None
-    (a process on another host is taken as alive: it cannot be checked from here)."""
+    (one on another host: alive while its heartbeat is fresh)."""
     import socket
+    import time
 
     from taco.data.files import pid_alive
 
     try:
         owner = json.loads((folder / OWNER).read_text())
         host, pid = str(owner["host"]), int(owner["pid"])
+        age = time.time() - (folder / OWNER).stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if host == socket.gethostname() and (pid == os.getpid() or not pid_alive(pid)):
+    if host == socket.gethostname():
+        if pid == os.getpid() or not pid_alive(pid):
+            return None
+    elif age > FOREIGN_OWNER_FRESH_S:
         return None
     return f"process {pid} on {host}"
 

@@ -122,3 +122,20 @@ def test_a_refused_resume_lists_the_differences_with_the_same_job(
     text = str(err.value)
     assert str(tmp_path / "outputs" / "job") in text and "model.classifier.learning_rate" in text
     assert "seed" not in text.split("differs:")[1]
+
+
+def test_an_owner_on_another_host_is_live_only_while_its_heartbeat_is_fresh(tmp_path):
+    """Its pid cannot be checked from here: a job requeued on another node (SLURM) must still
+    resume the checkpoint its earlier, dead, run left."""
+    import os
+    import time
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / checkpoint.OWNER).write_text(json.dumps({"host": "node-17", "pid": 4242}))
+    assert checkpoint.live_owner(folder) == "process 4242 on node-17"
+    old = time.time() - checkpoint.FOREIGN_OWNER_FRESH_S - 60
+    os.utime(folder / checkpoint.OWNER, (old, old))
+    assert checkpoint.live_owner(folder) is None
+    checkpoint.heartbeat(folder)
+    assert checkpoint.live_owner(folder) == "process 4242 on node-17"
