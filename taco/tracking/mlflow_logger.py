@@ -221,10 +221,18 @@ class MLflowLogger(NullLogger):
         from taco.tracking.store_wait import damaged_store
 
         opened: list[Any] = []
+        outer = mlflow.active_run()
 
         def start() -> None:
             with uninterrupted():
-                opened.append(self._start(mlflow, tags, run_id))
+                try:
+                    opened.append(self._start(mlflow, tags, run_id))
+                except BaseException:
+                    current = mlflow.active_run()  # half opened by this try: not left open
+                    if current is not None and current is not outer:
+                        with contextlib.suppress(Exception):
+                            mlflow.end_run("FAILED")
+                    raise
 
         try:
             self.waiter.write("start_run", start, keep=False)
@@ -236,8 +244,6 @@ class MLflowLogger(NullLogger):
 
     def _start(self, mlflow: Any, tags: Mapping[str, str] | None, run_id: str | None) -> Any:
         mlflow.set_tracking_uri(self.tracking_uri)
-        while mlflow.active_run():  # a half-opened run of an earlier (refused) try
-            mlflow.end_run()
         client = mlflow.MlflowClient(self.tracking_uri)
         experiment_id = get_or_create_experiment(client, self.experiment_name)
         all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}, **process_tags()}
@@ -279,8 +285,8 @@ class MLflowLogger(NullLogger):
         import mlflow
 
         try:
-            if status != "KILLED":  # an error is recorded after what came before it
-                self.waiter.flush(block=True)
+            # an error is recorded after what came before it; an interrupt does not wait
+            self.waiter.flush(block=status != "KILLED")
             with uninterrupted():
                 mlflow.set_tag("error", message[:4000])
                 mlflow.log_text(traceback.format_exc(), "error/traceback.txt")

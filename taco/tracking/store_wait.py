@@ -98,7 +98,11 @@ class StoreWaiter:
             try:
                 call()
             except Exception as exc:
-                self._refused(exc)
+                try:
+                    self._refused(exc)
+                except BaseException:
+                    self.pending.popleft()  # refused for good: not tried again at closing
+                    raise
                 if block and time.monotonic() - started >= self.timeout:
                     raise self.gave_up() from None
                 continue
