@@ -38,7 +38,8 @@ from taco.errors import die_with_parent
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (epoch, batch index)
-MAX_DEATHS_PER_BATCH = 3
+MAX_DEATHS_PER_BATCH = 3  # a batch that kills this many workers fails the run
+MAX_REPLACEMENTS = 10  # so do this many deaths in one pool, whatever batches they held
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -98,6 +99,7 @@ class AugmentPool:
         self._assigned: dict[int, int] = {}  # ticket -> index of the worker it was handed to
         self._deaths: dict[int, int] = {}  # ticket -> workers that died writing it
         self._next_ticket = 0
+        self._replaced = 0  # workers replaced so far
         self._done: dict[int, str | None] = {}  # slot -> error text (None: fine)
         self._stale: set[int] = set()  # slots of batches no longer wanted, still being written
         self._lock = threading.RLock()
@@ -238,13 +240,20 @@ class AugmentPool:
                 self._replace(index, proc)
 
     def _replace(self, index: int, proc: Any) -> None:
+        from taco.errors import DataError
+
+        self._replaced += 1
+        if self._replaced >= MAX_REPLACEMENTS:
+            raise DataError(
+                f"augmentation workers died {self._replaced} times (last exit code "
+                f"{proc.exitcode}): out of memory? Lower dataset.num_workers, or set it to 0 to "
+                "augment in the training process"
+            )
         lost = sorted(t for t, i in self._assigned.items() if i == index)
         for ticket in lost:
             self._deaths[ticket] = self._deaths.get(ticket, 0) + 1
             key = self._tickets[ticket][3]
             if self._deaths[ticket] >= MAX_DEATHS_PER_BATCH:
-                from taco.errors import DataError
-
                 raise DataError(
                     f"augmentation workers died {self._deaths[ticket]} times on batch "
                     f"{key[1]} of epoch {key[0] + 1} (last exit code {proc.exitcode}): out of "
