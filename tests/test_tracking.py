@@ -204,3 +204,34 @@ def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, 
         assert mlflow.get_tracking_uri() == store
     assert mlflow.get_tracking_uri() == stale and os.environ["MLFLOW_TRACKING_URI"] == mine
     mlflow.set_tracking_uri(None)  # no stale URI for the tests after this one
+
+
+def test_a_single_model_cross_validation_compares_nothing():
+    """One model: its pooled F1 with intervals, no "significantly best" column, no claim."""
+    import numpy as np
+
+    from taco.resampling import Interval
+    from taco.tracking.pooled import CrossValidation, Settings, markdown, report_body
+
+    interval = Interval(
+        np.array([0.5, 0.2]), np.array([0.4, 0.1]), np.array([0.6, 0.3]), 0.35, 0.3, 0.4
+    )
+    cv = CrossValidation(
+        variants=["cnn"], classes=["Bottle", "Can"], support={"Bottle": 30, "Can": 5}, images=60,
+        folds=2, settings=Settings(), intervals={"cnn": interval}, index={"Bottle": 0, "Can": 1},
+    )  # fmt: skip
+    table = markdown(cv)
+    assert "significantly best" not in table and "no detectable difference" not in table
+    assert "| Bottle | 30 | 0.50 [0.40, 0.60] |" in table
+    assert "One model (cnn): nothing to compare it with" in report_body(cv)
+
+
+def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
+    from taco.config import build, resolved_config
+    from taco.schema import check_config
+    from taco.tracking.mlflow_logger import NullLogger
+
+    cfg = compose_cfg(["logger=none", "experiment=compare_models_cv"])
+    check_config(resolved_config(cfg))
+    logger = build(cfg.logger)
+    assert type(logger) is NullLogger and not logger.active

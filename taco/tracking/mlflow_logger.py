@@ -143,12 +143,16 @@ def uninterrupted() -> Iterator[None]:
 
 
 class NullLogger(RunLogger):
-    """Logs nothing; used by `logger=none` and by debug runs."""
+    """Logs nothing; used by `logger=none` and by debug runs. It takes (and ignores) any logger
+    setting, so `logger=none` also works with a study that sets `logger.experiment_name`."""
 
     run_id: str | None = None
     tracking_uri: str | None = None
     active = False  # False: nothing is recorded, so nothing needs preparing for it
     resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
 
     @contextlib.contextmanager
     def run(

@@ -191,16 +191,21 @@ def _cell(cv: CrossValidation, row: str, variant: str) -> str:
 
 def markdown(cv: CrossValidation) -> str:
     """Model x class table: pooled F1 [95% interval], the significant winner in bold, and a
-    column naming it or saying there is no detectable difference."""
-    head = ["class", "support", *cv.variants, "significantly best"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cv.variants) + "---|"]
+    column naming it or saying there is no detectable difference (with one model, nothing is
+    compared: no such column)."""
+    compared = len(cv.variants) > 1
+    head = ["class", "support", *cv.variants, *(["significantly best"] if compared else [])]
+    rule = "|---|---:|" + "---:|" * len(cv.variants) + ("---|" if compared else "")
+    lines = ["| " + " | ".join(head) + " |", rule]
     for row in cv.rows:
         support = str(cv.support[row]) if row in cv.support else ""
         label = row if row in cv.support else f"**{row}**"
         defined = row not in cv.support or cv.support[row] > 0
         verdict = (cv.winner(row) or NO_DIFFERENCE) if defined else "n/a"
         cells = [_cell(cv, row, v) for v in cv.variants]
-        lines.append("| " + " | ".join([label, support, *cells, verdict]) + " |")
+        lines.append(
+            "| " + " | ".join([label, support, *cells, *([verdict] if compared else [])]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -330,8 +335,13 @@ def report_body(cv: CrossValidation) -> str:
             "test still finds a difference: pairing removes what the images' difficulty adds to "
             "both models' spread.",
             "",
-            f"**Classes with a significant winner: {cv.significant_classes()} of {defined}.** "
-            f"Macro F1: {cv.winner('macro F1') or NO_DIFFERENCE}.",
+            (
+                f"**Classes with a significant winner: {cv.significant_classes()} of {defined}.** "
+                f"Macro F1: {cv.winner('macro F1') or NO_DIFFERENCE}."
+                if len(cv.variants) > 1
+                else f"**One model ({cv.variants[0]}): nothing to compare it with**; its pooled "
+                "F1 and intervals follow."
+            ),
             "",
             markdown(cv),
             "![F1 by class with intervals](f1_intervals.png)",
