@@ -235,3 +235,54 @@ def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     check_config(resolved_config(cfg))
     logger = build(cfg.logger)
     assert type(logger) is NullLogger and not logger.active
+
+
+def _fabricated_cv(macro_p: list[float], permutations: int = 2000, classes: int = 2):
+    """Three models with known F1 and macro p-values per pair (a > b > c)."""
+    import numpy as np
+
+    from taco.resampling import Interval, PairedTest
+    from taco.tracking.pooled import CrossValidation, Settings
+
+    names = [f"class{i}" for i in range(classes)]
+    macro = {"a": 0.5, "b": 0.4, "c": 0.3}
+    intervals = {
+        v: Interval(np.full(classes, m), np.full(classes, m - 0.1), np.full(classes, m + 0.1),
+                    m, m - 0.1, m + 0.1)
+        for v, m in macro.items()
+    }  # fmt: skip
+    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+    tests = {
+        pair: PairedTest(np.full(classes, 0.1), np.full(classes, 0.5), np.full(classes, 0.9),
+                         macro[pair[0]] - macro[pair[1]], p, -0.1, 0.2)
+        for pair, p in zip(pairs, macro_p, strict=True)
+    }  # fmt: skip
+    cv = CrossValidation(
+        variants=list(macro), classes=names, support={n: 10 for n in names}, images=50, folds=5,
+        settings=Settings(permutations=permutations), intervals=intervals, tests=tests,
+        index={n: i for i, n in enumerate(names)},
+    )  # fmt: skip
+    from taco.resampling import holm
+
+    cv.macro_p_holm = dict(zip(tests, holm(np.array(macro_p)).tolist(), strict=True))
+    return cv
+
+
+def test_the_macro_winner_is_decided_with_holm_across_the_pairs():
+    from taco.tracking.pooled import pairs_markdown
+
+    # raw p 0.03 and 0.02 would make "a" best; Holm over 3 pairs: 0.06 and 0.06 -> no winner
+    cv = _fabricated_cv([0.03, 0.02, 0.5])
+    assert cv.winner("macro F1") is None
+    assert "| p (Holm, 3 pairs) |" in pairs_markdown(cv)
+    assert "| 0.0300 | 0.0600 |" in pairs_markdown(cv)
+    assert _fabricated_cv([0.01, 0.001, 0.5]).winner("macro F1") == "a"  # 0.02, 0.003
+
+
+def test_too_few_permutations_for_the_family_is_said():
+    # the issue's case: 28 classes, 500 permutations -> the smallest Holm p is 28 / 501 = 0.056
+    cv = _fabricated_cv([0.5, 0.5, 0.5], permutations=500, classes=28)
+    (warning,) = cv.floor_warnings()
+    assert "with 28 classes tested and --permutations 500" in warning
+    assert "0.056 > alpha 0.05" in warning and "--permutations 559 or more" in warning
+    assert _fabricated_cv([0.5, 0.5, 0.5], permutations=2000, classes=28).floor_warnings() == []

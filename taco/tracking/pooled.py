@@ -8,6 +8,7 @@ A model wins a class only where it is significantly better than every other mode
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from typing import Any
 import numpy as np
 
 from taco.errors import DataError
-from taco.resampling import Interval, PairedTest, bootstrap_interval, bootstrap_weights
+from taco.resampling import (
+    Interval,
+    PairedTest,
+    bootstrap_interval,
+    bootstrap_weights,
+    holm,
+)
 from taco.resampling import compare_pair as paired
 from taco.tracking.compare import _csv, _none, _num
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions/test.npz"
 NO_DIFFERENCE = "no detectable difference"
@@ -102,6 +111,30 @@ class CrossValidation:
     intervals: dict[str, Interval] = field(default_factory=dict)
     tests: dict[tuple[str, str], PairedTest] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict)  # class -> column
+    # each pair's macro-F1 p-value, Holm-adjusted across the pairs (the family of the pairs table)
+    macro_p_holm: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def pair_macro_p(self, a: str, b: str) -> float:
+        return self.macro_p_holm[(a, b) if (a, b) in self.macro_p_holm else (b, a)]
+
+    def floor_warnings(self) -> list[str]:
+        """Where too few permutations let nothing reach alpha after Holm's correction: the
+        smallest p is 1 / (permutations + 1), times the number of tests in the family."""
+        s, warnings = self.settings, []
+        smallest = 1 / (s.permutations + 1)
+        families = {
+            "classes": max((int((~np.isnan(t.p)).sum()) for t in self.tests.values()), default=0),
+            "pairs": len(self.tests),
+        }
+        for family, m in families.items():
+            if m and m * smallest > s.alpha:
+                need = int(np.ceil(m / s.alpha)) - 1
+                warnings.append(
+                    f"with {m} {family} tested and --permutations {s.permutations}, the smallest "
+                    f"Holm-adjusted p is {m * smallest:.3f} > alpha {s.alpha}: no difference "
+                    f"between {family} can be significant; use --permutations {need} or more"
+                )
+        return warnings
 
     def f1(self, row: str, variant: str) -> float:
         interval = self.intervals[variant]
@@ -119,7 +152,7 @@ class CrossValidation:
 
     def winner(self, row: str) -> str | None:
         """The model with the best F1 of the row if it is significantly better than every other
-        (Holm-adjusted per class; macro F1: its own permutation test)."""
+        (per class: Holm across the classes; macro F1: Holm across the pairs)."""
         values = {v: self.f1(row, v) for v in self.variants}
         if len(values) < 2 or any(np.isnan(x) for x in values.values()):
             return None
@@ -128,7 +161,11 @@ class CrossValidation:
             if other == best:
                 continue
             test = self.test(best, other)
-            p = test.macro_p if row == "macro F1" else test.p_holm[self.index[row]]
+            p = (
+                self.pair_macro_p(best, other)
+                if row == "macro F1"
+                else test.p_holm[self.index[row]]
+            )
             if not (values[best] > values[other] and p < self.settings.alpha):
                 return None
         return best
@@ -176,6 +213,10 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
         cv.tests[a, b] = paired(
             y, decided[a], decided[b], weights, settings.permutations, settings.seed
         )
+    adjusted = holm(np.array([t.macro_p for t in cv.tests.values()]))
+    cv.macro_p_holm = dict(zip(cv.tests, adjusted.tolist(), strict=True))
+    for warning in cv.floor_warnings():
+        log.warning("taco-compare: %s", warning)
     return cv
 
 
@@ -211,12 +252,13 @@ def markdown(cv: CrossValidation) -> str:
 
 def pairs_markdown(cv: CrossValidation) -> str:
     """Each pair: the macro F1 difference with its paired bootstrap interval and permutation
-    p-value, and how many classes each model wins significantly (Holm)."""
+    p-value (raw, and Holm-adjusted across the pairs), and how many classes each model wins
+    significantly (Holm across the classes)."""
     alpha = cv.settings.alpha
     lines = [
-        "| A vs B | macro F1 A - B [95% interval] | p | classes A better | classes B better "
-        "| no detectable difference |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| A vs B | macro F1 A - B [95% interval] | p | p (Holm, {len(cv.tests)} pairs) "
+        "| classes A better | classes B better | no detectable difference |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for (a, b), t in cv.tests.items():
         defined = ~np.isnan(t.p_holm)
@@ -225,7 +267,7 @@ def pairs_markdown(cv: CrossValidation) -> str:
         same = int(defined.sum()) - better_a - better_b
         lines.append(
             f"| {a} vs {b} | {t.macro_diff:+.3f} [{t.macro_low:+.3f}, {t.macro_high:+.3f}] "
-            f"| {_p(t.macro_p)} | {better_a} | {better_b} | {same} |"
+            f"| {_p(t.macro_p)} | {_p(cv.pair_macro_p(a, b))} | {better_a} | {better_b} | {same} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -343,10 +385,13 @@ def report_body(cv: CrossValidation) -> str:
                 "F1 and intervals follow."
             ),
             "",
+            *[line for w in cv.floor_warnings() for line in (f"**Warning:** {w}.", "")],
             markdown(cv),
             "![F1 by class with intervals](f1_intervals.png)",
             "",
-            "Paired tests (A - B on the same images; classes counted after Holm's correction):",
+            "Paired tests (A - B on the same images; classes counted after Holm's correction "
+            "across the classes; the macro-F1 p-values also Holm-adjusted across the pairs, the "
+            "family the significantly-best macro F1 is decided in):",
             "",
             pairs_markdown(cv),
         ]
