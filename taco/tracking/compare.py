@@ -365,8 +365,10 @@ def _seeds_body(comparison: Comparison) -> str:
         [
             "Thresholds are tuned per class on the validation split; F1 is on the test split; "
             "support is the number of test images with the class. **Bold**: the best variant of "
-            "the row. n/a: the class has no positive test image (or, for a variant, no "
-            "prediction to score)."
+            "the row. n/a: the class has no positive test image, so its F1 is undefined (a model "
+            "that predicts no positive where there are some scores 0, not n/a). Macro F1 is the "
+            "mean F1 over the classes with at least one positive test image: a class with none "
+            "is left out, even where a model predicts it (those false positives cost nothing)."
             + (
                 " Cells are mean ± std over seeds; ≈: the best mean, but its mean ± std overlaps "
                 "another variant's, so the difference is within seed noise (not bold, not a win)."
