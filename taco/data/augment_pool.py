@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,11 @@ class AugmentPool:
         self._shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
         self._ring = np.ndarray((self.slots, *self.batch_shape), np.uint8, buffer=self._shm.buf)
         ctx = mp.get_context("spawn")  # no fork of a process that runs TensorFlow or XLA threads
-        self._results = ctx.Queue()
-        self._queues: list[Any] = []  # one task queue per worker: who writes what is known
+        # one task queue and one result pipe per worker: who writes what is known, and a worker
+        # killed mid-write holds no lock the others need (a shared queue's lock would stay taken)
+        self._queues: list[Any] = []
+        self._results: list[Any] = []  # the parent's reading ends, None once at end of file
+        self._senders: list[Any] = []  # the workers' writing ends, closed here once started
         self._free = list(range(self.slots))
         self._pending: dict[Key, int] = {}  # submitted, not taken yet
         self._tickets: dict[int, tuple[int, np.ndarray, int, Key]] = {}  # in flight
@@ -117,8 +120,8 @@ class AugmentPool:
         self._procs = [self._new_worker(i) for i in range(int(workers))]
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._queues, self._shm)
         try:
-            for proc in self._procs:
-                proc.start()
+            for index in range(len(self._procs)):
+                self._start(index)
         except Exception as exc:
             self.close()
             raise RuntimeError(
@@ -127,17 +130,28 @@ class AugmentPool:
             ) from exc
 
     def _new_worker(self, index: int) -> Any:
-        """Worker `index` with a new task queue of its own (a dead one's queue is dropped)."""
+        """Worker `index` with a new task queue and result pipe of its own (a dead one's are
+        dropped)."""
         tasks = self._ctx.Queue()
+        receive, send = self._ctx.Pipe(duplex=False)
         if index < len(self._queues):
             old, self._queues[index] = self._queues[index], tasks
             with contextlib.suppress(Exception):
                 old.close()
+            if self._results[index] is not None:
+                self._results[index].close()
+            self._results[index], self._senders[index] = receive, send
         else:
             self._queues.append(tasks)
-        return self._ctx.Process(
-            target=_work, args=(*self._args, tasks, self._results), daemon=True
-        )
+            self._results.append(receive)
+            self._senders.append(send)
+        return self._ctx.Process(target=_work, args=(*self._args, tasks, send), daemon=True)
+
+    def _start(self, index: int) -> None:
+        """Start worker `index`; its pipe's writing end then lives in the worker alone, so its
+        death reads as the end of the pipe here."""
+        self._procs[index].start()
+        self._senders[index].close()
 
     def _hand_out(self, ticket: int) -> None:
         """To the worker with the fewest batches in hand."""
@@ -205,29 +219,43 @@ class AugmentPool:
         while True:
             if time.monotonic() - self._last_check > 0.5:  # a dead worker is noticed at once
                 self._check_alive()
-            try:
-                kind, ticket, detail = self._results.get(timeout=0.5 if block else 0)
-            except queue.Empty:
+            readable = [r for r in self._results if r is not None]
+            ready = wait_for(readable, timeout=0.5 if block else 0) if readable else []
+            if not ready:
                 if not block:
                     return
                 self._check_alive()
                 continue
-            if kind == "ready":
-                self._ready += 1
-                if self._ready >= len(self._procs):
-                    self._unlink()
-                continue
-            if ticket not in self._tickets:  # a batch done twice (its first writer died late)
-                continue
-            slot, error = self._tickets.pop(ticket)[0], detail
-            self._assigned.pop(ticket, None)
-            if slot in self._stale:
-                self._stale.discard(slot)
-                self._free.append(slot)
-            else:
-                self._done[slot] = error
-            if block:
+            finished = False
+            for conn in ready:
+                finished = self._receive(conn) or finished
+            if block and finished:
                 return
+
+    def _receive(self, conn: Any) -> bool:
+        """One message of a worker; True when it finished a batch."""
+        try:
+            kind, ticket, detail = conn.recv()
+        except (EOFError, OSError):  # its worker died: `_check_alive` replaces it
+            self._results[self._results.index(conn)] = None
+            conn.close()
+            self._last_check = 0.0
+            return False
+        if kind == "ready":
+            self._ready += 1
+            if self._ready >= len(self._procs):
+                self._unlink()
+            return False
+        if ticket not in self._tickets:  # a batch done twice (its first writer died late)
+            return False
+        slot, error = self._tickets.pop(ticket)[0], detail
+        self._assigned.pop(ticket, None)
+        if slot in self._stale:
+            self._stale.discard(slot)
+            self._free.append(slot)
+        else:
+            self._done[slot] = error
+        return True
 
     def _check_alive(self) -> None:
         """A dead worker is replaced and the batch it was writing handed out again (same seed:
@@ -263,7 +291,7 @@ class AugmentPool:
             del self._assigned[ticket]
         proc.join(timeout=1)
         self._procs[index] = self._new_worker(index)
-        self._procs[index].start()  # the same list: the finalizer stops the new one too
+        self._start(index)  # the same list: the finalizer stops the new one too
         for ticket in lost:  # the same rows and seed: the same batch
             self._hand_out(ticket)
         keys = [self._tickets[t][3][1] for t in lost]
@@ -328,16 +356,16 @@ def _work(
     shm = _attach(*ring_at)
     ring = np.ndarray((slots, *batch_shape), np.uint8, buffer=shm.buf)
     images = np.load(cache_path, mmap_mode="r")
-    results.put(("ready", None, None))
+    results.send(("ready", None, None))
     while (task := tasks.get()) is not None:
         ticket, slot, rows, seed = task
         try:
             augment_into(augment, read_rows(images, rows), seed, ring[slot, : len(rows)])
-            results.put(("done", ticket, None))
+            results.send(("done", ticket, None))
         except Exception:
             import traceback
 
-            results.put(("done", ticket, traceback.format_exc(limit=-3)))
+            results.send(("done", ticket, traceback.format_exc(limit=-3)))
     del ring
     shm.close()
 
