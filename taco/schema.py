@@ -4,9 +4,10 @@ config group, checked on the composed config before anything is built or any run
 Types are plain annotations; ranges and choices ride on them (`Annotated[int, Range(1)]`,
 `Literal["squash", "letterbox"]`). A key the schema does not name is not checked (a user's own
 callback or model family brings its own keys), except in a node built by one of a schema's
-`TARGETS` (taco's Trainer, logger and callbacks): there the schema names every argument, and a
-key it does not know (`+trainer.foo=1`) is refused. A group absent from the config is skipped. Only
-the standard library loads here: the check runs in about a millisecond, before TensorFlow.
+`TARGETS` (taco's Trainer, data module, logger and callbacks): there the schema names every
+argument, and a key it does not know (`+trainer.foo=1`) is refused. A group absent from the
+config is skipped. Only the standard library loads here: the check runs in about a millisecond,
+before TensorFlow.
 """
 
 from __future__ import annotations

@@ -31,6 +31,14 @@ def _heavy(compose_cfg, size: int = 32):
     return instantiate(compose_cfg(["augmentation=heavy", f"model.image_size={size}"]).augmentation)
 
 
+def _pooled(path: Path, images: np.ndarray, augment, workers: int, **options) -> CachedBatches:
+    """Batches of 8 of the 40 cached images, augmented by `workers` pool processes."""
+    return CachedBatches(
+        images, np.eye(40), np.arange(40), 8, augment=augment, num_workers=workers,
+        cache_path=path, **options,
+    )  # fmt: skip
+
+
 def _epochs(batches: CachedBatches, epochs: list[int]) -> np.ndarray:
     out = []
     for epoch in epochs:
@@ -66,10 +74,7 @@ def test_batches_do_not_depend_on_worker_count_or_resume(compose_cfg, tmp_path):
 def test_a_failing_augmentation_names_the_batch_and_leaves_nothing(tmp_path):
     path, images = _cache(tmp_path)
     before = _shm_names()
-    batches = CachedBatches(
-        images, np.eye(40), np.arange(40), 8, augment=augmentations.broken, num_workers=2,
-        cache_path=path,
-    )  # fmt: skip
+    batches = _pooled(path, images, augmentations.broken, workers=2)
     with pytest.raises(RuntimeError, match="augmentation worker failed on batch 0"):
         batches[0]
     procs = list(batches._pool._procs)

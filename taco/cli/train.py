@@ -179,7 +179,8 @@ def hydra_main(cfg: DictConfig) -> float:
         return sweep_job(cfg)
     from taco.tracking.store import store_errors
 
-    with cli_errors("taco-train"), store_errors(str(cfg.logger.get("tracking_uri") or "")):
+    uri = str(cfg.logger.get("tracking_uri") or "")  # checked whole by the logger's `check`
+    with cli_errors("taco-train"), store_errors(uri, check=False):
         return train(cfg)
 
 

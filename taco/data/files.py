@@ -23,18 +23,24 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """`path` or its nearest parent that exists (a folder about to be created lives there)."""
+    return next((p for p in [Path(path), *Path(path).parents] if p.exists()), None)
+
+
 def free_bytes(path: Path) -> int:
     """Free space of the file system that holds `path` (or its nearest existing parent)."""
-    folder = next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path("/"))
-    return shutil.disk_usage(folder).free
+    return shutil.disk_usage(nearest_existing(path) or Path("/")).free
 
 
 def size_text(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    if count < 1000:
+        return f"{count:.0f} B"
+    for unit in ("kB", "MB"):
         count /= 1000
-    return f"{count:.1f} GB"
+        if count < 1000:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1000:.1f} GB"
 
 
 def disk_full_error(path: Path, exc: OSError) -> Exception:

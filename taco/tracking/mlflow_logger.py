@@ -364,19 +364,14 @@ class MLflowLogger(NullLogger):
 def _refuse_live_run(run: Any) -> None:
     """Never write into a run another live process is writing (it would end FINISHED carrying
     this process's error)."""
-    import os
-    import socket
-
-    from taco.data.files import pid_alive
     from taco.errors import ConfigError
+    from taco.tracking.stale import written_by_another_process
 
-    tags = run.data.tags
-    pid, host = tags.get(PID_TAG, ""), tags.get(HOST_TAG)
-    alive = host == socket.gethostname() and pid.isdigit() and pid_alive(int(pid))
-    if run.info.status == "RUNNING" and alive and int(pid) != os.getpid():
+    pid = written_by_another_process(run)
+    if pid is not None:
         raise ConfigError(
-            f"run {run.info.run_id} is still being written by process {pid} on {host}: "
-            "resume it once that process has ended"
+            f"run {run.info.run_id} is still being written by process {pid} on "
+            f"{run.data.tags[HOST_TAG]}: resume it once that process has ended"
         )
 
 

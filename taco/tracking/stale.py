@@ -11,15 +11,28 @@ from taco.data.files import pid_alive
 from taco.tracking.mlflow_logger import HOST_TAG, PID_TAG
 
 
-def is_stale(run: Any, host: str | None = None) -> bool:
-    """RUNNING, written on this host by a process that no longer exists. (A run from another
-    host cannot be checked from here: it is never called stale.)"""
-    if run.info.status != "RUNNING":
-        return False
+def _local_pid(run: Any, host: str | None = None) -> int | None:
+    """The pid that writes a run, when it writes it on this host (else None: not checkable)."""
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
     here = host or socket.gethostname()
-    return tags.get(HOST_TAG) == here and pid.isdigit() and not pid_alive(int(pid))
+    return int(pid) if tags.get(HOST_TAG) == here and pid.isdigit() else None
+
+
+def is_stale(run: Any, host: str | None = None) -> bool:
+    """RUNNING, written on this host by a process that no longer exists. (A run from another
+    host cannot be checked from here: it is never called stale.)"""
+    pid = _local_pid(run, host)
+    return run.info.status == "RUNNING" and pid is not None and not pid_alive(pid)
+
+
+def written_by_another_process(run: Any) -> int | None:
+    """The pid of another live process of this host still writing this RUNNING run, or None."""
+    import os
+
+    pid = _local_pid(run)
+    alive = pid is not None and pid != os.getpid() and pid_alive(pid)
+    return pid if run.info.status == "RUNNING" and alive else None
 
 
 def describe(run: Any) -> str:

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from taco.data.files import file_lock
+from taco.data.files import file_lock, nearest_existing
 from taco.errors import ConfigError, StoreError
 
 __all__ = ["StoreError", "ensure_store", "probe_server", "sqlite_path", "store_errors"]
@@ -43,7 +43,7 @@ def ensure_store(uri: str) -> None:
 
 
 def _ensure_sqlite(uri: str, db: Path) -> None:
-    folder = next((p for p in [db.parent, *db.parent.parents] if p.exists()), None)
+    folder = nearest_existing(db.parent)
     if folder is not None and not folder.is_dir():
         raise ConfigError(
             f"MLflow store {uri}: {folder} is a file, not a folder; point "
@@ -84,12 +84,13 @@ def _check_intact(uri: str, db: Path) -> None:
 
 
 @contextlib.contextmanager
-def store_errors(uri: str):
-    """A damaged store met while reading or writing: one line naming it (for every CLI)."""
+def store_errors(uri: str, check: bool = True):
+    """A damaged store met while reading or writing: one line naming it (for every CLI);
+    `check`: look at the whole file first (False where `ensure_store` will)."""
     from taco.tracking.store_wait import damaged_store
 
     db = sqlite_path(uri)
-    if db is not None:
+    if check and db is not None:
         _check_intact(uri, db)  # also where the damage lies in pages this command never reads
     try:
         yield

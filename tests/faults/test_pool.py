@@ -11,7 +11,7 @@ import pytest
 
 from taco.data.pipeline import CachedBatches
 from tests import augmentations
-from tests.test_augment_pool import _cache, _epochs, _heavy
+from tests.test_augment_pool import _cache, _epochs, _heavy, _pooled
 
 
 def test_a_killed_worker_is_replaced_and_its_batch_redone(compose_cfg, tmp_path, caplog):
@@ -20,10 +20,7 @@ def test_a_killed_worker_is_replaced_and_its_batch_redone(compose_cfg, tmp_path,
     augment = _heavy(compose_cfg)
 
     def batches(workers: int) -> CachedBatches:
-        return CachedBatches(
-            images, np.eye(40), np.arange(40), 8, shuffle=True, seed=3, augment=augment,
-            num_workers=workers, prefetch_factor=2, cache_path=path,
-        )  # fmt: skip
+        return _pooled(path, images, augment, workers, shuffle=True, seed=3, prefetch_factor=2)
 
     inline = _epochs(batches(0), [0, 1])
     healed, out = batches(2), []
@@ -47,10 +44,7 @@ def test_a_batch_that_keeps_killing_workers_fails_in_one_line(tmp_path):
     from taco.errors import DataError
 
     path, images = _cache(tmp_path)
-    batches = CachedBatches(
-        images, np.eye(40), np.arange(40), 8, augment=augmentations.fatal, num_workers=1,
-        cache_path=path,
-    )  # fmt: skip
+    batches = _pooled(path, images, augmentations.fatal, workers=1)
     with pytest.raises(DataError, match="augmentation workers died 3 times on batch 0 of epoch 1"):
         batches[0]
     batches.close()
