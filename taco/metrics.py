@@ -147,11 +147,14 @@ def bce(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
 
 
-def epoch_scores(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def epoch_scores(
+    y_true: np.ndarray, scores: np.ndarray, min_positives: int = 1
+) -> dict[str, float]:
     """The per-epoch validation metrics: loss, macro F1 at tuned and at fixed 0.5 thresholds."""
+    tuned = tune_thresholds(y_true, scores, min_positives=min_positives)
     return {
         "val/loss": bce(y_true, scores),
-        "val/f1_macro": macro_f1(y_true, scores, tune_thresholds(y_true, scores)),
+        "val/f1_macro": macro_f1(y_true, scores, tuned),
         "val/f1_macro_fixed": macro_f1(y_true, scores, 0.5),
     }
 
@@ -173,30 +176,44 @@ def macro_f1(y_true: np.ndarray, scores: np.ndarray, thresholds: float | np.ndar
     return float(f1[defined].mean())
 
 
-def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Per class, the threshold that maximises that class's F1 on (y_true, scores).
+def tune_thresholds(
+    y_true: np.ndarray, scores: np.ndarray, default: float = 0.5, min_positives: int = 1
+) -> np.ndarray:
+    """Per class, the threshold that maximises that class's F1 on (y_true, scores), for the
+    classes with at least `min_positives` positive images; the others share one threshold.
 
-    The threshold sits midway between the lowest score predicted positive and the next score
-    below it. A class without positives keeps `default`.
+    A class with one or two positives is "tuned" to just below its lowest positive's score,
+    which can be "predict every image" (precision 0.02, recall 1.0): a threshold fitted to noise.
+    So a class under `min_positives` takes the single threshold that maximises F1 over every
+    (image, class) pair at once (micro F1), fitted on all positives of all classes. The
+    threshold sits midway between the lowest score predicted positive and the next score below
+    it. Without any positive, `default`.
     """
     y_true = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=float)
-    out = np.full(y_true.shape[1], default, dtype=float)
-    for c in range(y_true.shape[1]):
-        positives = y_true[:, c].sum()
-        if positives == 0:
-            continue
-        order = np.argsort(-scores[:, c], kind="stable")
-        s, y = scores[order, c], y_true[order, c]
-        tp = np.cumsum(y)
-        predicted = np.arange(1, len(s) + 1)
-        # only cut where the next score is strictly lower (ties go together)
-        cut = np.r_[s[1:] < s[:-1], True]
-        f1 = np.where(cut, 2 * tp / (predicted + positives), -1)
-        k = int(np.argmax(f1))
-        below = s[k + 1] if k + 1 < len(s) else s[k] - 1e-3
-        out[c] = (s[k] + below) / 2
+    positives = y_true.sum(0)
+    shared = _best_threshold(y_true.ravel(), scores.ravel(), default)
+    out = np.full(y_true.shape[1], shared if min_positives > 1 else default, dtype=float)
+    for c in np.flatnonzero(positives >= max(min_positives, 1)):
+        out[c] = _best_threshold(y_true[:, c], scores[:, c], default)
     return out
+
+
+def _best_threshold(y_true: np.ndarray, scores: np.ndarray, default: float) -> float:
+    """The threshold with the best F1 of the binary decisions (y_true, scores >= threshold)."""
+    positives = int(y_true.sum())
+    if positives == 0:
+        return default
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], y_true[order]
+    tp = np.cumsum(y)
+    predicted = np.arange(1, len(s) + 1)
+    # only cut where the next score is strictly lower (ties go together)
+    cut = np.r_[s[1:] < s[:-1], True]
+    f1 = np.where(cut, 2 * tp / (predicted + positives), -1)
+    k = int(np.argmax(f1))
+    below = s[k + 1] if k + 1 < len(s) else s[k] - 1e-3
+    return float((s[k] + below) / 2)
 
 
 def floors(

@@ -81,6 +81,7 @@ class TrainerSchema:
     TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.trainer.Trainer",)
     max_epochs: PositiveInt
     threshold: Literal["tuned"] | Annotated[float, Probability]
+    threshold_min_positives: PositiveInt
     seed: Seed | None
     deterministic: bool
     cpu_threads: PositiveInt | None

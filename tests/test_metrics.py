@@ -76,3 +76,23 @@ def test_fast_macro_f1_matches_scikit_learn_path():
     t = tune_thresholds(y, s)
     for thr in (0.5, t):
         assert macro_f1(y, s, thr) == pytest.approx(evaluate(y, s, thr, list("abcdefg")).f1_macro)
+
+
+def test_a_class_with_too_few_positives_shares_one_threshold_instead_of_predicting_all():
+    rng = np.random.default_rng(3)
+    y = np.zeros((200, 3), bool)
+    y[:60, 0] = y[60:120, 1] = True
+    y[199, 2] = True  # one positive, scored below almost every negative
+    s = np.clip(y * 0.5 + rng.random((200, 3)) * 0.5, 0, 1)
+    s[199, 2] = 0.02
+    alone = tune_thresholds(y, s, min_positives=1)
+    shared = tune_thresholds(y, s, min_positives=5)
+    assert alone[2] < 0.02  # fitted to its one positive: every image predicted
+    assert (s[:, 2] >= alone[2]).mean() >= 0.9
+    # the common classes keep their own thresholds; the rare one takes the micro-F1 threshold
+    assert shared[:2] == pytest.approx(alone[:2])
+    flat = evaluate(y, s, np.full(3, shared[2]), list("abc"))
+    for t in np.linspace(0.05, 0.95, 19):  # no single threshold does better over all classes
+        micro = evaluate(y, s, np.full(3, t), list("abc")).f1_micro
+        assert flat.f1_micro >= micro - 1e-9
+    assert (s[:, 2] >= shared[2]).mean() < 0.5

@@ -25,6 +25,9 @@ from taco.metrics import HEADLINE, sanitize
 
 log = logging.getLogger("taco.compare")
 
+# what varies between the jobs of one variant: training seed, test split, cross-validation fold
+POOLED = {"seed", "dataset.split_seed", "dataset.fold"}
+
 SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
 
 
@@ -190,10 +193,10 @@ def _overrides(run: Any) -> dict[str, str]:
 
 
 def variant_names(runs: list[Any]) -> dict[str, str]:
-    """Run id -> the label of its variant: the overrides that differ between jobs, seed and
-    cross-validation fold aside (their jobs are pooled)."""
+    """Run id -> the label of its variant: the overrides that differ between jobs, the seeds
+    (training and split) and the cross-validation fold aside (their jobs are pooled)."""
     parsed = {r.info.run_id: _overrides(r) for r in runs}
-    keys = sorted({k for o in parsed.values() for k in o} - {"seed", "dataset.fold"})
+    keys = sorted({k for o in parsed.values() for k in o} - POOLED)
     varying = [k for k in keys if len({o.get(k) for o in parsed.values()}) > 1]
     names = {}
     for run in runs:

@@ -105,9 +105,42 @@ def machine_tags() -> dict[str, str]:
     versions = [f"{name} {version}" for name, version in installed_versions(VERSIONED).items()]
     return {
         "cpu": f"{cpu}, {usable_cores()} cores",
+        "cpu_fingerprint": cpu_fingerprint(),
         "gpu": _gpus(),
         "versions": ", ".join(versions),
     }
+
+
+def cpu_fingerprint() -> str:
+    """The CPU precisely enough to tell an Intel Xeon from an AMD EPYC, and one AMD generation
+    from the next: vendor, family, model, stepping, and a hash of its instruction-set flags.
+    Two machines with the same fingerprint, versions and thread count compute the same numbers
+    (`make reproduce` then expects them identical); a model name alone ("AMD EPYC") does not
+    say that."""
+    import hashlib
+    import platform
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if not key and fields:
+                    break  # the first processor is enough: they are alike
+                fields.setdefault(key, value.strip())
+    except OSError:
+        return f"{platform.machine()} {platform.processor() or 'unknown'}"
+    flags = fields.get("flags", fields.get("Features", ""))
+    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
+    parts = [
+        fields.get("vendor_id", fields.get("CPU implementer", platform.machine())),
+        f"family {fields.get('cpu family', fields.get('CPU architecture', '?'))}",
+        f"model {fields.get('model', fields.get('CPU part', '?'))}",
+        f"stepping {fields.get('stepping', fields.get('CPU revision', '?'))}",
+        f"flags {digest}",
+    ]
+    return ", ".join(parts)
 
 
 def _gpus() -> str:

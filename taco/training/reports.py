@@ -78,12 +78,22 @@ class PerClassReport(Callback):
 
 
 class LogPredictions(Callback):
-    """`predictions/test.npz`: the test images' ids, true labels, scores and the thresholds that
-    decided them (with the class names, split seed and fold), so any metric can be recomputed
-    from the store without re-running the model; `taco-compare` pools a cross-validation's folds
-    from them (`taco.tracking.pooled`)."""
+    """`predictions/test.npz` and `predictions/val.npz`: each part's image ids, true labels,
+    scores and the thresholds that decided them (with the class names, split seed and fold), so
+    any metric can be recomputed from the store without re-running the model; `taco-compare`
+    pools a cross-validation's folds from the test files, and a threshold rule can be re-fitted
+    on the validation files (`benchmarks/thresholds.py`)."""
+
+    def on_validation_end(
+        self, trainer: Trainer, classifier: Classifier, result: Evaluation
+    ) -> None:
+        self._log(trainer, "val", result)
 
     def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        self._log(trainer, "test", result)
+
+    @staticmethod
+    def _log(trainer: Trainer, part: str, result: Evaluation) -> None:
         import numpy as np
 
         if not trainer.logger.active:
@@ -91,8 +101,8 @@ class LogPredictions(Callback):
         _, split = trainer.datamodule.record()
         with tempfile.TemporaryDirectory() as tmp:
             np.savez_compressed(
-                Path(tmp) / "test.npz",
-                image_ids=np.asarray(split["test"], dtype=np.int64),
+                Path(tmp) / f"{part}.npz",
+                image_ids=np.asarray(split[part], dtype=np.int64),
                 y_true=np.asarray(result.y_true, dtype=np.uint8),
                 scores=np.asarray(result.scores),  # as scored: the decisions stay exact
                 thresholds=np.asarray(result.thresholds, dtype=np.float64),

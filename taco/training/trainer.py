@@ -39,6 +39,7 @@ class Trainer:
         max_epochs: int = 20,
         callbacks: Sequence[Any] | None = None,
         threshold: str | float = "tuned",
+        threshold_min_positives: int = 5,
         seed: int | None = None,
         deterministic: bool = True,
         cpu_threads: int | None = None,
@@ -58,6 +59,7 @@ class Trainer:
         _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
         self.threshold, self.seed, self.deterministic = threshold, seed, deterministic
+        self.threshold_min_positives = int(threshold_min_positives)
         # applied by taco-train before the backend starts (taco.training.hardware)
         self.cpu_threads, self.cpu_isa = cpu_threads, cpu_isa
         limits = (limit_train_batches, limit_val_batches, limit_test_batches)
@@ -234,7 +236,11 @@ class Trainer:
         metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
         if self.is_validation_epoch(epoch):
             with self.profiler.section("validation"), reading(val, "validating"):
-                metrics.update(epoch_scores(y_val, classifier.predict_scores(val)))
+                metrics.update(
+                    epoch_scores(
+                        y_val, classifier.predict_scores(val), self.threshold_min_positives
+                    )
+                )
         metrics["epoch_seconds"] = time.perf_counter() - started
         self.epochs_completed = epoch + 1
         self._call("on_train_epoch_end", epoch)
@@ -274,7 +280,9 @@ class Trainer:
             with reading(val, "validating"):
                 y, scores = val.targets(), classifier.predict_scores(val)
         if self.threshold == "tuned":
-            classifier.thresholds = tune_thresholds(y, scores)
+            classifier.thresholds = tune_thresholds(
+                y, scores, min_positives=self.threshold_min_positives
+            )
         else:
             classifier.thresholds = np.full(datamodule.num_classes, float(self.threshold))
         result = evaluate(y, scores, classifier.thresholds, datamodule.class_names)
