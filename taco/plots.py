@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -64,4 +64,77 @@ def augmentation_preview(images, augment, copies: int = 4):
     for c in range(1, copies + 1):
         axes[0, c].set_title("augmented", fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def f1_heatmap(
+    data: np.ndarray,
+    row_labels: Sequence[str],
+    variants: Sequence[str],
+    best: Sequence[set[str]],
+    classes: int,
+    title: str,
+):
+    """Rows (classes, then `len(row_labels) - classes` summary rows) x variants, F1 as colour
+    and text, the best of each row starred, n/a where undefined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height = 0.32 * len(row_labels) + 1.6
+    figsize = (1.6 * len(variants) + 4, height)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")  # labels inside the canvas
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    for i in range(len(row_labels)):
+        for j, v in enumerate(variants):
+            if np.isnan(data[i, j]):
+                ax.text(j, i, "n/a", ha="center", va="center", color="grey", fontsize=7)
+                continue
+            text = f"{data[i, j]:.2f}" + ("*" if v in best[i] else "")
+            color = "black" if data[i, j] > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7)
+    ax.axhline(classes - 0.5, color="white", linewidth=6)  # summary rows apart
+    for tick in ax.get_yticklabels()[classes:]:
+        tick.set_fontweight("bold")
+    fig.colorbar(image, ax=ax, label="test F1")
+    ax.set_title(title)
+    return fig
+
+
+def f1_intervals(
+    rows: Sequence[str],
+    row_labels: Sequence[str],
+    variants: Sequence[str],
+    value: Callable[[str, str], tuple[float, float, float]],
+    xlabel: str,
+    floor: Callable[[str], float] | None = None,
+):
+    """Per row, each variant's F1 with its interval as an error bar (one colour per variant),
+    and the row's floor as a grey tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.36 * len(rows) + 1.6), layout="constrained")
+    for i in range(0, len(rows), 2):  # bands: which bars belong to which class
+        ax.axhspan(i - 0.5, i + 0.5, color="0.94", zorder=0)
+    offsets = np.linspace(-0.3, 0.3, len(variants)) if len(variants) > 1 else [0.0]
+    for offset, variant in zip(offsets, variants, strict=True):
+        y = np.arange(len(rows)) + offset
+        f1, low, high = np.array([value(r, variant) for r in rows]).T
+        err = np.vstack([f1 - low, high - f1])
+        ax.errorbar(f1, y, xerr=err, fmt="o", markersize=3, capsize=2, label=variant)
+    if floor is not None:
+        ax.scatter([floor(r) for r in rows], np.arange(len(rows)), marker="|", s=120,
+                   color="0.45", label="floor", zorder=1)  # fmt: skip
+    ax.set_yticks(np.arange(len(rows)), row_labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("F1 by class (support in brackets)", fontsize=9)
     return fig

@@ -1,13 +1,14 @@
-"""Bootstrap intervals and paired permutation tests of per-class and macro F1 (taco.resampling):
-the counts agree with scikit-learn, and the test is calibrated: on models that are identical in
-distribution it declares a difference in about alpha of repeated trials, and finds a clear one."""
+"""Bootstrap intervals and paired permutation tests of per-class and macro F1
+(taco.reports.resampling): the counts agree with scikit-learn, and the test is calibrated: on
+models that are identical in distribution it declares a difference in about alpha of repeated
+trials, and finds a clear one."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
 from taco.metrics import evaluate
-from taco.resampling import (
+from taco.reports.resampling import (
     bootstrap_interval,
     bootstrap_weights,
     compare_pair,

@@ -126,70 +126,6 @@ def test_a_model_is_found_by_the_first_characters_of_its_run_id(mlflow_uri):
         model_uri("a1; drop", client)
 
 
-def test_a_win_inside_the_seed_spread_is_marked_within_noise():
-    from taco.tracking.compare import Comparison
-
-    table = Comparison(
-        None, ["a", "b"], ["Bottle", "Can", "Cup"], {"Bottle": 9, "Can": 4, "Cup": 2}
-    )
-    table.runs = {"a": [1, 2, 3], "b": [1, 2, 3]}  # three seeds each
-    for a, b in [(0.80, 0.40), (0.82, 0.42), (0.78, 0.38)]:  # Bottle: a far ahead
-        table.add("Bottle", "a", a), table.add("Bottle", "b", b)
-    for a, b in [(0.50, 0.30), (0.20, 0.45), (0.65, 0.40)]:  # Can: a ahead on average only
-        table.add("Can", "a", a), table.add("Can", "b", b)
-    for v in ("a", "b"):  # Cup: a tie
-        for value in (0.1, 0.2, 0.3):
-            table.add("Cup", v, value)
-    assert not table.within_noise("Bottle") and table.cell("Bottle", "a").startswith("**")
-    assert table.best("Can") == {"a"} and table.within_noise("Can")
-    assert table.cell("Can", "a").endswith("≈") and "**" not in table.cell("Can", "a")
-    assert table.best("Cup") == set() and not table.within_noise("Cup")
-    text = table.markdown()
-    assert "| classes won (alone) | | 1 | 0 |" in text
-    assert "| best but within seed noise (≈) | | 1 | 0 |" in text
-
-
-def test_a_fold_job_without_logged_predictions_is_named_with_what_to_do(mlflow_uri):
-    from taco.errors import DataError
-    from taco.tracking.pooled import pool_runs
-
-    client = mlflow.MlflowClient(mlflow_uri)
-    run = client.create_run(client.create_experiment("old"))
-    client.set_terminated(run.info.run_id)
-    with pytest.raises(DataError, match=f"run {run.info.run_id} has no predictions/test.npz"):
-        pool_runs(client, [client.get_run(run.info.run_id)], "cnn")
-
-
-def test_pooling_refuses_an_image_held_out_twice(mlflow_uri, tmp_path):
-    import numpy as np
-
-    from taco.errors import DataError
-    from taco.tracking.pooled import pool_runs
-
-    client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.create_experiment("twice")
-    folder = tmp_path / "predictions"
-    folder.mkdir()
-    y = np.array([[1, 0], [0, 1]], np.uint8)
-    np.savez(
-        folder / "test.npz",
-        image_ids=np.array([3, 5]),
-        y_true=y,
-        scores=np.array([[0.9, 0.1], [0.2, 0.7]]),
-        thresholds=np.array([0.5, 0.5]),
-        class_names=np.array(["Bottle", "Can"]),
-    )
-    runs = []
-    for _ in range(2):  # two seeds of one fold
-        run = client.create_run(experiment)
-        client.log_artifacts(run.info.run_id, str(folder), "predictions")
-        runs.append(client.get_run(run.info.run_id))
-    pooled = pool_runs(client, runs[:1], "cnn")
-    assert pooled.image_ids.tolist() == [3, 5] and pooled.decided.tolist() == y.tolist()
-    with pytest.raises(DataError, match="held out by more than one job"):
-        pool_runs(client, runs, "cnn")
-
-
 def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, monkeypatch):
     """MLflow's registry resolves `models:/<id>` through the process-wide URI: a stale one (left
     by an earlier run in this process) would register against another store."""
@@ -206,26 +142,6 @@ def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, 
     mlflow.set_tracking_uri(None)  # no stale URI for the tests after this one
 
 
-def test_a_single_model_cross_validation_compares_nothing():
-    """One model: its pooled F1 with intervals, no "significantly best" column, no claim."""
-    import numpy as np
-
-    from taco.resampling import Interval
-    from taco.tracking.pooled import CrossValidation, Settings, markdown, report_body
-
-    interval = Interval(
-        np.array([0.5, 0.2]), np.array([0.4, 0.1]), np.array([0.6, 0.3]), 0.35, 0.3, 0.4
-    )
-    cv = CrossValidation(
-        variants=["cnn"], classes=["Bottle", "Can"], support={"Bottle": 30, "Can": 5}, images=60,
-        folds=2, settings=Settings(), intervals={"cnn": interval}, index={"Bottle": 0, "Can": 1},
-    )  # fmt: skip
-    table = markdown(cv)
-    assert "significantly best" not in table and "no detectable difference" not in table
-    assert "| Bottle | 30 | 0.50 [0.40, 0.60] |" in table
-    assert "One model (cnn): nothing to compare it with" in report_body(cv)
-
-
 def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     from taco.config import build, resolved_config
     from taco.schema import check_config
@@ -237,52 +153,3 @@ def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     assert type(logger) is NullLogger and not logger.active
 
 
-def _fabricated_cv(macro_p: list[float], permutations: int = 2000, classes: int = 2):
-    """Three models with known F1 and macro p-values per pair (a > b > c)."""
-    import numpy as np
-
-    from taco.resampling import Interval, PairedTest
-    from taco.tracking.pooled import CrossValidation, Settings
-
-    names = [f"class{i}" for i in range(classes)]
-    macro = {"a": 0.5, "b": 0.4, "c": 0.3}
-    intervals = {
-        v: Interval(np.full(classes, m), np.full(classes, m - 0.1), np.full(classes, m + 0.1),
-                    m, m - 0.1, m + 0.1)
-        for v, m in macro.items()
-    }  # fmt: skip
-    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
-    tests = {
-        pair: PairedTest(np.full(classes, 0.1), np.full(classes, 0.5), np.full(classes, 0.9),
-                         macro[pair[0]] - macro[pair[1]], p, -0.1, 0.2)
-        for pair, p in zip(pairs, macro_p, strict=True)
-    }  # fmt: skip
-    cv = CrossValidation(
-        variants=list(macro), classes=names, support={n: 10 for n in names}, images=50, folds=5,
-        settings=Settings(permutations=permutations), intervals=intervals, tests=tests,
-        index={n: i for i, n in enumerate(names)},
-    )  # fmt: skip
-    from taco.resampling import holm
-
-    cv.macro_p_holm = dict(zip(tests, holm(np.array(macro_p)).tolist(), strict=True))
-    return cv
-
-
-def test_the_macro_winner_is_decided_with_holm_across_the_pairs():
-    from taco.tracking.pooled import pairs_markdown
-
-    # raw p 0.03 and 0.02 would make "a" best; Holm over 3 pairs: 0.06 and 0.06 -> no winner
-    cv = _fabricated_cv([0.03, 0.02, 0.5])
-    assert cv.winner("macro F1") is None
-    assert "| p (Holm, 3 pairs) |" in pairs_markdown(cv)
-    assert "| 0.0300 | 0.0600 |" in pairs_markdown(cv)
-    assert _fabricated_cv([0.01, 0.001, 0.5]).winner("macro F1") == "a"  # 0.02, 0.003
-
-
-def test_too_few_permutations_for_the_family_is_said():
-    # the issue's case: 28 classes, 500 permutations -> the smallest Holm p is 28 / 501 = 0.056
-    cv = _fabricated_cv([0.5, 0.5, 0.5], permutations=500, classes=28)
-    (warning,) = cv.floor_warnings()
-    assert "with 28 classes tested and --permutations 500" in warning
-    assert "0.056 > alpha 0.05" in warning and "--permutations 559 or more" in warning
-    assert _fabricated_cv([0.5, 0.5, 0.5], permutations=2000, classes=28).floor_warnings() == []

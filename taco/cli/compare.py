@@ -52,9 +52,11 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="STUDY_DIR",
         help="compare the latest sweep of the study's experiment (default: the folder's name) "
-        "with the study's committed comparison.csv, number by number; exit 1 if any new mean "
-        "falls outside the committed range: seeds' mean ± std, or a cross-validation's 95%% "
-        "interval (`make reproduce`)",
+        "with the study's committed comparison.csv, number by number (`make reproduce`). On the "
+        "machine of the committed reproduce.json (CPU fingerprint, versions, threads, ISA cap, "
+        "backend): identical mode, every number must be equal. Elsewhere: statistical mode, "
+        "each variant's macro F1 within its 95%% prediction interval (the per-class numbers "
+        "shown, informative). Exit 1 when it fails",
     )
     parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
     parser.add_argument(
@@ -73,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_statistics(parser: argparse.ArgumentParser) -> None:
-    """How a cross-validation's intervals and tests are computed (taco.tracking.pooled)."""
+    """How a cross-validation's intervals and tests are computed
+    (taco.reports.cross_validation)."""
     stats = parser.add_argument_group("cross-validation sweeps (over dataset.fold)")
     stats.add_argument(
         "--resamples", type=int, default=2000, help="bootstrap resamples of the images"
@@ -95,7 +98,8 @@ def default_out() -> Path:
 def compare(args: argparse.Namespace) -> int:
     import mlflow
 
-    from taco.tracking.compare import collect, find_parent, not_finished
+    from taco.reports.runs import collect, find_parent, not_finished
+    from taco.reports.seeds import comparison
     from taco.tracking.stale import stale_runs
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -105,8 +109,9 @@ def compare(args: argparse.Namespace) -> int:
     if args.close_stale:
         return close_stale_runs(client)
     parent = find_parent(client, args.parent, study_experiment(client, args))
-    comparison = collect(client, parent)
-    for line in not_finished(parent, comparison.unfinished):
+    sweep = collect(client, parent)
+    table = comparison(sweep, client)
+    for line in not_finished(parent, sweep.unfinished):
         print(f"taco-compare: not finished: {line}", file=sys.stderr)
     stale = stale_runs(client)
     if stale:
@@ -116,17 +121,16 @@ def compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     folder = args.report or args.out or default_out()
-    shown, value = write_results(args, client, comparison, folder)
+    shown, value = write_results(args, client, table, folder)
     print(
         f"sweep {parent.info.run_id} ({parent.info.status}): "
-        f"{sum(len(r) for r in comparison.runs.values())} finished job(s), "
-        f"{len(comparison.unfinished)} not finished"
+        f"{len(sweep.jobs())} finished job(s), {len(sweep.unfinished)} not finished"
     )
     print(shown)
     print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
     if args.register:
-        register(uri, comparison, args.register)
-    return check(args.check, comparison.parent.info.run_id, value) if args.check else 0
+        register(uri, table, args.register)
+    return check(args.check, table, value) if args.check else 0
 
 
 def study_experiment(client: object, args: argparse.Namespace) -> str | None:
@@ -140,52 +144,79 @@ def study_experiment(client: object, args: argparse.Namespace) -> str | None:
 
 
 def write_results(
-    args: argparse.Namespace, client: object, comparison: object, folder: Path
+    args: argparse.Namespace, client: object, table: object, folder: Path
 ) -> tuple[str, Callable[[str, str], float]]:
-    """The table, CSV and figure (and REPORT.md, and the parent's copy): seeds' mean ± std, or
-    for a sweep over `dataset.fold` the pooled cross-validation with intervals and tests. Returns
-    the table as printed and each number's new value (for --check)."""
-    from taco.tracking import compare as seeds
-    from taco.tracking import pooled
+    """The table, CSV and figure (and REPORT.md with reproduce.json, and the parent's copy): a
+    seed study's means with t-intervals, or for a sweep over `dataset.fold` the pooled
+    cross-validation with intervals and tests, and the recipe-level tests when it repeats the
+    cross-validation over split seeds. Returns the table as printed and each number's new
+    value (for --check)."""
+    from taco.reports import cross_validation, document, repeated, seeds
 
-    runs = [r for rs in comparison.runs.values() for r in rs]
-    if pooled.is_cross_validation(runs):
-        settings = pooled.Settings(args.resamples, args.permutations, args.alpha, args.stats_seed)
-        cv = pooled.cross_validate(client, comparison.runs, settings)
-        pooled.write_outputs(cv, folder)
+    if cross_validation.is_cross_validation(table.jobs()):
+        settings = cross_validation.Settings(
+            args.resamples, args.permutations, args.alpha, args.stats_seed
+        )
+        cv = cross_validation.cross_validate(client, table.runs, settings)
+        cross_validation.write_outputs(cv, folder)
         if not args.no_log:
-            pooled.log_to_parent(client, cv, comparison.parent.info.run_id, folder)
-        shown, body, value = pooled.markdown(cv), pooled.report_body(cv), cv.f1
+            cross_validation.log_to_parent(client, cv, table.parent.info.run_id, folder)
+        shown, body, value = cross_validation.markdown(cv), cross_validation.report_body(cv), cv.f1
+        recipes = repeated.repeated(table, args.alpha)
+        if recipes is not None:
+            body = repeated.report_section(recipes) + "\n" + body
+            shown = repeated.recipes_markdown(recipes) + "\n" + repeated.pairs_markdown(recipes)
+            (folder / "recipes.md").write_text(
+                repeated.recipes_markdown(recipes) + "\n" + repeated.pairs_markdown(recipes)
+                + "\n" + repeated.classes_markdown(recipes)
+            )  # fmt: skip
+        jobs = 0  # pooled: each number rests on every fold, not on seeds
     else:
-        seeds.write_outputs(comparison, folder)
+        seeds.write_outputs(table, folder)
         if not args.no_log:
-            seeds.log_to_parent(client, comparison, folder)
-        shown, body, value = comparison.markdown(), None, comparison.mean
+            seeds.log_to_parent(client, table, folder)
+        shown, body, value = table.markdown(), seeds.report_body(table), table.mean
+        jobs = table.seeds()
     if args.report:
         study = args.report.resolve().name
         command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
-        text = seeds.report_markdown(comparison, study, command, body)
+        text = document.report_markdown(table, study, command, body)
         (args.report / "REPORT.md").write_text(text)
+        document.write_machine(table, args.report, jobs)
     return shown, value
 
 
-def check(study: Path, parent_id: str, value: Callable[[str, str], float]) -> int:
-    """Print the committed report's numbers against the new sweep's; 1 when any left the
-    committed range (seeds' mean ± std, or the cross-validation's interval)."""
-    from taco.tracking.reproduce import check_table, checks, committed_numbers
+def check(study: Path, table: object, value: Callable[[str, str], float]) -> int:
+    """Print the committed report's numbers against the new sweep's, in identical mode (same
+    machine fingerprint, versions and settings: every number equal) or statistical mode
+    (elsewhere: each variant's macro F1 within its prediction interval); 1 when it fails."""
+    from taco.reports.document import machine
+    from taco.reports.reproduce import check_table, checks, committed_machine, committed_numbers
+    from taco.reports.reproduce import mode as reproduce_mode
+    from taco.reports.reproduce import passed
 
-    found = checks(committed_numbers(study), value)
-    outside = [c for c in found if not c.within]
-    print(f"\n{study.name}: committed report against sweep {parent_id}\n")
-    print(check_table(found))
-    if outside:
+    how, why = reproduce_mode(committed_machine(study), machine(table))
+    found = checks(committed_numbers(study), value, how, table.seeds())
+    deciding = [c for c in found if c.decides]
+    outside = [c for c in deciding if not c.within]
+    print(f"\n{study.name}: committed report against sweep {table.parent.info.run_id}")
+    print(f"mode: {how} ({why})\n")
+    print(check_table(found, how))
+    if not passed(found):
+        expected = "equal to the committed one" if how == "identical" else "within its range"
         print(
-            f"taco-compare: {len(outside)} of {len(found)} number(s) outside the committed "
-            "range (marked **no** above)",
+            f"taco-compare: {len(outside)} of {len(deciding)} deciding number(s) not "
+            f"{expected} (marked **no** above; {how} mode)",
             file=sys.stderr,
         )
         return 1
-    print(f"all {len(found)} numbers within the committed range")
+    if how == "identical":
+        print(f"identical mode: all {len(found)} numbers equal to the committed ones")
+    else:
+        print(
+            f"statistical mode: all {len(deciding)} deciding number(s) within range "
+            f"({len(found) - len(deciding)} per-class numbers shown, informative)"
+        )
     return 0
 
 

@@ -1,16 +1,17 @@
-"""A cross-validation sweep read back from MLflow (`taco-compare` on a sweep over `dataset.fold`):
-each model's out-of-fold predictions (`predictions/test.npz` of its fold jobs) pooled so every
-image counts once, per-class and macro F1 with bootstrap intervals over images, and paired
-permutation tests between every two models on the same images, Holm-corrected across classes.
-A model wins a class only where it is significantly better than every other model.
+"""One cross-validation read back from MLflow (`taco-compare` on a sweep over `dataset.fold`):
+these trained models on these images. Each model's out-of-fold predictions
+(`predictions/test.npz` of its fold jobs) are pooled so every image counts once; per-class and
+macro F1 get bootstrap intervals over images, and every two models a paired permutation test on
+the same images, Holm-corrected across classes (and the macro p-values across the pairs). A
+model wins a class only where it is significantly better than every other model, on a class
+with at least `TOO_FEW` positives. The trained models are held fixed: a claim about the recipe
+that trained them needs repeated cross-validation (`taco.reports.repeated`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,23 @@ from typing import Any
 import numpy as np
 
 from taco.errors import DataError
-from taco.resampling import (
+from taco.reports import tables
+from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floors
+from taco.reports.resampling import (
     Interval,
     PairedTest,
     bootstrap_interval,
     bootstrap_weights,
     holm,
 )
-from taco.resampling import compare_pair as paired
-from taco.tracking.compare import _csv, _none, _num
+from taco.reports.resampling import compare_pair as paired
+from taco.reports.runs import load_predictions, overrides
+from taco.reports.seeds import TOO_FEW
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions/test.npz"
 NO_DIFFERENCE = "no detectable difference"
+TOO_FEW_TEXT = f"too few to tell (< {TOO_FEW} positives)"
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,26 @@ class Pooled:
 
 
 def is_cross_validation(runs: list[Any]) -> bool:
-    from taco.tracking.compare import _overrides
+    return any("dataset.fold" in overrides(r) for r in runs)
 
-    return any("dataset.fold" in _overrides(r) for r in runs)
+
+def split_seed(run: Any) -> str:
+    """The job's fold split (its logged `dataset.split_seed`): one repetition of a repeated
+    cross-validation."""
+    return run.data.params.get("dataset.split_seed", "")
+
+
+def repetitions(runs: list[Any]) -> dict[str, list[Any]]:
+    """A variant's fold jobs by split seed, in order."""
+    out: dict[str, list[Any]] = {}
+    for run in runs:
+        out.setdefault(split_seed(run), []).append(run)
+    return dict(sorted(out.items(), key=lambda kv: (len(kv[0]), kv[0])))
 
 
 def pool_runs(client: Any, runs: list[Any], variant: str) -> Pooled:
     """Concatenate the fold jobs' logged test predictions; each image must appear once."""
-    parts = [_load(client, run) for run in runs]
+    parts = [load_predictions(client, run) for run in runs]
     names = [str(n) for n in parts[0]["class_names"]]
     if any([str(n) for n in p["class_names"]] != names for p in parts):
         raise DataError(f"{variant}: the fold jobs have different classes; re-run the sweep")
@@ -82,20 +98,6 @@ def pool_runs(client: Any, runs: list[Any], variant: str) -> Pooled:
     y = np.concatenate([p["y_true"] for p in parts]).astype(np.uint8)
     order = np.argsort(ids)
     return Pooled(ids[order], y[order], decided[order], names, len(parts))
-
-
-def _load(client: Any, run: Any) -> dict[str, np.ndarray]:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run.info.run_id, PREDICTIONS, tmp)
-        except Exception:
-            raise DataError(
-                f"run {run.info.run_id} has no {PREDICTIONS} (logged by callbacks.log_predictions "
-                "since this release): re-run its job"
-            ) from None
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
 
 
 @dataclass
@@ -113,6 +115,9 @@ class CrossValidation:
     index: dict[str, int] = field(default_factory=dict)  # class -> column
     # each pair's macro-F1 p-value, Holm-adjusted across the pairs (the family of the pairs table)
     macro_p_holm: dict[tuple[str, str], float] = field(default_factory=dict)
+    floors: Floors | None = None
+    repetition: str = ""  # the split seed pooled, when the sweep repeats the cross-validation
+    repetitions: int = 1
 
     def pair_macro_p(self, a: str, b: str) -> float:
         return self.macro_p_holm[(a, b) if (a, b) in self.macro_p_holm else (b, a)]
@@ -122,10 +127,7 @@ class CrossValidation:
         smallest p is 1 / (permutations + 1), times the number of tests in the family."""
         s, warnings = self.settings, []
         smallest = 1 / (s.permutations + 1)
-        families = {
-            "classes": max((int((~np.isnan(t.p)).sum()) for t in self.tests.values()), default=0),
-            "pairs": len(self.tests),
-        }
+        families = {"classes": self.classes_tested(), "pairs": len(self.tests)}
         for family, m in families.items():
             if m and m * smallest > s.alpha:
                 need = int(np.ceil(m / s.alpha)) - 1
@@ -135,6 +137,9 @@ class CrossValidation:
                     f"between {family} can be significant; use --permutations {need} or more"
                 )
         return warnings
+
+    def classes_tested(self) -> int:
+        return max((int((~np.isnan(t.p)).sum()) for t in self.tests.values()), default=0)
 
     def f1(self, row: str, variant: str) -> float:
         interval = self.intervals[variant]
@@ -150,11 +155,15 @@ class CrossValidation:
         """The test of a pair, in either order (its p-values do not depend on the order)."""
         return self.tests[a, b] if (a, b) in self.tests else self.tests[b, a]
 
+    def too_few(self, row: str) -> bool:
+        return row in self.support and 0 < self.support[row] < TOO_FEW
+
     def winner(self, row: str) -> str | None:
         """The model with the best F1 of the row if it is significantly better than every other
-        (per class: Holm across the classes; macro F1: Holm across the pairs)."""
+        (per class: Holm across the classes; macro F1: Holm across the pairs), on a class with
+        at least TOO_FEW positives."""
         values = {v: self.f1(row, v) for v in self.variants}
-        if len(values) < 2 or any(np.isnan(x) for x in values.values()):
+        if len(values) < 2 or any(np.isnan(x) for x in values.values()) or self.too_few(row):
             return None
         best = max(values, key=values.get)
         for other in self.variants:
@@ -170,6 +179,45 @@ class CrossValidation:
                 return None
         return best
 
+    def runner_up(self, row: str) -> tuple[str, str] | None:
+        """The two best models of the row (the pair a "no difference" verdict is about)."""
+        values = {v: self.f1(row, v) for v in self.variants}
+        if len(values) < 2 or any(np.isnan(x) for x in values.values()):
+            return None
+        first, second = sorted(values, key=values.get, reverse=True)[:2]
+        return first, second
+
+    def detectable(self, row: str) -> float:
+        """The smallest difference between the row's two best models that the row's test
+        finds 4 times in 5 (80% power), at Holm's strictest step of its family."""
+        pair = self.runner_up(row)
+        if pair is None:
+            return float("nan")
+        test, alpha = self.test(*pair), self.settings.alpha
+        if row == "macro F1":
+            return test.macro_detectable(alpha, len(self.tests))
+        return float(test.detectable(alpha, self.classes_tested())[self.index[row]])
+
+    def verdict(self, row: str) -> str:
+        if row in self.support and self.support[row] == 0:
+            return "n/a"
+        if self.too_few(row):
+            return TOO_FEW_TEXT
+        winner = self.winner(row)
+        if winner:
+            return f"{winner} (+{self.effect(row, winner):.2f})"
+        return f"{NO_DIFFERENCE} (80% power at ±{self.detectable(row):.2f})"
+
+    def effect(self, row: str, winner: str) -> float:
+        """The winner's F1 lead over the runner-up (its smallest margin)."""
+        others = [self.f1(row, v) for v in self.variants if v != winner]
+        return self.f1(row, winner) - max(others)
+
+    def at_floor(self, row: str, variant: str) -> bool:
+        if self.floors is None:
+            return False
+        return at_floor(self.bounds(row, variant)[0], self.floors.best(row))
+
     @property
     def rows(self) -> list[str]:
         return [*self.classes, "macro F1"]
@@ -179,9 +227,15 @@ class CrossValidation:
 
 
 def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) -> CrossValidation:
-    """Pool each model's folds, then intervals on each model's images and tests on the images
-    every model scored."""
-    pooled = {variant: pool_runs(client, r, variant) for variant, r in runs.items()}
+    """Pool each model's folds (the first repetition's, when the sweep repeats the
+    cross-validation), then intervals on each model's images and tests on the images every
+    model scored."""
+    reps = {variant: repetitions(r) for variant, r in runs.items()}
+    first_split = next(iter(next(iter(reps.values()))))
+    pooled = {
+        variant: pool_runs(client, by_split.get(first_split, []), variant)
+        for variant, by_split in reps.items()
+    }
     first = next(iter(pooled.values()))
     if any(p.class_names != first.class_names for p in pooled.values()):
         raise DataError(
@@ -204,6 +258,9 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
         folds=max(p.folds for p in pooled.values()),
         settings=settings,
         index={c: i for i, c in enumerate(names)},
+        floors=floors(y, names),
+        repetition=first_split if max(len(r) for r in reps.values()) > 1 else "",
+        repetitions=max(len(r) for r in reps.values()),
     )
     weights = bootstrap_weights(len(common), settings.resamples, settings.seed)
     decided = {v: p.rows(common)[1] for v, p in pooled.items()}
@@ -226,111 +283,106 @@ def _cell(cv: CrossValidation, row: str, variant: str) -> str:
     if np.isnan(value):
         return "n/a"
     low, high = cv.bounds(row, variant)
-    text = f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    text = f"{value:.2f} [{low:.2f}, {high:.2f}]" + (" †" if cv.at_floor(row, variant) else "")
     return f"**{text}**" if cv.winner(row) == variant else text
 
 
+def _floor_cells(cv: CrossValidation, row: str) -> list[str]:
+    if cv.floors is None:
+        return []
+    values = (cv.floors.f1(kind, row) for kind in (EVERY, PREVALENCE))
+    return ["" if np.isnan(v) else f"{v:.2f}" for v in values]
+
+
 def markdown(cv: CrossValidation) -> str:
-    """Model x class table: pooled F1 [95% interval], the significant winner in bold, and a
-    column naming it or saying there is no detectable difference (with one model, nothing is
-    compared: no such column)."""
+    """Model x class table: pooled F1 [95% interval] beside the floors, the significant winner
+    in bold, and a column naming it (with its lead), or saying there is no detectable
+    difference (with the difference the test would have found), or too few to tell (with one
+    model, nothing is compared: no such column)."""
     compared = len(cv.variants) > 1
-    head = ["class", "support", *cv.variants, *(["significantly best"] if compared else [])]
-    rule = "|---|---:|" + "---:|" * len(cv.variants) + ("---|" if compared else "")
-    lines = ["| " + " | ".join(head) + " |", rule]
+    floors = [EVERY, PREVALENCE] if cv.floors is not None else []
+    head = ["class", "support", *cv.variants, *floors]
+    head += ["significantly best (lead)"] if compared else []
+    rows = []
     for row in cv.rows:
         support = str(cv.support[row]) if row in cv.support else ""
         label = row if row in cv.support else f"**{row}**"
-        defined = row not in cv.support or cv.support[row] > 0
-        verdict = (cv.winner(row) or NO_DIFFERENCE) if defined else "n/a"
         cells = [_cell(cv, row, v) for v in cv.variants]
-        lines.append(
-            "| " + " | ".join([label, support, *cells, *([verdict] if compared else [])]) + " |"
-        )
-    return "\n".join(lines) + "\n"
+        verdict = [cv.verdict(row)] if compared else []
+        rows.append([label, support, *cells, *_floor_cells(cv, row), *verdict])
+    text = tables.markdown(head, rows)
+    if compared:  # the verdict column is text: left-aligned
+        lines = text.splitlines()
+        lines[1] = lines[1].rsplit("---:|", 1)[0] + "---|"
+        text = "\n".join(lines) + "\n"
+    return text
 
 
 def pairs_markdown(cv: CrossValidation) -> str:
     """Each pair: the macro F1 difference with its paired bootstrap interval and permutation
     p-value (raw, and Holm-adjusted across the pairs), and how many classes each model wins
-    significantly (Holm across the classes)."""
+    significantly (Holm across the classes), ties, and classes too rare to tell."""
     alpha = cv.settings.alpha
-    lines = [
-        f"| A vs B | macro F1 A - B [95% interval] | p | p (Holm, {len(cv.tests)} pairs) "
-        "| classes A better | classes B better | no detectable difference |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    head = [
+        "A vs B", "macro F1 A - B [95% interval]", "p", f"p (Holm, {len(cv.tests)} pairs)",
+        "classes A better", "classes B better", NO_DIFFERENCE, TOO_FEW_TEXT,
+    ]  # fmt: skip
+    rows = []
+    rare = np.array([cv.too_few(c) for c in sorted(cv.index, key=cv.index.get)])
     for (a, b), t in cv.tests.items():
-        defined = ~np.isnan(t.p_holm)
+        defined = ~np.isnan(t.p_holm) & ~rare
         better_a = int(np.sum(defined & (t.p_holm < alpha) & (t.diff > 0)))
         better_b = int(np.sum(defined & (t.p_holm < alpha) & (t.diff < 0)))
         same = int(defined.sum()) - better_a - better_b
-        lines.append(
-            f"| {a} vs {b} | {t.macro_diff:+.3f} [{t.macro_low:+.3f}, {t.macro_high:+.3f}] "
-            f"| {_p(t.macro_p)} | {_p(cv.pair_macro_p(a, b))} | {better_a} | {better_b} | {same} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _p(p: float) -> str:
-    return f"{p:.4f}" if p >= 0.0001 else "< 0.0001"
+        rows.append([
+            f"{a} vs {b}", f"{t.macro_diff:+.3f} [{t.macro_low:+.3f}, {t.macro_high:+.3f}]",
+            tables.p_value(t.macro_p), tables.p_value(cv.pair_macro_p(a, b)),
+            better_a, better_b, same, int(np.sum(~np.isnan(t.p_holm) & rare)),
+        ])  # fmt: skip
+    return tables.markdown(head, rows)
 
 
 def csv_text(cv: CrossValidation) -> str:
-    cols = ["class", "support"]
+    head = ["class", "support"]
     for v in cv.variants:
-        cols += [f"{v} f1", f"{v} low", f"{v} high"]
-    out = [",".join(cols + ["significantly best"])]
+        head += [f"{v} f1", f"{v} low", f"{v} high"]
+    floors = [EVERY, PREVALENCE] if cv.floors is not None else []
+    rows = []
     for row in cv.rows:
         cells = [row, str(cv.support.get(row, ""))]
         for v in cv.variants:
             low, high = cv.bounds(row, v)
-            cells += [_num(cv.f1(row, v)), _num(low), _num(high)]
-        cells.append(cv.winner(row) or "")
-        out.append(",".join(_csv(c) for c in cells))
-    return "\n".join(out) + "\n"
+            cells += [tables.num(cv.f1(row, v)), tables.num(low), tables.num(high)]
+        cells += [tables.num(cv.floors.f1(f, row)) for f in floors]
+        rows.append([*cells, cv.winner(row) or ""])
+    return tables.csv([*head, *floors, "significantly best"], rows)
 
 
 def table(cv: CrossValidation) -> dict[str, list]:
     """Columns for `MlflowClient.log_table`: class, support, each model's F1, low and high."""
-    columns: dict[str, list] = {"class": cv.rows}
-    columns["support"] = [cv.support.get(r) for r in cv.rows]
+    head = ["class", "support"]
     for v in cv.variants:
-        columns[f"{v} f1"] = [_none(cv.f1(r, v)) for r in cv.rows]
-        columns[f"{v} low"] = [_none(cv.bounds(r, v)[0]) for r in cv.rows]
-        columns[f"{v} high"] = [_none(cv.bounds(r, v)[1]) for r in cv.rows]
-    columns["significantly best"] = [cv.winner(r) for r in cv.rows]
-    return columns
+        head += [f"{v} f1", f"{v} low", f"{v} high"]
+    rows = []
+    for row in cv.rows:
+        cells: list[Any] = [row, cv.support.get(row)]
+        for v in cv.variants:
+            cells += [tables.none(x) for x in (cv.f1(row, v), *cv.bounds(row, v))]
+        rows.append([*cells, cv.winner(row)])
+    return tables.mlflow_columns([*head, "significantly best"], rows)
 
 
 def figure(cv: CrossValidation) -> Any:
     """Per-class F1 with its 95% interval as an error bar, one colour per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from taco.plots import f1_intervals
 
     rows = [r for r in cv.rows if r not in cv.support or cv.support[r] > 0]
-    fig, ax = plt.subplots(figsize=(8, 0.36 * len(rows) + 1.6), layout="constrained")
-    for i in range(0, len(rows), 2):  # bands: which bars belong to which class
-        ax.axhspan(i - 0.5, i + 0.5, color="0.94", zorder=0)
-    offsets = np.linspace(-0.3, 0.3, len(cv.variants)) if len(cv.variants) > 1 else [0.0]
-    for offset, variant in zip(offsets, cv.variants, strict=True):
-        y = np.arange(len(rows)) + offset
-        f1 = np.array([cv.f1(r, variant) for r in rows])
-        low, high = np.array([cv.bounds(r, variant) for r in rows]).T
-        err = np.vstack([f1 - low, high - f1])
-        ax.errorbar(f1, y, xerr=err, fmt="o", markersize=3, capsize=2, label=variant)
     labels = [f"{r} ({cv.support[r]})" if r in cv.support else r for r in rows]
-    ax.set_yticks(np.arange(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(
-        f"F1 over {cv.images} images, {cv.folds}-fold out-of-fold, 95% bootstrap interval"
-    )
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("F1 by class (support in brackets)", fontsize=9)
-    return fig
+    return f1_intervals(
+        rows, labels, cv.variants, lambda r, v: (cv.f1(r, v), *cv.bounds(r, v)),
+        f"F1 over {cv.images} images, {cv.folds}-fold out-of-fold, 95% bootstrap interval",
+        floor=cv.floors.best if cv.floors is not None else None,
+    )  # fmt: skip
 
 
 def write_outputs(cv: CrossValidation, folder: Path) -> None:
@@ -361,25 +413,45 @@ def log_to_parent(client: Any, cv: CrossValidation, parent_id: str, folder: Path
 
 def report_body(cv: CrossValidation) -> str:
     """What REPORT.md says between its header and the per-variant lines."""
+    from taco.reports.document import MACRO_F1, TWO_LEVELS_MODELS
+
     s = cv.settings
     defined = sum(cv.support[c] > 0 for c in cv.classes)
+    rare = sum(cv.too_few(c) for c in cv.classes)
+    repeated = (
+        f" This sweep repeats the cross-validation {cv.repetitions} times; this level pools "
+        f"the repetition with split seed {cv.repetition} (the next section uses them all)."
+        if cv.repetitions > 1
+        else ""
+    )
     return "\n".join(
         [
+            "## These trained models on these images",
+            "",
+            TWO_LEVELS_MODELS + repeated,
+            "",
             f"Every image is scored once per model, by the job of the {cv.folds}-fold "
             f"cross-validation that held it out ({cv.images} images; thresholds and early "
             "stopping tuned on a validation part of the other folds). F1 is pooled over all "
             f"images; [low, high] is a 95% bootstrap interval over images ({s.resamples} "
-            f"resamples, seed {s.seed}). Two models are compared by a paired permutation test on "
+            f"resamples, seed {s.seed}; the macro average keeps its class set in every "
+            f"resample). {MACRO_F1} Two models are compared by a paired permutation test on "
             f"the same images ({s.permutations} permutations), per class with Holm's correction "
             f"across classes, at alpha {s.alpha}. **Bold** and *significantly best*: the model "
-            "is significantly better than every other model; elsewhere there is no detectable "
-            "difference (n/a: no positive image). Two intervals may overlap while the paired "
-            "test still finds a difference: pairing removes what the images' difficulty adds to "
-            "both models' spread.",
+            "is significantly better than every other model, by the F1 lead in brackets. No "
+            "detectable difference: the test found none; the figure beside it is the "
+            "difference between the two best models it would have found 4 times in 5 (80% "
+            "power), so a large figure means the test could not tell, not that the models "
+            f"are alike. Classes with fewer than {TOO_FEW} positives are *too few to tell*: "
+            "their intervals cover less than 95% (0.89 at 5 positives, README) and no test "
+            f"is claimed ({rare} such classes here). n/a: no positive image. †: the interval "
+            "reaches the better floor, so the model is not shown to beat chance there. Two "
+            "intervals may overlap while the paired test still finds a difference: pairing "
+            "removes what the images' difficulty adds to both models' spread.",
             "",
             (
                 f"**Classes with a significant winner: {cv.significant_classes()} of {defined}.** "
-                f"Macro F1: {cv.winner('macro F1') or NO_DIFFERENCE}."
+                f"Macro F1: {cv.verdict('macro F1')}."
                 if len(cv.variants) > 1
                 else f"**One model ({cv.variants[0]}): nothing to compare it with**; its pooled "
                 "F1 and intervals follow."

@@ -1,10 +1,20 @@
-"""`make reproduce`: a study's committed numbers against a new run of the same study, number by
-number, each judged against the spread the committed report states: its seeds' mean ± std, or a
-cross-validation's 95% bootstrap interval."""
+"""`make reproduce`: a study's committed numbers against a new run of the same study, in one of
+two modes, printed with the mode and why.
+
+- **identical**: the new jobs ran on a machine with the committed report's CPU fingerprint,
+  library versions, thread count, ISA cap and backend (`reproduce.json` beside the report). The
+  arithmetic is then the same, so every number must be the same (to the CSV's 4 decimals).
+- **statistical**: anywhere else. Numbers move with the CPU's arithmetic as a new seed moves
+  them, so each variant's macro F1 must lie in the 95% prediction interval for a new mean of
+  n jobs, Bonferroni over the variants (a seed study); a cross-validation's macro F1 within its
+  committed interval. The per-class rows are shown beside it but decide nothing: with 28
+  classes some would leave any interval by chance.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,16 +24,21 @@ from taco.errors import DataError
 
 # comparison.csv keeps 4 decimals: a difference below this is the file's rounding
 ROUNDING = 1e-4
+DECIDING_ROWS = ("macro F1",)
+# what makes two machines compute the same numbers (reproduce.json's "machine")
+SAME_ARITHMETIC = ("cpu_fingerprint", "versions", "cpu_threads", "cpu_isa", "backend", "gpu")
 
 
 @dataclass(frozen=True)
 class Stated:
-    """One committed number with the range the report states for it."""
+    """One committed number with what the report states about its spread."""
 
     value: float
     low: float
     high: float
-    text: str  # as the report states it: "0.405 ± 0.020" or "0.62 [0.48, 0.74]"
+    text: str  # as the report states it: "0.405 [0.380, 0.430]"
+    std: float = float("nan")  # over the committed jobs (seed studies)
+    n: int = 0  # committed jobs behind the mean (seed studies); 0: a pooled cross-validation
 
 
 @dataclass(frozen=True)
@@ -32,18 +47,22 @@ class Check:
     variant: str
     committed: Stated
     new: float
+    low: float  # what the new number must lie in
+    high: float
+    decides: bool  # counts toward the verdict (the others are shown, informative)
 
     @property
     def within(self) -> bool:
-        """The new value lies in the committed range (both n/a counts as the same)."""
+        """The new value lies in the range (both n/a counts as the same)."""
         if math.isnan(self.committed.value) or math.isnan(self.new):
             return math.isnan(self.committed.value) and math.isnan(self.new)
-        return self.committed.low - ROUNDING <= self.new <= self.committed.high + ROUNDING
+        return self.low - ROUNDING / 2 <= round(self.new, 4) <= self.high + ROUNDING / 2
 
 
 def committed_numbers(folder: Path) -> dict[tuple[str, str], Stated]:
     """(row, variant) -> the stated number, from a study's committed `comparison.csv`: seed
-    sweeps have `<variant> mean/std` columns, cross-validations `<variant> f1/low/high`."""
+    studies have `<variant> mean/std/n/low/high` columns, cross-validations `<variant>
+    f1/low/high`."""
     path = folder / "comparison.csv"
     if not path.is_file():
         raise DataError(f"no committed report at {path}: run `make report STUDY={folder.name}`")
@@ -57,20 +76,46 @@ def committed_numbers(folder: Path) -> dict[tuple[str, str], Stated]:
     numbers = {}
     for row in rows:
         for v in seeds:
-            numbers[row["class"], v] = _mean_std(row[f"{v} mean"], row[f"{v} std"])
+            numbers[row["class"], v] = _seeds(row, v)
         for v in folds:
             numbers[row["class"], v] = _interval(row[f"{v} f1"], row[f"{v} low"], row[f"{v} high"])
     return numbers
+
+
+def committed_machine(folder: Path) -> dict[str, str] | None:
+    """The committed report's machine (reproduce.json), or None for a report without one."""
+    path = folder / "reproduce.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("machine")
+
+
+def mode(committed: dict[str, str] | None, new: dict[str, str]) -> tuple[str, str]:
+    """("identical" | "statistical", why)."""
+    if committed is None:
+        return "statistical", "the committed report records no machine (reproduce.json)"
+    differ = [k for k in SAME_ARITHMETIC if committed.get(k) != new.get(k)]
+    if not differ:
+        return "identical", (
+            f"same CPU fingerprint ({new.get('cpu_fingerprint')}), versions, "
+            f"{new.get('cpu_threads')} threads, ISA cap {new.get('cpu_isa')} and backend"
+        )
+    changes = "; ".join(f"{k}: {committed.get(k)!r} -> {new.get(k)!r}" for k in differ)
+    return "statistical", f"another machine or setup ({changes})"
 
 
 def _float(text: str) -> float:
     return float(text) if text else float("nan")
 
 
-def _mean_std(mean: str, std: str) -> Stated:
-    m, s = _float(mean), _float(std) if std else 0.0
-    text = "n/a" if math.isnan(m) else (f"{m:.3f} ± {s:.3f}" if s else f"{m:.3f}")
-    return Stated(m, m - s, m + s, text)
+def _seeds(row: dict[str, str], v: str) -> Stated:
+    m, s = _float(row[f"{v} mean"]), _float(row.get(f"{v} std", ""))
+    n = int(row.get(f"{v} n") or 0)
+    low, high = _float(row.get(f"{v} low", "")), _float(row.get(f"{v} high", ""))
+    if math.isnan(low):  # one job (or an old report): the value itself
+        low = high = m
+    text = "n/a" if math.isnan(m) else (f"{m:.3f}" if n < 2 else f"{m:.3f} [{low:.3f}, {high:.3f}]")
+    return Stated(m, low, high, text, s, n)
 
 
 def _interval(value: str, low: str, high: str) -> Stated:
@@ -79,32 +124,74 @@ def _interval(value: str, low: str, high: str) -> Stated:
     return Stated(v, lo, hi, text)
 
 
+def prediction_interval(
+    mean: float, std: float, n: int, n_new: int, tests: int = 1, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Where the mean of `n_new` new jobs falls with probability 1 - alpha / tests, given the
+    committed mean and std of `n` jobs of the same distribution: mean ± t(n-1) * std *
+    sqrt(1/n + 1/n_new) (Bonferroni over `tests` numbers that decide)."""
+    from scipy import stats
+
+    if n < 2 or math.isnan(std):
+        return mean, mean
+    half = stats.t.ppf(1 - alpha / (2 * tests), n - 1) * std * math.sqrt(1 / n + 1 / n_new)
+    return mean - half, mean + half
+
+
 def checks(
-    committed: dict[tuple[str, str], Stated], new: Callable[[str, str], float]
+    committed: dict[tuple[str, str], Stated],
+    new: Callable[[str, str], float],
+    how: str,
+    n_new: int = 0,
 ) -> list[Check]:
     """One check per committed number, in the report's order; a number the new sweep lacks (a
-    variant or class gone) fails."""
+    variant or class gone) fails. `how`: "identical" (every number decides, equal to the CSV's
+    precision) or "statistical" (only the macro-F1 rows decide, each within its prediction
+    interval, or a cross-validation's committed interval)."""
+    deciding = [k for k in committed if k[0] in DECIDING_ROWS]
     out = []
     for (row, variant), stated in committed.items():
         try:
             value = new(row, variant)
         except KeyError:
             value = float("nan")
-        out.append(Check(row, variant, stated, value))
+        if how == "identical":
+            low = high = stated.value
+            decides = True
+        elif stated.n:
+            low, high = prediction_interval(
+                stated.value, stated.std, stated.n, n_new or stated.n, len(deciding)
+            )
+            decides = row in DECIDING_ROWS
+        else:
+            low, high, decides = stated.low, stated.high, row in DECIDING_ROWS
+        out.append(Check(row, variant, stated, value, low, high, decides))
     return out
 
 
-def check_table(found: list[Check]) -> str:
-    """A Markdown table: the committed number as stated, the new one, the difference, within."""
+def passed(found: list[Check]) -> bool:
+    return all(c.within for c in found if c.decides)
+
+
+def check_table(found: list[Check], how: str) -> str:
+    """A Markdown table: the committed number as stated, the new one, the difference, the range
+    it must lie in, and whether it does (informative rows in brackets)."""
+    need = "must equal" if how == "identical" else "must lie in"
     lines = [
-        "| class | variant | committed | new | difference | within committed range |",
-        "|---|---|---:|---:|---:|---|",
+        f"| class | variant | committed | new | difference | {need} | within |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for c in found:
         new = "n/a" if math.isnan(c.new) else f"{c.new:.3f}"
+        within = "yes" if c.within else ("**no**" if c.decides else "no")
+        if not c.decides:
+            within = f"({within}, informative)"
+        target = (
+            f"{c.low:.4f}" if c.low == c.high else f"[{c.low:.3f}, {c.high:.3f}]"
+        ) if not math.isnan(c.low) else "n/a"  # fmt: skip
         lines.append(
             f"| {c.row} | {c.variant} | {c.committed.text} | {new} "
-            f"| {_difference(c)} | {'yes' if c.within else '**no**'} |"
+            f"| {_difference(c)} | {target} | {within} |"
         )
     return "\n".join(lines) + "\n"
 

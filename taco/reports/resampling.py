@@ -17,15 +17,28 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def f1_from_weights(weights: np.ndarray, y: np.ndarray, decided: np.ndarray) -> np.ndarray:
-    """Per-class F1 for each row of image weights (R x N) -> (R x C); NaN without positives."""
+def f1_from_weights(
+    weights: np.ndarray, y: np.ndarray, decided: np.ndarray, fixed: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-class F1 for each row of image weights (R x N) -> (R x C); NaN without positives.
+
+    `fixed` (C booleans): the class set of the full data, kept in every resample. A fixed class
+    that a resample happens to draw no positive of scores as scikit-learn's `zero_division=1`
+    does: 0 where the model predicted it (false positives only), 1 where it did not. Without
+    it a rare class would leave the macro average in some resamples and not in others, and
+    the macro interval would mix averages over different classes."""
     y, decided = y.astype(float), decided.astype(float)
     tp = weights @ (y * decided)
     fp = weights @ ((1 - y) * decided)
     positives = weights @ y
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = 2 * tp / (tp + fp + positives)
-    return np.where(positives > 0, f1, np.nan)
+    f1 = np.where(positives > 0, f1, np.nan)
+    if fixed is not None:
+        empty = np.where(fp > 0, 0.0, 1.0)
+        f1 = np.where(fixed & (positives == 0), empty, f1)
+        f1 = np.where(fixed, f1, np.nan)
+    return f1
 
 
 def macro(f1: np.ndarray) -> np.ndarray:
@@ -62,10 +75,11 @@ def bootstrap_interval(
     """F1 per class and macro F1, each with its `level` percentile bootstrap interval."""
     point = f1_from_weights(np.ones((1, len(y))), y, decided)[0]
     f1 = f1_from_weights(weights, y, decided)
+    fixed = f1_from_weights(weights, y, decided, fixed=~np.isnan(point))
     tail = 100 * (1 - level) / 2
     with np.errstate(invalid="ignore"), _quiet():
         low, high = np.nanpercentile(f1, [tail, 100 - tail], axis=0)
-        macro_low, macro_high = np.nanpercentile(macro(f1), [tail, 100 - tail])
+        macro_low, macro_high = np.nanpercentile(macro(fixed), [tail, 100 - tail])
     undefined = np.isnan(point)
     return Interval(
         f1=point,
@@ -88,6 +102,25 @@ class PairedTest:
     macro_p: float
     macro_low: float  # paired bootstrap interval of the macro difference
     macro_high: float
+    se: np.ndarray | None = None  # (C,) bootstrap standard error of each class's difference
+    macro_se: float = float("nan")
+
+    def detectable(self, alpha: float, tests: int, power: float = 0.8) -> np.ndarray:
+        """Per class, the smallest F1 difference a two-sided test at alpha / tests (Holm's
+        strictest step) finds with probability `power`: (z(1 - a/2) + z(power)) * SE."""
+        return _detectable(self.se, alpha, tests, power)
+
+    def macro_detectable(self, alpha: float, tests: int, power: float = 0.8) -> float:
+        return float(_detectable(np.array([self.macro_se]), alpha, tests, power)[0])
+
+
+def _detectable(se: np.ndarray | None, alpha: float, tests: int, power: float) -> np.ndarray:
+    from scipy import stats
+
+    if se is None:
+        return np.array([np.nan])
+    z = stats.norm.ppf(1 - alpha / (2 * max(tests, 1))) + stats.norm.ppf(power)
+    return z * np.asarray(se, float)
 
 
 def paired_permutation(
@@ -153,15 +186,21 @@ def compare_pair(
     ones = np.ones((1, len(y)))
     f1_a, f1_b = f1_from_weights(ones, y, decided_a), f1_from_weights(ones, y, decided_b)
     p, macro_p = paired_permutation(y, decided_a, decided_b, permutations, seed)
-    boot = macro(f1_from_weights(weights, y, decided_a)) - macro(
-        f1_from_weights(weights, y, decided_b)
-    )
+    fixed = ~np.isnan(f1_a[0])
+    boot_a = f1_from_weights(weights, y, decided_a, fixed)
+    boot_b = f1_from_weights(weights, y, decided_b, fixed)
+    boot = macro(boot_a) - macro(boot_b)
     tail = 100 * (1 - level) / 2
     with _quiet():
         low, high = np.nanpercentile(boot, [tail, 100 - tail])
+        se = np.nanstd(f1_from_weights(weights, y, decided_a) - f1_from_weights(
+            weights, y, decided_b), axis=0, ddof=1)  # fmt: skip
     macro_diff = float((macro(f1_a) - macro(f1_b))[0])
     diff = f1_a[0] - f1_b[0]
-    return PairedTest(diff, p, holm(p), macro_diff, macro_p, float(low), float(high))
+    return PairedTest(
+        diff, p, holm(p), macro_diff, macro_p, float(low), float(high),
+        np.where(fixed, se, np.nan), float(np.std(boot, ddof=1)),
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

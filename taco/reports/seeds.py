@@ -1,18 +1,14 @@
-"""A sweep's runs, read back from MLflow, as a model x class table (`taco-compare`, `make report`).
+"""A seed study's table: per class and on macro and micro F1, each variant's mean over its jobs
+(training seeds, and split seeds where they vary) with a 95% t-interval and n, beside the floors.
 
-Rows are classes (most frequent first) with their test support, then macro and micro F1; columns
-are the sweep's variants (what its jobs' overrides vary, seed aside). Jobs that differ only by
-seed are pooled: mean +- std. The best variant of each row is in bold. Written as Markdown and
-CSV with a heatmap PNG, logged to the sweep's parent run, and optionally kept as a study's
-REPORT.md.
+A variant is bold only where its interval clears every other variant's and the class has at
+least `TOO_FEW` test positives: one test split of a few positives moves F1 by more than the
+seeds do, and the seeds' spread does not show it.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import shlex
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +16,27 @@ from typing import Any
 
 import numpy as np
 
-from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
-
-log = logging.getLogger("taco.compare")
-
-# what varies between the jobs of one variant: training seed, test split, cross-validation fold
-POOLED = {"seed", "dataset.split_seed", "dataset.fold"}
+from taco.reports import tables
+from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor
+from taco.reports.runs import Sweep
 
 SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
+# fewer test positives than this: a bootstrap interval covers less than it says (0.89 at 5
+# positives against 0.94 at 10, README "How sure is a number?"), and a win is not claimed
+TOO_FEW = 10
+LEVEL = 0.95
 
 
 @dataclass
-class Comparison:
-    parent: Any
-    variants: list[str]
-    classes: list[str]
-    support: dict[str, float]
-    # values[row][variant] -> per-seed values (row: class name or summary label)
+class Comparison(Sweep):
+    """The sweep's per-class and summary test F1 by variant, one value per job."""
+
+    classes: list[str] = field(default_factory=list)
+    support: dict[str, float] = field(default_factory=dict)
+    # values[row][variant] -> one value per job (row: class name or summary label)
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    runs: dict[str, list[Any]] = field(default_factory=dict)
-    unfinished: list[Any] = field(default_factory=list)
+    floors: Floors | None = None
 
     def add(self, row: str, variant: str, value: float) -> None:
         self.values.setdefault(row, {}).setdefault(variant, []).append(value)
@@ -49,13 +45,26 @@ class Comparison:
     def rows(self) -> list[str]:
         return [*self.classes, *(label for label, _ in SUMMARY_ROWS)]
 
+    def _values(self, row: str, variant: str) -> np.ndarray:
+        return np.asarray(self.values.get(row, {}).get(variant, []), float)
+
+    def n(self, row: str, variant: str) -> int:
+        return len(self._values(row, variant))
+
     def mean(self, row: str, variant: str) -> float:
-        vals = self.values.get(row, {}).get(variant, [])
-        return float(np.mean(vals)) if vals else float("nan")
+        vals = self._values(row, variant)
+        return float(vals.mean()) if len(vals) else float("nan")
 
     def std(self, row: str, variant: str) -> float:
-        vals = self.values.get(row, {}).get(variant, [])
-        return float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+        vals = self._values(row, variant)
+        return float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+
+    def interval(self, row: str, variant: str) -> tuple[float, float]:
+        """The mean's 95% t-interval over the jobs (NaN with fewer than two)."""
+        return t_interval(self._values(row, variant), LEVEL)
+
+    def too_few(self, row: str) -> bool:
+        return row in self.support and self.support[row] < TOO_FEW
 
     def best(self, row: str) -> set[str]:
         """The variants with the row's top mean; none when every variant ties (or only one)."""
@@ -65,356 +74,216 @@ class Comparison:
         return set() if len(best) == len(self.variants) else best
 
     def within_noise(self, row: str) -> bool:
-        """The row's single best variant, with several seeds, has a mean ± std interval that
-        overlaps another variant's: the win may be seed noise, not the model."""
+        """The row's single best variant is not clear of the others: its t-interval overlaps
+        another's (or, with one job each, nothing says how far apart they are), or the class
+        has fewer than TOO_FEW test positives."""
         best = self.best(row)
-        if len(best) != 1 or self.seeds() < 2:
+        if len(best) != 1:
             return False
+        if self.too_few(row) or self.seeds() < 2:
+            return True
         (top,) = best
-        low = self.mean(row, top) - np.nan_to_num(self.std(row, top))
+        low = self.interval(row, top)[0]
         others = [v for v in self.variants if v != top and not np.isnan(self.mean(row, v))]
-        return any(self.mean(row, v) + np.nan_to_num(self.std(row, v)) >= low for v in others)
+        return any(not (self.interval(row, v)[1] < low) for v in others)
 
-    def seeds(self) -> int:
-        return max((len(r) for r in self.runs.values()), default=0)
+    def at_floor(self, row: str, variant: str) -> bool:
+        """The variant's interval (or its value, with one job) reaches the row's better floor."""
+        if self.floors is None:
+            return False
+        low = self.interval(row, variant)[0] if self.seeds() > 1 else self.mean(row, variant)
+        return at_floor(low, self.floors.best(row))
 
     def cell(self, row: str, variant: str) -> str:
-        m, s = self.mean(row, variant), self.std(row, variant)
+        m = self.mean(row, variant)
         if np.isnan(m):
             return "n/a"
-        text = f"{m:.3f}" if np.isnan(s) else f"{m:.3f} ± {s:.3f}"
+        low, high = self.interval(row, variant)
+        text = f"{m:.3f}" if np.isnan(low) else f"{m:.3f} [{low:.3f}, {high:.3f}]"
+        text += " †" if self.at_floor(row, variant) else ""
         if variant not in self.best(row):
             return text
         return f"{text} ≈" if self.within_noise(row) else f"**{text}**"
 
+    # ------------------------------------------------------------------ tables
     def markdown(self) -> str:
-        head = ["class", "support", *self.variants]
-        lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(self.variants)]
+        floors = [EVERY, PREVALENCE] if self.floors is not None else []
+        head = ["class", "support", *self.variants, *floors]
+        rows = []
         for row in self.rows:
-            support = _support(self.support[row]) if row in self.support else ""
+            support = tables.support(self.support[row]) if row in self.support else ""
             label = f"**{row}**" if row not in self.classes else row
-            cells = [self.cell(row, v) for v in self.variants]
-            lines.append("| " + " | ".join([label, support, *cells]) + " |")
-        wins, noisy = defaultdict(int), defaultdict(int)
-        for row in self.classes:
-            best = self.best(row)
-            for v in best if len(best) == 1 else ():
-                (noisy if self.within_noise(row) else wins)[v] += 1
+            floor_cells = [_floor(self.floors, f, row) for f in floors]
+            rows.append([label, support, *(self.cell(row, v) for v in self.variants), *floor_cells])
         if len(self.variants) > 1:
-            won = " | ".join(str(wins[v]) for v in self.variants)
-            lines.append(f"| classes won (alone) | | {won} |")
-            if self.seeds() > 1:
-                within = " | ".join(str(noisy[v]) for v in self.variants)
-                lines.append(f"| best but within seed noise (≈) | | {within} |")
-        return "\n".join(lines) + "\n"
+            wins, noisy = defaultdict(int), defaultdict(int)
+            for row in self.classes:
+                best = self.best(row)
+                for v in best if len(best) == 1 else ():
+                    (noisy if self.within_noise(row) else wins)[v] += 1
+            blank = [""] * len(floors)
+            rows.append(["classes won (alone)", "", *(wins[v] for v in self.variants), *blank])
+            within = [noisy[v] for v in self.variants]
+            rows.append(["best but within noise (≈)", "", *within, *blank])
+        return tables.markdown(head, rows)
 
     def csv(self) -> str:
-        cols = ["class", "support"]
+        head = ["class", "support"]
         for v in self.variants:
-            cols += [f"{v} mean", f"{v} std", f"{v} n"]
-        out = [",".join(_csv(c) for c in cols)]
+            head += [f"{v} mean", f"{v} std", f"{v} n", f"{v} low", f"{v} high"]
+        floors = [EVERY, PREVALENCE] if self.floors is not None else []
+        rows = []
         for row in self.rows:
-            cells = [row, _support(self.support[row]) if row in self.support else ""]
+            cells = [row, tables.support(self.support[row]) if row in self.support else ""]
             for v in self.variants:
-                n = len(self.values.get(row, {}).get(v, []))
-                cells += [_num(self.mean(row, v)), _num(self.std(row, v)), str(n)]
-            out.append(",".join(_csv(c) for c in cells))
-        return "\n".join(out) + "\n"
+                low, high = self.interval(row, v)
+                cells += [tables.num(self.mean(row, v)), tables.num(self.std(row, v))]
+                cells += [str(self.n(row, v)), tables.num(low), tables.num(high)]
+            cells += [tables.num(self.floors.f1(f, row)) for f in floors]
+            rows.append(cells)
+        return tables.csv(head + floors, rows)
 
     def table(self) -> dict[str, list]:
-        """The model x class table as columns, for `MlflowClient.log_table` (the UI shows it as
-        a table): class, support, then each variant's mean and std over seeds."""
-        columns: dict[str, list] = {"class": list(self.rows)}
-        columns["support"] = [self.support.get(row) for row in self.rows]
+        """The model x class table as columns for `MlflowClient.log_table`: class, support,
+        then each variant's mean, std and interval."""
+        head, rows = ["class", "support"], []
         for v in self.variants:
-            columns[f"{v} mean"] = [_none(self.mean(row, v)) for row in self.rows]
-            columns[f"{v} std"] = [_none(self.std(row, v)) for row in self.rows]
-        return columns
+            head += [f"{v} mean", f"{v} std", f"{v} low", f"{v} high"]
+        for row in self.rows:
+            cells = [row, self.support.get(row)]
+            for v in self.variants:
+                low, high = self.interval(row, v)
+                cells += [tables.none(x) for x in (self.mean(row, v), self.std(row, v), low, high)]
+            rows.append(cells)
+        return tables.mlflow_columns(head, rows)
 
     def heatmap(self) -> Any:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from taco.plots import f1_heatmap
 
         rows = self.rows
+        labels = [
+            f"{r} ({tables.support(self.support[r])})" if r in self.support else r for r in rows
+        ]
         data = np.array([[self.mean(r, v) for v in self.variants] for r in rows])
-        height = 0.32 * len(rows) + 1.6
-        figsize = (1.6 * len(self.variants) + 4, height)
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")  # labels inside the canvas
-        shown = np.ma.masked_invalid(data)
-        image = ax.imshow(shown, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(self.variants)), self.variants, rotation=30, ha="right")
-        labels = [f"{r} ({_support(self.support[r])})" if r in self.support else r for r in rows]
-        ax.set_yticks(range(len(rows)), labels)
-        for i, row in enumerate(rows):
-            best = self.best(row)
-            for j, v in enumerate(self.variants):
-                if np.isnan(data[i, j]):
-                    ax.text(j, i, "n/a", ha="center", va="center", color="grey", fontsize=7)
-                    continue
-                text = f"{data[i, j]:.2f}" + ("*" if v in best else "")
-                color = "black" if data[i, j] > 0.6 else "white"
-                ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7)
-        ax.axhline(len(self.classes) - 0.5, color="white", linewidth=6)  # summary rows apart
-        for tick in ax.get_yticklabels()[len(self.classes) :]:
-            tick.set_fontweight("bold")
-        fig.colorbar(image, ax=ax, label="test F1")
-        seeds = f", mean of {self.seeds()} seeds" if self.seeds() > 1 else ""
-        ax.set_title(f"test F1 by class (support in brackets; * best){seeds}")
-        return fig
+        best = [self.best(r) for r in rows]
+        seeds = f", mean of {self.seeds()} jobs" if self.seeds() > 1 else ""
+        title = f"test F1 by class (support in brackets; * best){seeds}"
+        return f1_heatmap(data, labels, self.variants, best, len(self.classes), title)
 
 
-def _support(value: float) -> str:
-    """Test images with the class; a mean over seeds (whose splits differ) keeps one decimal."""
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Mean ± t(n-1) * s / sqrt(n): where the mean of the jobs' population lies."""
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    n = len(values)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean, sem = values.mean(), values.std(ddof=1) / np.sqrt(n)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sem
+    return float(mean - half), float(mean + half)
 
 
-def _none(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), 4)
+def _floor(floors: Floors | None, kind: str, row: str) -> str:
+    value = floors.f1(kind, row) if floors is not None else float("nan")
+    return "" if np.isnan(value) or row == "micro F1" else f"{value:.3f}"
 
 
-def _num(value: float) -> str:
-    return "" if np.isnan(value) else f"{value:.4f}"
-
-
-def _csv(text: str) -> str:
-    return f'"{text}"' if any(c in text for c in ',"') else text
-
-
-# ---------------------------------------------------------------------- reading MLflow
-def _overrides(run: Any) -> dict[str, str]:
-    text = run.data.tags.get("hydra_overrides", "")
-    out = {}
-    for item in shlex.split(text) if text and text != "(none)" else []:
-        key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = value
-    return out
-
-
-def variant_names(runs: list[Any]) -> dict[str, str]:
-    """Run id -> the label of its variant: the overrides that differ between jobs, the seeds
-    (training and split) and the cross-validation fold aside (their jobs are pooled)."""
-    parsed = {r.info.run_id: _overrides(r) for r in runs}
-    keys = sorted({k for o in parsed.values() for k in o} - POOLED)
-    varying = [k for k in keys if len({o.get(k) for o in parsed.values()}) > 1]
-    names = {}
-    for run in runs:
-        o = parsed[run.info.run_id]
-        if varying == ["model"]:
-            names[run.info.run_id] = o["model"]
-        elif varying:
-            names[run.info.run_id] = " ".join(f"{k}={o.get(k, '-')}" for k in varying)
-        else:
-            names[run.info.run_id] = run.data.tags.get("model", run.info.run_name)
-    return names
-
-
-def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> Any:
-    from taco.tracking.sweep import SWEEP_TAG
-
-    if parent_id:
-        try:
-            return client.get_run(parent_id)
-        except Exception:
-            raise DataError(f"no run {parent_id} in {client.tracking_uri}") from None
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise DataError(f"no experiment named {experiment!r} in {client.tracking_uri}")
-        experiments = [found.experiment_id]
-    else:
-        experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        raise DataError(f"no experiments in {client.tracking_uri}: run `make compare` first")
-    parents = client.search_runs(
-        experiments,
-        filter_string=f"tags.`{SWEEP_TAG}` = 'parent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not parents:
-        where = f"experiment {experiment!r}" if experiment else client.tracking_uri
-        raise DataError(f"no sweep (multirun parent run) in {where}: run `make compare` first")
-    return parents[0]
-
-
-def not_finished(parent: Any, unfinished: list[Any]) -> list[str]:
-    """A line per job of the sweep that has no result: RUNNING (and whether its process is
-    gone), FAILED, KILLED, or never started."""
-    from taco.tracking.stale import describe
-
-    started = [describe(r) for r in sorted(unfinished, key=lambda r: r.info.start_time)]
-    never = parent.data.tags.get("jobs_not_started", "")
-    return [*started, *(line for line in never.splitlines() if line)]
-
-
-def collect(client: Any, parent: Any) -> Comparison:
-    from taco.tracking.sweep import child_runs
-
-    children = child_runs(client, parent.info.run_id)
-    finished = [r for r in children if r.info.status == "FINISHED"]
-    unfinished = [r for r in children if r.info.status != "FINISHED"]
-    if not finished:
-        missing = "\n  ".join(not_finished(parent, unfinished)) or "(no job logged a run)"
-        raise DataError(
-            f"sweep {parent.info.run_id} has no finished job ({len(children)} run(s) in all):"
-            f"\n  {missing}"
-        )
-    finished.sort(key=lambda r: (int(r.data.tags.get("sweep_job", 0)), r.info.start_time))
-    names = variant_names(finished)
-    variants = list(dict.fromkeys(names[r.info.run_id] for r in finished))
-    comparison = Comparison(parent, variants, [], {}, unfinished=unfinished)
+def comparison(sweep: Sweep, client: Any = None) -> Comparison:
+    """The sweep's test metrics as a seed table; with a client, the floors from the first
+    variant's logged test predictions (all variants share the splits)."""
+    table = Comparison(sweep.parent, sweep.variants, sweep.runs, sweep.unfinished)
     support: dict[str, list[float]] = defaultdict(list)
-    for run in finished:  # in job order: within a variant, the seeds in sweep order
-        variant = names[run.info.run_id]
-        comparison.runs.setdefault(variant, []).append(run)
-        metrics = run.data.metrics
-        for key, value in metrics.items():
-            match = re.fullmatch(r"test/(f1|support)/(.+)", key)
-            if match and match.group(1) == "f1":
-                comparison.add(match.group(2), variant, value)
-            elif match:
-                support[match.group(2)].append(value)
-        for label, key in SUMMARY_ROWS:
-            if key in metrics:
-                comparison.add(label, variant, metrics[key])
-    comparison.support = {c: float(np.mean(v)) for c, v in support.items()}
-    comparison.classes = sorted(comparison.support, key=lambda c: (-comparison.support[c], c))
-    return comparison
+    for variant, runs in sweep.runs.items():  # in job order: the seeds in sweep order
+        for run in runs:
+            metrics = run.data.metrics
+            for key, value in metrics.items():
+                match = re.fullmatch(r"test/(f1|support)/(.+)", key)
+                if match and match.group(1) == "f1":
+                    table.add(match.group(2), variant, value)
+                elif match and variant == sweep.variants[0]:
+                    support[match.group(2)].append(value)
+            for label, key in SUMMARY_ROWS:
+                if key in metrics:
+                    table.add(label, variant, metrics[key])
+    table.support = {c: float(np.mean(v)) for c, v in support.items()}
+    table.classes = sorted(table.support, key=lambda c: (-table.support[c], c))
+    if client is not None:
+        table.floors = logged_floors(client, sweep.runs[sweep.variants[0]])
+    return table
+
+
+def logged_floors(client: Any, runs: list[Any]) -> Floors | None:
+    """The floors of the test sets of `runs` (from their predictions/test.npz), averaged."""
+    from taco.reports.floors import floors, mean_floors
+    from taco.reports.runs import load_predictions
+
+    parts = []
+    for run in runs:
+        try:
+            logged = load_predictions(client, run)
+        except Exception:  # a run from before predictions were logged: no floors, say so
+            return None
+        parts.append(floors(logged["y_true"], [str(c) for c in logged["class_names"]]))
+    return mean_floors(parts) if parts else None
 
 
 # ---------------------------------------------------------------------- outputs
-def log_to_parent(client: Any, comparison: Comparison, folder: Path) -> None:
+def log_to_parent(client: Any, table: Comparison, folder: Path) -> None:
     """The table (as files, and as an MLflow table the UI shows), the heatmap, and a few summary
     metrics per model (`compare/<summary>/<model>`) on the sweep's parent run."""
-    run_id = comparison.parent.info.run_id
+    run_id = table.parent.info.run_id
     for name in ("comparison.md", "comparison.csv", "f1_heatmap.png"):
         client.log_artifact(run_id, str(folder / name), "comparison")
-    client.log_table(run_id, comparison.table(), "comparison/table.json")
-    for variant in comparison.variants:
+    client.log_table(run_id, table.table(), "comparison/table.json")
+    for variant in table.variants:
         for label, key in SUMMARY_ROWS:
-            value = comparison.mean(label, variant)
+            value = table.mean(label, variant)
             if not np.isnan(value):
                 name = key.removeprefix("test/")
                 client.log_metric(run_id, f"compare/{name}/{sanitize(variant)}", value)
 
 
-def write_outputs(comparison: Comparison, folder: Path) -> None:
+def write_outputs(table: Comparison, folder: Path) -> None:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "comparison.md").write_text(comparison.markdown())
-    (folder / "comparison.csv").write_text(comparison.csv())
-    figure = comparison.heatmap()
+    (folder / "comparison.md").write_text(table.markdown())
+    (folder / "comparison.csv").write_text(table.csv())
+    figure = table.heatmap()
     figure.savefig(folder / "f1_heatmap.png", dpi=110)
     plt.close(figure)
 
 
-def study_description(study: str) -> str:
-    """The leading comment of `conf/experiment/<study>.yaml`: what the study is and why."""
-    from taco.config import CONF_DIR
+def report_body(table: Comparison) -> str:
+    """What REPORT.md says between its header and the per-variant lines."""
+    from taco.reports.document import MACRO_F1, TWO_LEVELS_SEEDS
 
-    path = CONF_DIR / "experiment" / f"{study}.yaml"
-    if not path.is_file():
-        return ""
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        if not line.startswith("# @package"):
-            lines.append(line[1:].strip())
-    return " ".join(" ".join(lines).split())
-
-
-def report_markdown(
-    comparison: Comparison, study: str, command: str, body: str | None = None
-) -> str:
-    """REPORT.md: what the study is, how to re-run it, where and with what it ran, then `body`
-    (default: the seeds' model x class table) and the per-variant lines."""
-    parent = comparison.parent
-    tags = parent.data.tags
-    start, end = parent.info.start_time, parent.info.end_time
-    wall = f"{(end - start) / 60000:.1f} min" if end else "still running"
-    jobs = sum(len(r) for r in comparison.runs.values())
-    lines = [
-        f"# {study}: test F1 by class",
-        "",
-        *([study_description(study), ""] if study_description(study) else []),
-        "Produced by `taco-compare` from the sweep's runs in MLflow; do not edit by hand.",
-        "",
-        "Re-run the study and this report with:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"- sweep parent run: `{parent.info.run_id}` ({parent.info.status}), "
-        f"{jobs} finished job(s), wall time {wall}",
-        f"- sweep overrides: `{tags.get('hydra_overrides', '')}`",
-        f"- launcher: `{tags.get('launcher', '')}`",
-        f"- git commit: `{tags.get('git_commit', '?')}`"
-        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
-        f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        *_machine_lines(comparison),
-        "",
-        body or _seeds_body(comparison),
-    ]
-    return "\n".join([*lines, *_per_variant_lines(comparison)]) + "\n"
-
-
-def _seeds_body(comparison: Comparison) -> str:
+    n = table.seeds()
     return "\n".join(
         [
-            "Thresholds are tuned per class on the validation split; F1 is on the test split; "
-            "support is the number of test images with the class. **Bold**: the best variant of "
-            "the row. n/a: the class has no positive test image, so its F1 is undefined (a model "
-            "that predicts no positive where there are some scores 0, not n/a). Macro F1 is the "
-            "mean F1 over the classes with at least one positive test image: a class with none "
-            "is left out, even where a model predicts it (those false positives cost nothing)."
-            + (
-                " Cells are mean ± std over seeds; ≈: the best mean, but its mean ± std overlaps "
-                "another variant's, so the difference is within seed noise (not bold, not a win)."
-                if comparison.seeds() > 1
-                else ""
-            ),
+            TWO_LEVELS_SEEDS,
             "",
-            comparison.markdown(),
+            "Thresholds are tuned on the validation split; F1 is on the test split; support is "
+            "the number of test images with the class (a mean where the splits differ). n/a: "
+            "the class has no positive test image, so its F1 is undefined (a model that "
+            f"predicts no positive where there are some scores 0, not n/a). {MACRO_F1}"
+            + (
+                f" Cells are the mean over {n} jobs with its 95% t-interval (t with n - 1 "
+                "degrees of freedom: where the mean over all seeds would lie). **Bold**: the "
+                "best mean, its interval clear of every other variant's, on a class with at "
+                f"least {TOO_FEW} test positives; ≈: the best mean but not clear of the others "
+                f"(intervals overlap, or fewer than {TOO_FEW} positives: too few to tell)."
+                if n > 1
+                else " **Bold**: the best variant of the row, one job each: no interval says "
+                "how far apart they are, so ≈ marks every best."
+            )
+            + " †: the interval (or the value) reaches the better of the two floors: not shown "
+            "to beat chance. Floors: F1 of predicting the class on every test image, and of "
+            "predicting it at random at its test prevalence.",
+            "",
+            table.markdown(),
             "![test F1 heatmap](f1_heatmap.png)",
             "",
         ]
     )
-
-
-def _machine_lines(comparison: Comparison) -> list[str]:
-    """Where the jobs ran (tags of their runs): numbers move with the CPU and the versions."""
-    runs = [r for rs in comparison.runs.values() for r in rs]
-
-    def seen(tag: str) -> str:
-        return "; ".join(sorted({r.data.tags.get(tag, "not recorded") for r in runs}))
-
-    return [f"- hardware: CPU {seen('cpu')}, GPU {seen('gpu')}", f"- versions: {seen('versions')}"]
-
-
-def _per_variant_lines(comparison: Comparison) -> list[str]:
-    """The first job of each variant (epochs, time, floors), then the jobs left out."""
-    lines = [
-        "Per variant (the first job of each):",
-        "",
-        "| variant | run | epochs | fit s | floor: predict all | floor: prevalence |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for variant, runs in comparison.runs.items():
-        m = defaultdict(lambda: float("nan"), runs[0].data.metrics)
-        lines.append(
-            f"| {variant} | `{runs[0].info.run_id[:8]}` | {m['epochs_trained']:.0f} "
-            f"| {m['fit_seconds']:.0f} | {m['test/floor/f1_macro_all']:.3f} "
-            f"| {m['test/floor/f1_macro_prevalence']:.3f} |"
-        )
-    if comparison.unfinished:
-        lines += ["", "Jobs that did not finish (left out of the table):", ""]
-        lines += [
-            f"- `{r.info.run_id[:8]}` {r.data.tags.get('hydra_overrides', '')}: {r.info.status}"
-            for r in comparison.unfinished
-        ]
-    return lines

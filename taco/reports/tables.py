@@ -1,0 +1,50 @@
+"""One table writer for every report: Markdown for people, CSV for scripts (and `make
+reproduce`), columns for `MlflowClient.log_table` (the UI shows them as a table), and the few
+ways a number is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def markdown(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A Markdown table; the first `left` columns are left-aligned, the others right-aligned."""
+    rule = "|" + "".join("---|" if i < left else "---:|" for i in range(len(head)))
+    lines = ["| " + " | ".join(head) + " |", rule]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return "\n".join(",".join(_csv_cell(str(c)) for c in row) for row in [head, *rows]) + "\n"
+
+
+def mlflow_columns(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, list]:
+    """Column name -> values, as `MlflowClient.log_table` takes them."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(head)}
+
+
+def num(value: float) -> str:
+    """A CSV number: 4 decimals, empty when undefined."""
+    return "" if np.isnan(value) else f"{value:.4f}"
+
+
+def none(value: float) -> float | None:
+    """An MLflow table number: 4 decimals, None when undefined."""
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def p_value(p: float) -> str:
+    return f"{p:.4f}" if p >= 0.0001 else "< 0.0001"
+
+
+def support(value: float) -> str:
+    """Test images with the class; a mean over seeds (whose splits differ) keeps one decimal."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text}"' if any(c in text for c in ',"') else text
