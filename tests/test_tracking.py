@@ -151,5 +151,3 @@ def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     check_config(resolved_config(cfg))
     logger = build(cfg.logger)
     assert type(logger) is NullLogger and not logger.active
-
-

@@ -191,9 +191,14 @@ def check(study: Path, table: object, value: Callable[[str, str], float]) -> int
     machine fingerprint, versions and settings: every number equal) or statistical mode
     (elsewhere: each variant's macro F1 within its prediction interval); 1 when it fails."""
     from taco.reports.document import machine
-    from taco.reports.reproduce import check_table, checks, committed_machine, committed_numbers
+    from taco.reports.reproduce import (
+        check_table,
+        checks,
+        committed_machine,
+        committed_numbers,
+        passed,
+    )
     from taco.reports.reproduce import mode as reproduce_mode
-    from taco.reports.reproduce import passed
 
     how, why = reproduce_mode(committed_machine(study), machine(table))
     found = checks(committed_numbers(study), value, how, table.seeds())
