@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce download stats bench bench-models bench-trainer \
-	bench-store bench-store-wait bench-thresholds bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
+	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
 
@@ -91,6 +91,10 @@ bench-store: setup
 # the cost of the store waiter on a store that is not busy: taco's logger vs MLflow's calls
 bench-store-wait: setup
 	$(BIN)/python benchmarks/store_wait.py $(ARGS)
+
+# the simulations behind README "How sure is a number?": coverage, type-I error, power
+bench-statistics: setup
+	$(BIN)/python benchmarks/statistics.py $(ARGS)
 
 # threshold rules re-fitted on a sweep's logged validation predictions, scored on its test ones
 bench-thresholds: setup

@@ -143,3 +143,119 @@ def test_too_few_permutations_for_the_family_is_said():
     assert "with 28 classes tested and --permutations 500" in warning
     assert "0.056 > alpha 0.05" in warning and "--permutations 559 or more" in warning
     assert _fabricated_cv([0.5, 0.5, 0.5], permutations=2000, classes=28).floor_warnings() == []
+
+
+def test_bootstrap_intervals_cover_less_at_few_positives_so_those_are_too_few_to_tell():
+    from taco.reports.seeds import TOO_FEW
+    from taco.reports.simulate import coverage
+
+    assert TOO_FEW == 10
+    at_20, at_5 = coverage(20, trials=300), coverage(5, trials=300)
+    assert at_20 >= 0.9  # about 0.94 at 1,000 trials
+    assert at_5 < at_20 and at_5 <= 0.93  # about 0.89: the interval says more than it holds
+
+
+def test_the_corrected_t_test_holds_alpha_where_the_plain_one_does_not_and_finds_a_difference():
+    from taco.reports.simulate import recipe_trials
+
+    null = recipe_trials(6, trials=300)  # two recipes equal on average over data sets
+    assert null["corrected"] <= 0.05  # 0.03 at 1,000 trials
+    assert null["plain"] >= 0.15  # the plain t-test on the folds: about 0.25
+    weaker = recipe_trials(1, trials=200, seed=1)  # F1 lower by about 0.13
+    assert weaker["difference"] > 0.1 and weaker["corrected"] >= 0.7
+
+
+def test_corrected_t_matches_its_formula():
+    import numpy as np
+    from scipy import stats
+
+    from taco.reports.repeated import corrected_t
+
+    d = np.array([0.02, 0.05, -0.01, 0.03, 0.04, 0.00, 0.02, 0.06, 0.01, 0.03])
+    t = corrected_t(d, 1 / 4)
+    se = np.sqrt((1 / 10 + 1 / 4) * d.var(ddof=1))
+    assert t.t == pytest.approx(d.mean() / se) and t.df == 9
+    assert t.p == pytest.approx(2 * stats.t.sf(abs(d.mean() / se), 9))
+    assert t.p_naive == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert t.low == pytest.approx(d.mean() - stats.t.ppf(0.975, 9) * se)
+    assert np.isnan(corrected_t(np.array([0.1, np.nan]), 0.25).p)  # one fold: no test
+
+
+def test_reproduce_statistical_mode_passes_reruns_and_fails_shifted_models():
+    from taco.reports.simulate import reproduce_trials
+
+    assert reproduce_trials(0, trials=1000) >= 0.95  # 0.978
+    assert reproduce_trials(6, trials=300) <= 0.1  # a model 6 seed SDs off fails
+
+
+def test_reproduce_mode_is_identical_only_on_the_committed_machine():
+    from taco.reports.reproduce import Stated, checks, mode, passed
+
+    machine = {
+        "cpu_fingerprint": "AuthenticAMD, family 26, model 2, stepping 1, flags 25fc08b1fed3",
+        "versions": "tensorflow 2.21.0", "cpu_threads": "2", "cpu_isa": "AVX2",
+        "backend": "tensorflow", "gpu": "none",
+    }  # fmt: skip
+    assert mode(machine, dict(machine))[0] == "identical"
+    intel = {**machine, "cpu_fingerprint": "GenuineIntel, family 6, model 143, stepping 8, flags x"}
+    how, why = mode(machine, intel)
+    assert how == "statistical" and "GenuineIntel" in why and "cpu_fingerprint" in why
+    assert mode(None, machine)[0] == "statistical"
+    committed = {
+        ("macro F1", "cnn"): Stated(0.4050, 0.38, 0.43, "", 0.02, 5),
+        ("Bottle", "cnn"): Stated(0.7000, 0.65, 0.75, "", 0.05, 5),
+    }
+    new = {("macro F1", "cnn"): 0.4051, ("Bottle", "cnn"): 0.2}
+    same = checks(committed, lambda r, v: new[r, v], "identical", 5)
+    assert not passed(same)  # identical: every number decides, to the CSV's 4 decimals
+    new[("macro F1", "cnn")], new[("Bottle", "cnn")] = 0.40504, 0.70003
+    assert passed(checks(committed, lambda r, v: new[r, v], "identical", 5))
+    new[("macro F1", "cnn")], new[("Bottle", "cnn")] = 0.43, 0.2
+    elsewhere = checks(committed, lambda r, v: new[r, v], "statistical", 5)
+    assert passed(elsewhere)  # macro within its prediction interval; the class informative
+    assert [c.decides for c in elsewhere] == [True, False]
+
+
+def test_floors_per_class_and_their_macro():
+    import numpy as np
+
+    from taco.reports.floors import EVERY, PREVALENCE, floors
+
+    y = np.zeros((10, 3), int)
+    y[:5, 0] = 1
+    y[0, 1] = 1  # the third class has no positive
+    f = floors(y, ["a", "b", "c"])
+    assert f.f1(EVERY, "a") == pytest.approx(2 * 5 / 15) and f.f1(EVERY, "b") == pytest.approx(
+        2 / 11
+    )
+    assert f.f1(PREVALENCE, "a") == 0.5 and np.isnan(f.f1(EVERY, "c"))
+    assert f.f1(EVERY, "macro F1") == pytest.approx((2 * 5 / 15 + 2 / 11) / 2)
+    assert f.best("a") == pytest.approx(2 * 5 / 15)
+
+
+def test_a_cross_validation_verdict_says_too_few_to_tell_power_and_the_winners_lead():
+    import numpy as np
+
+    from taco.reports.cross_validation import markdown
+    from taco.reports.floors import floors
+    from taco.reports.resampling import PairedTest
+
+    cv = _fabricated_cv([0.001, 0.001, 0.5], classes=3)
+    cv.support["class2"] = 4  # too few positives to tell
+    for pair, t in cv.tests.items():  # class0: a far better (Holm p 0.003); class1: no difference
+        p = np.array([0.001, 0.6, 0.001])
+        cv.tests[pair] = PairedTest(
+            t.diff, p, p * 3, t.macro_diff, t.macro_p, t.macro_low, t.macro_high,
+            se=np.full(3, 0.05), macro_se=0.01,
+        )  # fmt: skip
+    assert cv.verdict("class0") == "a (+0.10)"  # a 0.5 against b 0.4
+    assert cv.verdict("class2") == "too few to tell (< 10 positives)"
+    # no difference: the difference the test finds 4 times in 5, at Holm's strictest step
+    # over 3 classes: (z(1 - 0.05/6) + z(0.8)) * 0.05 = (2.394 + 0.842) * 0.05 = 0.16
+    assert cv.verdict("class1") == "no detectable difference (80% power at ±0.16)"
+    y = np.zeros((50, 3), int)
+    y[:10, 0] = y[:10, 1] = y[:4, 2] = 1
+    cv.floors = floors(y, ["class0", "class1", "class2"])
+    assert cv.at_floor("class0", "c")  # c's interval [0.2, 0.4] reaches the floor 2*10/60=0.33
+    assert not cv.at_floor("class0", "a")
+    assert "0.30 [0.20, 0.40] †" in markdown(cv)

@@ -25,6 +25,9 @@ from taco.errors import DataError
 # comparison.csv keeps 4 decimals: a difference below this is the file's rounding
 ROUNDING = 1e-4
 DECIDING_ROWS = ("macro F1",)
+# the chance that a re-run from the committed distribution fails the statistical mode (split
+# over the deciding numbers): 2%, so it passes 98% of same-distribution re-runs
+ALPHA = 0.02
 # what makes two machines compute the same numbers (reproduce.json's "machine")
 SAME_ARITHMETIC = ("cpu_fingerprint", "versions", "cpu_threads", "cpu_isa", "backend", "gpu")
 
@@ -125,7 +128,7 @@ def _interval(value: str, low: str, high: str) -> Stated:
 
 
 def prediction_interval(
-    mean: float, std: float, n: int, n_new: int, tests: int = 1, alpha: float = 0.05
+    mean: float, std: float, n: int, n_new: int, tests: int = 1, alpha: float = ALPHA
 ) -> tuple[float, float]:
     """Where the mean of `n_new` new jobs falls with probability 1 - alpha / tests, given the
     committed mean and std of `n` jobs of the same distribution: mean ± t(n-1) * std *
