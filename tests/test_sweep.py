@@ -56,7 +56,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     table = capsys.readouterr().out
     header = next(line for line in table.splitlines() if line.startswith("| class"))
     assert "model.classifier.build.dense_units=8" in header and "dense_units=16" in header
-    assert " ± " in table  # two seeds per variant: mean ± std
+    assert " [" in table and "] " in table  # two seeds per variant: mean [t-interval]
     macro = next(line for line in table.splitlines() if line.startswith("| **macro F1**"))
     best = macro.split("|")[3] + macro.split("|")[4]
     assert "**" in best or "≈" in best  # the better variant is marked (≈: within the noise)
