@@ -224,7 +224,8 @@ def logged_floors(client: Any, runs: list[Any]) -> Floors | None:
             logged = load_predictions(client, run)
         except Exception:  # a run from before predictions were logged: no floors, say so
             return None
-        parts.append(floors(logged["y_true"], [str(c) for c in logged["class_names"]]))
+        names = [sanitize(str(c)) for c in logged["class_names"]]  # as the metrics name them
+        parts.append(floors(logged["y_true"], names))
     return mean_floors(parts) if parts else None
 
 
