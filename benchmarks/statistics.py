@@ -10,7 +10,7 @@ import time
 
 
 def main() -> None:
-    from taco.reports.simulate import coverage, recipe_trials, reproduce_trials
+    from taco.reports.simulate import coverage, pairs_trials, recipe_trials, reproduce_trials
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -26,6 +26,11 @@ def main() -> None:
     for features, name in ((6, "6 other features (null)"), (2, "2 features"), (1, "1 feature")):
         r = recipe_trials(features, trials)
         print(f"| {name} | {r['difference']:+.3f} | {r['corrected']:.3f} | {r['plain']:.3f} |")
+    pairs = pairs_trials(4, trials)
+    print(
+        "\n| 4 identical models, 6 pairs | a macro p < 0.05 |\n|---|---:|"
+        f"\n| raw p | {pairs['raw']:.3f} |\n| Holm across the pairs | {pairs['holm']:.3f} |"
+    )
     print("\n| new runs shifted by | reproduce passes |\n|---:|---:|")
     for shift in (0, 2, 4, 6):
         print(f"| {shift} SD | {reproduce_trials(shift, trials):.3f} |")

@@ -259,3 +259,11 @@ def test_a_cross_validation_verdict_says_too_few_to_tell_power_and_the_winners_l
     assert cv.at_floor("class0", "c")  # c's interval [0.2, 0.4] reaches the floor 2*10/60=0.33
     assert not cv.at_floor("class0", "a")
     assert "0.30 [0.20, 0.40] †" in markdown(cv)
+
+
+def test_holm_across_the_pairs_keeps_the_family_of_the_pairs_table_at_alpha():
+    from taco.reports.simulate import pairs_trials
+
+    rates = pairs_trials(4, trials=300)  # 4 identical models: 6 pairs
+    assert rates["raw"] >= 0.1  # about 0.19: a "difference" in one trial of five
+    assert rates["holm"] <= 0.05  # about 0.025
