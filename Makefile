@@ -55,8 +55,9 @@ compare: setup
 report: setup
 	$(BIN)/taco-compare --report experiments/$(STUDY) $(ARGS)
 
-# re-run a study, then print each number of its committed report beside the new one and whether
-# it is within the committed mean ± std (exit 1 if any is not); the committed files stay as they are
+# re-run a study, then print each number of its committed report beside the new one: identical
+# mode on the machine of its reproduce.json (every number equal), statistical mode elsewhere (each
+# macro F1 within its prediction interval); exit 1 if that fails; the committed files stay as they are
 reproduce: setup
 	$(BIN)/taco-train experiment=$(STUDY) $(ARGS)
 	$(BIN)/taco-compare --check experiments/$(STUDY)
