@@ -166,6 +166,14 @@ def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
     assert not any(k.startswith("study.") for k in logger.params)
 
 
+def test_repeated_cross_validation_draws_a_new_split_with_each_training_seed(compose_cfg):
+    for seed in (42, 43):
+        cfg = compose_cfg(["experiment=compare_models_rcv", "model=vgg16", f"seed={seed}"])
+        assert cfg.dataset.split_seed == seed and cfg.trainer.seed == seed
+        assert cfg.dataset.folds == 5 and cfg.model.image_size == 32  # compare_models' sizes
+        assert cfg.logger.experiment_name == "compare_models_rcv"
+
+
 def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/none.db"
     with pytest.raises(SystemExit) as exit_:
