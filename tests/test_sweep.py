@@ -250,7 +250,7 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     report = (tmp_path / "cv" / "REPORT.md").read_text()
     # the recipe level: 2 repetitions x 2 folds, corrected t-test, beside the pooled level
     assert "## This recipe on this data" in report and "## These trained models" in report
-    assert "2 repetitions x 2 folds = 4 folds per recipe" in report
+    assert "2 repetitions x 2 folds: 4 folds every recipe ran" in report
     assert "| A vs B | macro F1 A - B [corrected 95% interval] | t (df) |" in report
     assert "pools the repetition with split seed 7" in report
     children = [c for c in children if c.data.params["dataset.split_seed"] == "7"]

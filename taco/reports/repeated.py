@@ -99,16 +99,26 @@ class Repeated:
         adjusted = holm(np.array([self.pair(a, b).p for a, b in pairs]))
         return dict(zip(pairs, adjusted.tolist(), strict=True))
 
+    def too_few(self, row: str) -> bool:
+        """Fewer than TOO_FEW positives in a repetition's test parts: not tested."""
+        from taco.reports.seeds import TOO_FEW
+
+        return row in self.support and self.support[row] * self.folds < TOO_FEW
+
+    def tested(self) -> list[str]:
+        return [c for c in self.classes if not self.too_few(c)]
+
     def class_p_holm(self, a: str, b: str) -> dict[str, float]:
-        """Per class, the pair's corrected p Holm-adjusted across the classes."""
-        p = np.array([self.pair(a, b, c).p for c in self.classes])
-        return dict(zip(self.classes, holm(p).tolist(), strict=True))
+        """Per tested class, the pair's corrected p Holm-adjusted across the tested classes."""
+        tested = self.tested()
+        p = np.array([self.pair(a, b, c).p for c in tested])
+        return dict(zip(tested, holm(p).tolist(), strict=True))
 
     def winner(self, row: str) -> str | None:
         """The recipe with the best mean that is significantly better than every other (macro:
         Holm across the pairs; a class: Holm across the classes)."""
         means = {v: self.recipe(v, row).mean for v in self.variants}
-        if len(means) < 2 or any(np.isnan(m) for m in means.values()):
+        if len(means) < 2 or any(np.isnan(m) for m in means.values()) or self.too_few(row):
             return None
         best = max(means, key=means.get)
         macro_p = self.macro_p_holm() if row == MACRO else None
@@ -184,9 +194,9 @@ def pairs_markdown(r: Repeated) -> str:
     for a, b in r.pairs():
         t = r.pair(a, b)
         per_class = r.class_p_holm(a, b)
-        diffs = {c: r.pair(a, b, c).mean for c in r.classes}
-        better_a = sum(per_class[c] < r.alpha and diffs[c] > 0 for c in r.classes)
-        better_b = sum(per_class[c] < r.alpha and diffs[c] < 0 for c in r.classes)
+        diffs = {c: r.pair(a, b, c).mean for c in per_class}
+        better_a = sum(per_class[c] < r.alpha and diffs[c] > 0 for c in per_class)
+        better_b = sum(per_class[c] < r.alpha and diffs[c] < 0 for c in per_class)
         rows.append([
             f"{a} vs {b}", f"{t.mean:+.3f} [{t.low:+.3f}, {t.high:+.3f}]", f"{t.t:.2f} ({t.df})",
             tables.p_value(t.p), tables.p_value(macro_p[(a, b)]), tables.p_value(t.p_naive),
@@ -198,12 +208,14 @@ def pairs_markdown(r: Repeated) -> str:
 def classes_markdown(r: Repeated) -> str:
     """Per class: mean per-fold F1 of each recipe, and the significantly best recipe (Holm
     across the classes), by its mean lead."""
+    from taco.reports.cross_validation import TOO_FEW_TEXT
+
     head = ["class", "positives per fold", *r.variants, "significantly best (lead)"]
     rows = []
     for row in [*r.classes, MACRO]:
         means = [r.recipe(v, row).mean for v in r.variants]
         winner = r.winner(row)
-        verdict = "no detectable difference"
+        verdict = TOO_FEW_TEXT if r.too_few(row) else "no detectable difference"
         if winner:
             lead = r.recipe(winner, row).mean - max(
                 m for v, m in zip(r.variants, means, strict=True) if v != winner
@@ -229,7 +241,7 @@ def report_section(r: Repeated) -> str:
             "",
             TWO_LEVELS_RECIPE,
             "",
-            f"{r.repetitions} repetitions x {r.folds} folds = {j} folds per recipe, each "
+            f"{r.repetitions} repetitions x {r.folds} folds: {j} folds every recipe ran, each "
             f"scored on its own test part (n_test / n_train = 1/{r.folds - 1}); t has {j - 1} "
             f"degrees of freedom; alpha {r.alpha}. †: the interval reaches the floor (predict "
             "every class, the mean over the folds).",
@@ -240,7 +252,8 @@ def report_section(r: Repeated) -> str:
             "",
             pairs_markdown(r),
             "Per class (mean F1 over the folds with a positive; a class is decided with Holm "
-            "across the classes):",
+            "across the classes with enough positives; fewer than 10 in a repetition: too few "
+            "to tell, not tested):",
             "",
             classes_markdown(r),
         ]
