@@ -95,7 +95,7 @@ bench-store-wait: setup
 
 # the simulations behind README "How sure is a number?": coverage, type-I error, power
 bench-statistics: setup
-	$(BIN)/python benchmarks/statistics.py $(ARGS)
+	$(BIN)/python benchmarks/simulations.py $(ARGS)
 
 # threshold rules re-fitted on a sweep's logged validation predictions, scored on its test ones
 bench-thresholds: setup
