@@ -267,3 +267,22 @@ def test_holm_across_the_pairs_keeps_the_family_of_the_pairs_table_at_alpha():
     rates = pairs_trials(4, trials=300)  # 4 identical models: 6 pairs
     assert rates["raw"] >= 0.1  # about 0.19: a "difference" in one trial of five
     assert rates["holm"] <= 0.05  # about 0.025
+
+
+def test_the_macro_interval_keeps_its_class_set_in_every_resample():
+    import numpy as np
+
+    from taco.reports.resampling import bootstrap_interval, bootstrap_weights, f1_from_weights
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 3)) < [0.4, 0.3, 0.0]).astype(int)
+    y[5, 2] = 1  # a class with one positive: absent from about 37% of resamples
+    decided = np.where(rng.random(y.shape) < 0.2, 1 - y, y)
+    weights = bootstrap_weights(len(y), 500, 0)
+    point = f1_from_weights(np.ones((1, len(y))), y, decided)[0]
+    fixed = f1_from_weights(weights, y, decided, fixed=point)
+    assert not np.isnan(fixed).any()  # every resample averages the same 3 classes
+    absent = (weights @ y)[:, 2] == 0
+    assert 0.25 < absent.mean() < 0.5 and (fixed[absent, 2] == point[2]).all()
+    interval = bootstrap_interval(y, decided, weights)
+    assert interval.macro_low <= interval.macro <= interval.macro_high

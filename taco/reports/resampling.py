@@ -22,11 +22,11 @@ def f1_from_weights(
 ) -> np.ndarray:
     """Per-class F1 for each row of image weights (R x N) -> (R x C); NaN without positives.
 
-    `fixed` (C booleans): the class set of the full data, kept in every resample. A fixed class
-    that a resample happens to draw no positive of scores as scikit-learn's `zero_division=1`
-    does: 0 where the model predicted it (false positives only), 1 where it did not. Without
-    it a rare class would leave the macro average in some resamples and not in others, and
-    the macro interval would mix averages over different classes."""
+    `fixed` (C values: each class's F1 on the full data, NaN outside the set): the class set of
+    the full data, kept in every resample. A class of the set that a resample happens to draw
+    no positive of takes its full-data F1 there. Without it a rare class would leave the macro
+    average in some resamples and not in others, and the macro interval would mix averages over
+    different classes; scoring it 0 or 1 instead would pull the interval down or up."""
     y, decided = y.astype(float), decided.astype(float)
     tp = weights @ (y * decided)
     fp = weights @ ((1 - y) * decided)
@@ -35,9 +35,8 @@ def f1_from_weights(
         f1 = 2 * tp / (tp + fp + positives)
     f1 = np.where(positives > 0, f1, np.nan)
     if fixed is not None:
-        empty = np.where(fp > 0, 0.0, 1.0)
-        f1 = np.where(fixed & (positives == 0), empty, f1)
-        f1 = np.where(fixed, f1, np.nan)
+        f1 = np.where(positives > 0, f1, fixed)
+        f1 = np.where(np.isnan(fixed), np.nan, f1)
     return f1
 
 
@@ -75,7 +74,7 @@ def bootstrap_interval(
     """F1 per class and macro F1, each with its `level` percentile bootstrap interval."""
     point = f1_from_weights(np.ones((1, len(y))), y, decided)[0]
     f1 = f1_from_weights(weights, y, decided)
-    fixed = f1_from_weights(weights, y, decided, fixed=~np.isnan(point))
+    fixed = f1_from_weights(weights, y, decided, fixed=point)
     tail = 100 * (1 - level) / 2
     with np.errstate(invalid="ignore"), _quiet():
         low, high = np.nanpercentile(f1, [tail, 100 - tail], axis=0)
@@ -187,8 +186,8 @@ def compare_pair(
     f1_a, f1_b = f1_from_weights(ones, y, decided_a), f1_from_weights(ones, y, decided_b)
     p, macro_p = paired_permutation(y, decided_a, decided_b, permutations, seed)
     fixed = ~np.isnan(f1_a[0])
-    boot_a = f1_from_weights(weights, y, decided_a, fixed)
-    boot_b = f1_from_weights(weights, y, decided_b, fixed)
+    boot_a = f1_from_weights(weights, y, decided_a, f1_a[0])
+    boot_b = f1_from_weights(weights, y, decided_b, f1_b[0])
     boot = macro(boot_a) - macro(boot_b)
     tail = 100 * (1 - level) / 2
     with _quiet():
