@@ -185,7 +185,7 @@ def check_table(found: list[Check], how: str) -> str:
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for c in found:
-        new = "n/a" if math.isnan(c.new) else f"{c.new:.3f}"
+        new = "n/a" if math.isnan(c.new) else f"{round(c.new, 4):.3f}"  # as the CSV rounds
         within = "yes" if c.within else ("**no**" if c.decides else "no")
         if not c.decides:
             within = f"({within}, informative)"

@@ -46,7 +46,7 @@ class Recipe:
     epochs_trained: float  # mean over the variant's jobs (early stopping may end a job sooner)
 
     def text(self) -> str:
-        epochs = f"{self.max_epochs} epochs max"
+        epochs = f"{self.max_epochs} epoch{'' if self.max_epochs == '1' else 's'} max"
         if self.head_epochs:
             epochs += f" (the first {self.head_epochs} head only)"
         return (
