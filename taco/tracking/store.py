@@ -86,9 +86,12 @@ def _check_intact(uri: str, db: Path) -> None:
 @contextlib.contextmanager
 def store_errors(uri: str, check: bool = True):
     """A damaged store met while reading or writing: one line naming it (for every CLI);
-    `check`: look at the whole file first (False where `ensure_store` will)."""
+    `check`: look at the whole file first (False where `ensure_store` will). MLflow's own
+    chatter is kept off the console from here on (`taco.tracking.console`)."""
+    from taco.tracking.console import quiet_mlflow
     from taco.tracking.store_wait import damaged_store
 
+    quiet_mlflow()
     db = sqlite_path(uri)
     if check and db is not None:
         _check_intact(uri, db)  # also where the damage lies in pages this command never reads
