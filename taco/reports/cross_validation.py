@@ -310,12 +310,7 @@ def markdown(cv: CrossValidation) -> str:
         cells = [_cell(cv, row, v) for v in cv.variants]
         verdict = [cv.verdict(row)] if compared else []
         rows.append([label, support, *cells, *_floor_cells(cv, row), *verdict])
-    text = tables.markdown(head, rows)
-    if compared:  # the verdict column is text: left-aligned
-        lines = text.splitlines()
-        lines[1] = lines[1].rsplit("---:|", 1)[0] + "---|"
-        text = "\n".join(lines) + "\n"
-    return text
+    return tables.markdown(head, rows, text_last=compared)
 
 
 def pairs_markdown(cv: CrossValidation) -> str:

@@ -224,10 +224,7 @@ def classes_markdown(r: Repeated) -> str:
         cells = ["n/a" if np.isnan(m) else f"{m:.2f}" for m in means]
         support = f"{r.support[row]:.1f}" if row in r.support else ""
         rows.append([row if row != MACRO else f"**{row}**", support, *cells, verdict])
-    text = tables.markdown(head, rows)
-    lines = text.splitlines()
-    lines[1] = lines[1].rsplit("---:|", 1)[0] + "---|"
-    return "\n".join(lines) + "\n"
+    return tables.markdown(head, rows, text_last=True)
 
 
 def report_section(r: Repeated) -> str:

@@ -10,9 +10,15 @@ from typing import Any
 import numpy as np
 
 
-def markdown(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """A Markdown table; the first `left` columns are left-aligned, the others right-aligned."""
-    rule = "|" + "".join("---|" if i < left else "---:|" for i in range(len(head)))
+def markdown(
+    head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, text_last: bool = False
+) -> str:
+    """A Markdown table; the first `left` columns (and with `text_last` the last, a verdict in
+    words) are left-aligned, the others right-aligned."""
+    last = len(head) - 1
+    rule = "|" + "".join(
+        "---|" if i < left or (text_last and i == last) else "---:|" for i in range(len(head))
+    )
     lines = ["| " + " | ".join(head) + " |", rule]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
