@@ -107,6 +107,8 @@ class PairedTest:
     def detectable(self, alpha: float, tests: int, power: float = 0.8) -> np.ndarray:
         """Per class, the smallest F1 difference a two-sided test at alpha / tests (Holm's
         strictest step) finds with probability `power`: (z(1 - a/2) + z(power)) * SE."""
+        if self.se is None:  # built without its bootstrap (a fabricated test): unknown
+            return np.full(len(self.diff), np.nan)
         return _detectable(self.se, alpha, tests, power)
 
     def macro_detectable(self, alpha: float, tests: int, power: float = 0.8) -> float:

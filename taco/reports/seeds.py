@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
 from taco.reports import tables
 from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor
@@ -223,7 +224,7 @@ def logged_floors(client: Any, runs: list[Any]) -> Floors | None:
     for run in runs:
         try:
             logged = load_predictions(client, run)
-        except Exception:  # a run from before predictions were logged: no floors, say so
+        except DataError:  # a run from before predictions were logged: no floors
             return None
         names = [sanitize(str(c)) for c in logged["class_names"]]  # as the metrics name them
         parts.append(floors(logged["y_true"], names))
