@@ -142,7 +142,8 @@ class Classifier(Protocol):
 
     @staticmethod
     def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
-        """A saved model as a function: (n, size, size, 3) uint8-range images -> scores."""
+        """A saved model as a function: (n, size, size, 3) uint8-range images -> scores; it
+        reads its files now (a downloaded folder is removed once loaded)."""
 
 
 class RunLogger(Protocol):

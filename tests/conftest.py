@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         "model.classifier.build.dense_units=16",
         "trainer.max_epochs=2",
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contained_tempdir(tmp_path_factory: pytest.TempPathFactory):
+    """Temporary files of the code under test, and of the commands it starts (MLflow downloads a
+    model to a folder it never removes: 150 MB a VGG16), go under pytest's own base folder,
+    which pytest prunes: a test run leaves nothing in /tmp."""
+    folder = tmp_path_factory.mktemp("tmp", numbered=False)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(folder))
+    patch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture

@@ -92,22 +92,26 @@ def model_uri(reference: str, client: Any) -> str:
 
 
 def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
-    """A model logged by a run (or registered), downloaded from the store and loaded."""
+    """A model logged by a run (or registered), downloaded from the store and loaded; the
+    download is removed once loaded (MLflow's own temporary folder would stay behind: a VGG16
+    is 150 MB a call)."""
     import os
+    import tempfile
 
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file
     client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     uri = model_uri(reference, client)
-    try:
-        location = artifact_location(client, uri)
-        folder = mlflow.artifacts.download_artifacts(
-            artifact_uri=location, tracking_uri=tracking_uri
-        )
-    except Exception as exc:
-        raise TacoError(f"cannot fetch the model {uri} from {tracking_uri}: {exc}") from None
-    return load_model(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="taco-model-") as tmp:
+        try:
+            location = artifact_location(client, uri)
+            folder = mlflow.artifacts.download_artifacts(
+                artifact_uri=location, tracking_uri=tracking_uri, dst_path=tmp
+            )
+        except Exception as exc:
+            raise TacoError(f"cannot fetch the model {uri} from {tracking_uri}: {exc}") from None
+        return load_model(Path(folder))  # a loader reads its files here, not later
 
 
 def artifact_location(client: Any, uri: str) -> str:
