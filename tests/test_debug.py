@@ -5,17 +5,16 @@ import pytest
 
 from taco.cli.train import train
 from taco.config import build
-from tests.conftest import tiny_overrides
 
 
-def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, mlflow_uri):
+def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "debug=fdr"])
     assert cfg.trainer.fast_dev_run and cfg.logger._target_.endswith("NullLogger")
     assert 0.0 <= train(cfg) <= 1.0
     assert mlflow.MlflowClient(mlflow_uri).get_experiment_by_name("taco") is None
 
 
-def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path):
+def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "debug=fdr"])
     dm, trainer = build(cfg.dataset), build(cfg.trainer)
     dm.prepare_data()
@@ -25,7 +24,7 @@ def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path):
 
 
 @pytest.mark.slow  # 15 s of training to near-perfect F1 (make test-all)
-def test_overfit_reaches_near_perfect_training_f1(compose_cfg, tmp_path):
+def test_overfit_reaches_near_perfect_training_f1(compose_cfg, tmp_path, tiny_overrides):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.cl", "trainer"))]
     extra = [
         "model.classifier.build.filters=[16,32]",
@@ -37,7 +36,9 @@ def test_overfit_reaches_near_perfect_training_f1(compose_cfg, tmp_path):
     assert train(cfg) >= 0.85  # val == the overfitted training batches, threshold 0.5
 
 
-def test_early_stopping_stops_when_nothing_improves(compose_cfg, tmp_path, mlflow_uri):
+def test_early_stopping_stops_when_nothing_improves(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     cfg = compose_cfg(
         [
             *tiny_overrides(tmp_path),

@@ -9,7 +9,6 @@ from pathlib import Path
 import mlflow
 
 from taco.protocols import Classifier
-from tests.conftest import tiny_overrides
 from tests.toy_family import PooledLogistic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def _cli(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_a_new_model_family_from_one_module_and_one_config(
-    tmp_path, mlflow_uri, capsys, monkeypatch
+    tmp_path, tiny_overrides, tiny_data, mlflow_uri, capsys, monkeypatch
 ):
     from taco.cli.compare import main as compare_main
     from taco.cli.predict import main as predict_main
@@ -84,7 +83,7 @@ def test_a_new_model_family_from_one_module_and_one_config(
     assert int(version.version) == 1 and version.run_id == best.info.run_id
     assert "registered models:/litter/1" in out
 
-    images = tmp_path / "data" / "synthetic" / "batch_1"
+    images = tiny_data / "synthetic" / "batch_1"
     for model in ("models:/litter/1", toy[0].info.run_id):
         assert predict_main(["--model", model, "--cpu-isa", "none", str(images)]) == 0
         assert len(capsys.readouterr().out.strip().splitlines()) == 48

@@ -9,7 +9,6 @@ import pytest
 from taco.cli.train import train
 from taco.config import build
 from taco.errors import ConfigError
-from tests.conftest import tiny_overrides
 
 FAMILIES = {
     "vgg16": [
@@ -41,7 +40,7 @@ FAMILIES = {
 }
 
 
-def _tiny(tmp_path, extra):
+def _tiny(tiny_overrides, tmp_path, extra):
     keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.", "trainer."))]
     return [*keep, "trainer.max_epochs=2", *extra]
 
@@ -55,8 +54,10 @@ def _tiny(tmp_path, extra):
         pytest.param("xception_rf", marks=pytest.mark.slow),  # the same at 71 px: 19 s
     ],
 )
-def test_family_trains_and_logs_per_class_f1(family, compose_cfg, tmp_path, mlflow_uri, caplog):
-    cfg = compose_cfg(_tiny(tmp_path, FAMILIES[family]))
+def test_family_trains_and_logs_per_class_f1(
+    family, compose_cfg, tmp_path, tiny_overrides, mlflow_uri, caplog
+):
+    cfg = compose_cfg(_tiny(tiny_overrides, tmp_path, FAMILIES[family]))
     with caplog.at_level("INFO", logger="taco"):
         value = train(cfg)
     assert 0.0 <= value <= 1.0
@@ -93,8 +94,8 @@ def _check_pyfunc(run_id: str, family: str) -> None:
     assert ("forest" in files) if family.endswith("_rf") else ("model.keras" in files)
 
 
-def _fitted(compose_cfg, tmp_path, extra):
-    cfg = compose_cfg(_tiny(tmp_path, extra))
+def _fitted(compose_cfg, tiny_overrides, tmp_path, extra):
+    cfg = compose_cfg(_tiny(tiny_overrides, tmp_path, extra))
     dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
     trainer.fit(classifier, dm)
     trainer.validate(classifier, dm)
@@ -117,10 +118,10 @@ def _fitted(compose_cfg, tmp_path, extra):
     ],
     ids=["cnn", "vgg16_rf"],
 )
-def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, extra):
+def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, tiny_overrides, extra):
     from taco.models.registry import load_model
 
-    dm, trainer, classifier = _fitted(compose_cfg, tmp_path, extra)
+    dm, trainer, classifier = _fitted(compose_cfg, tiny_overrides, tmp_path, extra)
     test = dm.batches("test")
     expected = classifier.predict_scores(test)
     meta = {
@@ -135,18 +136,21 @@ def test_saved_model_loads_back_and_predicts_the_same(compose_cfg, tmp_path, ext
     assert loaded.class_names == dm.class_names
 
 
-def test_forest_features_are_extracted_once(compose_cfg, tmp_path):
+def test_forest_features_are_extracted_once(compose_cfg, tmp_path, tiny_overrides):
+    def own_data(path):  # a cache of its own, to see what is written
+        return tiny_overrides(path, own_data=True)
+
     extra = [
         "model=vgg16_rf",
         "model.weights=null",
         "model.image_size=32",
         "model.classifier.n_estimators=5",
     ]
-    _fitted(compose_cfg, tmp_path, extra)
+    _fitted(compose_cfg, own_data, tmp_path, extra)
     files = list((tmp_path / "data" / "cache" / "features").glob("*.npy"))
     assert len(files) == 1 and "VGG16-None-seed42-32px" in files[0].name
     written = files[0].stat().st_mtime_ns
-    _fitted(compose_cfg, tmp_path, [*extra, "model.classifier.n_estimators=7"])
+    _fitted(compose_cfg, own_data, tmp_path, [*extra, "model.classifier.n_estimators=7"])
     assert list((tmp_path / "data" / "cache" / "features").glob("*.npy")) == files
     assert files[0].stat().st_mtime_ns == written  # reused, not computed again
 
@@ -206,9 +210,10 @@ def test_losses():
 
 
 @pytest.mark.parametrize("loss", ["weighted_bce", "focal"])
-def test_loss_options_train(loss, compose_cfg, tmp_path):
+def test_loss_options_train(loss, compose_cfg, tmp_path, tiny_overrides):
     dm, trainer, classifier = _fitted(
         compose_cfg,
+        tiny_overrides,
         tmp_path,
         [
             "model.image_size=32",

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from taco.cli.train import train
-from tests.conftest import tiny_overrides
 
 
 def _free_port() -> int:
@@ -37,7 +36,9 @@ def _wait_ready(url: str, server: subprocess.Popen, seconds: float = 180) -> Non
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_labels_and_scores(compose_cfg, tmp_path, mlflow_uri):
+def test_mlflow_models_serve_answers_with_labels_and_scores(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     train(compose_cfg(tiny_overrides(tmp_path)))
     client = mlflow.MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])

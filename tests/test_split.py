@@ -63,11 +63,12 @@ def test_bad_fractions(fractions):
         split_rows(_labels(), fractions, 0)
 
 
-def test_training_seeds_share_one_test_split_unless_split_seed_changes(compose_cfg, tmp_path):
+def test_training_seeds_share_one_test_split_unless_split_seed_changes(
+    compose_cfg, tmp_path, tiny_overrides
+):
     """A seed sweep's runs are scored on one test set: `seed` shuffles and augments, only
     `dataset.split_seed` chooses the parts."""
     from taco.config import build
-    from tests.conftest import tiny_overrides
 
     def parts(*overrides: str) -> dict:
         dm = build(compose_cfg([*tiny_overrides(tmp_path), *overrides]).dataset)

@@ -1,7 +1,6 @@
 import numpy as np
 
 from taco.cli.stats import class_table, cooccurrence, labels_per_image, stats
-from tests.conftest import tiny_overrides
 
 
 def test_counts_and_cooccurrence_units():
@@ -25,15 +24,18 @@ def test_stats_on_real_taco_with_taco10(compose_cfg, tmp_path, real_annotations)
     assert (tmp_path / "cooccurrence.png").stat().st_size > 1000
 
 
-def test_stats_split_matches_training_split(compose_cfg, tmp_path):
+def test_stats_split_matches_training_split(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg(tiny_overrides(tmp_path))
     report = stats(cfg, tmp_path / "out")
     assert "48 images, 28 classes" in report
     line = [ln for ln in report.splitlines() if ln.startswith("| (images)")][0]
-    assert [int(v) for v in line.split("|")[2:6]] == [48, *_part_sizes(compose_cfg, tmp_path)]
+    assert [int(v) for v in line.split("|")[2:6]] == [
+        48,
+        *_part_sizes(tiny_overrides, compose_cfg, tmp_path),
+    ]
 
 
-def _part_sizes(compose_cfg, tmp_path):
+def _part_sizes(tiny_overrides, compose_cfg, tmp_path):
     from taco.config import build
 
     dm = build(compose_cfg(tiny_overrides(tmp_path)).dataset)

@@ -11,12 +11,11 @@ import mlflow
 import pytest
 
 from taco.cli.compare import main as compare_main
-from tests.conftest import tiny_overrides
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
 
-def _sweep(tmp_path, *overrides, timeout=600):
+def _sweep(tiny_overrides, tmp_path, *overrides, timeout=600):
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     cmd = [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -34,8 +33,10 @@ def _family(uri, experiment="taco"):
     return client, parent, children
 
 
-def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, capsys):
-    proc = _sweep(tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2")
+def test_sweep_parent_children_and_comparison_with_seeds(
+    tmp_path, tiny_overrides, mlflow_uri, capsys
+):
+    proc = _sweep(tiny_overrides, tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 4
@@ -101,9 +102,11 @@ def test_sweep_parent_children_and_comparison_with_seeds(tmp_path, mlflow_uri, c
     assert "| -0.500 |" in moved and moved.endswith("| **no** |"), moved
 
 
-def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
+def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, tiny_overrides, mlflow_uri):
     # a value the schema allows (any string) that fails when the job is built
-    proc = _sweep(tmp_path, "callbacks.early_stopping.monitor=val/f1_macro,val/nope")
+    proc = _sweep(
+        tiny_overrides, tmp_path, "callbacks.early_stopping.monitor=val/f1_macro,val/nope"
+    )
     assert proc.returncode != 0
     assert "1 job(s) failed" in proc.stderr + proc.stdout
     client, parent, children = _family(mlflow_uri)
@@ -114,8 +117,11 @@ def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, mlflow_uri):
 
 
 @pytest.mark.slow  # 22 s: `make test-all`; the default run keeps under 10 min on 2 cores
-def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(tmp_path, mlflow_uri):
+def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
+    tmp_path, tiny_overrides, mlflow_uri
+):
     proc = _sweep(
+        tiny_overrides,
         tmp_path,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
@@ -135,8 +141,10 @@ def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(tmp_pa
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_keeps_jobs_children(tmp_path, mlflow_uri):
-    proc = _sweep(tmp_path, "hydra/launcher=submitit_local", "seed=1,2", timeout=900)
+def test_submitit_local_launcher_keeps_jobs_children(tmp_path, tiny_overrides, mlflow_uri):
+    proc = _sweep(
+        tiny_overrides, tmp_path, "hydra/launcher=submitit_local", "seed=1,2", timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 2
@@ -182,9 +190,10 @@ def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_uri):
+def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, tiny_overrides, mlflow_uri):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="make setup-ray")
     proc = _sweep(
+        tiny_overrides,
         tmp_path,
         "hydra/launcher=ray",
         "+hydra.launcher.ray.init.num_cpus=2",
@@ -200,7 +209,9 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, mlflow_u
 
 
 @pytest.mark.slow  # two sweeps of a 64 px CNN: 40 s
-def test_basic_and_joblib_launchers_give_the_same_per_class_f1(tmp_path, mlflow_uri):
+def test_basic_and_joblib_launchers_give_the_same_per_class_f1(
+    tmp_path, tiny_overrides, mlflow_uri
+):
     """trainer.cpu_threads fixes each job's TensorFlow threads, whatever the launcher: a joblib
     job (its share of the cores would be fewer threads) does the same arithmetic as a basic one."""
     setting = [
@@ -210,8 +221,9 @@ def test_basic_and_joblib_launchers_give_the_same_per_class_f1(tmp_path, mlflow_
         "trainer.cpu_threads=2",
         "seed=42,43",
     ]
-    basic = _sweep(tmp_path / "basic", *setting, "logger.experiment_name=basic")
+    basic = _sweep(tiny_overrides, tmp_path / "basic", *setting, "logger.experiment_name=basic")
     joblib = _sweep(
+        tiny_overrides,
         tmp_path / "joblib",
         *setting,
         "hydra/launcher=joblib",
@@ -230,7 +242,7 @@ def test_basic_and_joblib_launchers_give_the_same_per_class_f1(tmp_path, mlflow_
 
 
 def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
-    tmp_path, mlflow_uri, capsys
+    tmp_path, tiny_overrides, mlflow_uri, capsys
 ):
     import numpy as np
     from sklearn.metrics import f1_score
@@ -238,7 +250,7 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     from taco.metrics import sanitize
 
     # repeated: two fold splits (split seeds 7 and 8), each with its own training seed
-    proc = _sweep(
+    proc = _sweep(tiny_overrides,
         tmp_path, "dataset.folds=2", "dataset.fold=0,1", "model.classifier.build.dense_units=4,16",
         "seed=7,8", "dataset.split_seed=${seed}",
     )  # fmt: skip

@@ -10,7 +10,6 @@ import pytest
 
 from taco.cli.train import train
 from taco.errors import DataError
-from tests.conftest import tiny_overrides
 from tests.helpers import sigterm_once_training
 
 
@@ -20,7 +19,10 @@ def _runs(uri):
     return client, client.search_runs([exp.experiment_id]) if exp else []
 
 
-def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri, capsys):
+def test_cli_run_finishes_with_per_class_metrics(
+    tmp_path, tiny_overrides, tiny_data, mlflow_uri, capsys
+):
+    (tmp_path / "mlflow.db").unlink()  # a new store: MLflow's table-creation lines stay quiet
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     cmd = [exe, *overrides, f"hydra.run.dir={tmp_path}/run", "seed=3"]
@@ -79,7 +81,7 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri, capsys):
     # the logged model labels a folder of images, found by the first characters of its run id
     from taco.cli.predict import main as predict_main
 
-    images = tmp_path / "data" / "synthetic" / "batch_1"
+    images = tiny_data / "synthetic" / "batch_1"
     short = run.info.run_id[:8]
     capsys.readouterr()
     argv = ["--model", short, str(images), "--output", str(tmp_path / "p.csv"), "--cpu-isa", "none"]
@@ -118,8 +120,10 @@ def test_cli_run_finishes_with_per_class_metrics(tmp_path, mlflow_uri, capsys):
         assert evaluate_model(cfg) == pytest.approx(m["test/f1_macro"])
 
 
-def test_missing_dataset_is_refused_before_a_run_opens(compose_cfg, tmp_path, mlflow_uri):
-    cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path)[:2]])
+def test_missing_dataset_is_refused_before_a_run_opens(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
+    cfg = compose_cfg(["dataset=taco", *tiny_overrides(tmp_path, own_data=True)[:2]])
     with pytest.raises(DataError) as err:
         train(cfg)
     assert str(tmp_path / "data" / "taco") in str(err.value)
@@ -138,8 +142,12 @@ def test_cli_error_is_one_readable_line(tmp_path, mlflow_uri):
     assert "Traceback" not in out.stderr
 
 
-def test_bad_augmentation_argument_is_refused_before_training(compose_cfg, tmp_path, mlflow_uri):
-    cfg = compose_cfg([*tiny_overrides(tmp_path), "+augmentation.transforms.0.wobble=3"])
+def test_bad_augmentation_argument_is_refused_before_training(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
+    cfg = compose_cfg(
+        [*tiny_overrides(tmp_path, own_data=True), "+augmentation.transforms.0.wobble=3"]
+    )
     with pytest.raises(Exception, match="wobble"):
         train(cfg)
     _, runs = _runs(mlflow_uri)
@@ -148,7 +156,9 @@ def test_bad_augmentation_argument_is_refused_before_training(compose_cfg, tmp_p
 
 
 @pytest.mark.backend
-def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path, mlflow_uri):
+def test_same_config_and_seed_give_identical_per_class_f1(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     """... whether 0 or 2 worker processes augment the batches (heavy augmentation)."""
     overrides = [*tiny_overrides(tmp_path), "seed=11", "augmentation=heavy"]
     train(compose_cfg([*overrides, "dataset.num_workers=0"]))
@@ -161,7 +171,9 @@ def test_same_config_and_seed_give_identical_per_class_f1(compose_cfg, tmp_path,
     assert first == second and any(k.startswith("test/f1/") for k in first)
 
 
-def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, mlflow_uri):
+def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(
+    tmp_path, tiny_overrides, mlflow_uri
+):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     overrides = [
         o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))

@@ -16,7 +16,6 @@ from taco.config import build
 from taco.errors import ConfigError
 from taco.training import checkpoint
 from taco.training.callbacks import LearningRateSchedule
-from tests.conftest import tiny_overrides
 
 
 def _runs(uri):
@@ -30,7 +29,9 @@ def _test_metrics(run):
 
 
 @pytest.mark.backend
-def test_resume_continues_the_same_run_with_the_same_result(compose_cfg, tmp_path, mlflow_uri):
+def test_resume_continues_the_same_run_with_the_same_result(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     base = [*tiny_overrides(tmp_path), "trainer.max_epochs=4"]
     interrupted = [
         *base,
@@ -72,7 +73,9 @@ def test_resume_continues_the_same_run_with_the_same_result(compose_cfg, tmp_pat
         train(compose_cfg(resumed_cfg))
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(compose_cfg, tmp_path, mlflow_uri):
+def test_resume_refuses_a_checkpoint_of_another_config(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     base = [*tiny_overrides(tmp_path), "trainer.max_epochs=3"]
     with pytest.raises(KeyboardInterrupt):
         train(
@@ -96,7 +99,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(compose_cfg, tmp_path, ml
 
 
 def test_callbacks_from_config_with_a_plain_keras_callback(
-    compose_cfg, tmp_path, mlflow_uri, monkeypatch, capfd
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri, monkeypatch, capfd
 ):
     log_file = tmp_path / "keras_log.csv"
     cfg = compose_cfg(
@@ -144,7 +147,7 @@ def test_callbacks_from_config_with_a_plain_keras_callback(
         assert re.search(bar, bars), label
 
 
-def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):
+def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg(
         [
             *tiny_overrides(tmp_path),
@@ -177,13 +180,19 @@ def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path):
     ]
 
 
-def test_bad_callback_configs_fail_before_training(compose_cfg, tmp_path, mlflow_uri):
+def test_bad_callback_configs_fail_before_training(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     with pytest.raises(ConfigError, match="no _target_"):
         build_callbacks({"mine": {"patience": 3}})
-    cfg = compose_cfg([*tiny_overrides(tmp_path), "callbacks.early_stopping.monitor=val/f2"])
+    cfg = compose_cfg(
+        [*tiny_overrides(tmp_path, own_data=True), "callbacks.early_stopping.monitor=val/f2"]
+    )
     with pytest.raises(ConfigError, match="monitor must be one of"):
         train(cfg)
-    cfg = compose_cfg([*tiny_overrides(tmp_path), "+callbacks.odd._target_=collections.Counter"])
+    cfg = compose_cfg(
+        [*tiny_overrides(tmp_path, own_data=True), "+callbacks.odd._target_=collections.Counter"]
+    )
     with pytest.raises(ConfigError, match="neither a taco.training.callbacks.Callback"):
         train(cfg)
     _, runs = _runs(mlflow_uri)
@@ -203,7 +212,7 @@ def test_learning_rate_schedules():
         LearningRateSchedule("linear")
 
 
-def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, mlflow_uri):
+def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):
     train(compose_cfg([*tiny_overrides(tmp_path), "debug=profiler"]))
     client, (run,) = _runs(mlflow_uri)
     stages = {k.split("/")[1] for k in run.data.metrics if k.startswith("profile/")}
@@ -216,7 +225,7 @@ def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, mlflow_uri):
 
 
 @pytest.mark.backend
-def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
+def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
     assert cfg.trainer.precision == "16-mixed" and cfg.trainer.accelerator == "gpu"
     dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
@@ -233,7 +242,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path):
 
 @pytest.mark.backend
 @pytest.mark.slow  # 20 s on TensorFlow, 24 s on JAX: make test-all runs it on both
-def test_data_parallel_on_two_logical_cpus(tmp_path, mlflow_uri):
+def test_data_parallel_on_two_logical_cpus(tmp_path, tiny_overrides, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -260,7 +269,9 @@ def test_forest_checkpoint_state_round_trip():
 
 
 @pytest.mark.slow  # about 50 s: a VGG16 three times; the CNN resume test covers the default run
-def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(compose_cfg, tmp_path, mlflow_uri):
+def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     from tests.test_models import FAMILIES
 
     tiny = [o for o in tiny_overrides(tmp_path) if not o.startswith("model.")]

@@ -16,7 +16,6 @@ from taco.data.files import remove_dead_temps
 from taco.data.images import build_cache
 from taco.data.pipeline import _derived_for_cache
 from taco.training import checkpoint
-from tests.conftest import tiny_overrides
 from tests.faults.common import runs
 from tests.test_images import _files
 
@@ -90,7 +89,9 @@ def test_a_cut_feature_cache_is_recomputed(tmp_path, caplog):
     assert sum(calls) == 10 and "is damaged" in caplog.text
 
 
-def test_an_unreadable_last_checkpoint_is_skipped(compose_cfg, tmp_path, mlflow_uri, caplog):
+def test_an_unreadable_last_checkpoint_is_skipped(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri, caplog
+):
     base = [*tiny_overrides(tmp_path), "trainer.max_epochs=3"]
     interrupt = [
         "+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch",

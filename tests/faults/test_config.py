@@ -12,7 +12,6 @@ import pytest
 from taco.cli.train import train
 from taco.errors import ConfigError
 from taco.schema import check_config
-from tests.conftest import tiny_overrides
 from tests.faults.common import runs
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
@@ -102,7 +101,7 @@ def test_probabilities_and_enums(compose_cfg):
 
 @pytest.mark.parametrize("rare", ["drop", "merge"])
 def test_min_images_that_leaves_one_class_is_refused_before_a_run(
-    compose_cfg, tmp_path, mlflow_uri, rare
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri, rare
 ):
     cfg = compose_cfg(
         [*tiny_overrides(tmp_path), "dataset.min_images=1000", f"dataset.rare={rare}"]
@@ -196,7 +195,9 @@ def test_what_the_machine_cannot_run_is_one_line_in_a_second(tmp_path, overrides
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "data").exists()
 
 
-def test_the_image_cache_must_fit_on_its_disk_before_a_run_opens(compose_cfg, tmp_path, mlflow_uri):
+def test_the_image_cache_must_fit_on_its_disk_before_a_run_opens(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
+):
     from taco.errors import DiskFullError
 
     overrides = [*tiny_overrides(tmp_path), "model.image_size=2048"]  # 48 x 12.6 MB

@@ -10,8 +10,6 @@ import sys
 import mlflow
 import pytest
 
-from tests.conftest import tiny_overrides
-
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
 
@@ -25,7 +23,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(folder)])
 
 
-def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, small_disk):
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(
+    tmp_path, tiny_overrides, small_disk
+):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     # the default CNN at 64 px: a checkpoint of 1.4 MB, the second does not fit in 2 MB

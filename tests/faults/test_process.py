@@ -13,13 +13,12 @@ import pytest
 
 from taco.cli.compare import main as compare_main
 from taco.data.files import pid_alive
-from tests.conftest import tiny_overrides
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
-def _cmd(tmp_path, *overrides):
+def _cmd(tiny_overrides, tmp_path, *overrides):
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     return [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multi", *overrides]
 
@@ -57,7 +56,9 @@ def _signal_once(cmd, signum, marker="epoch 2/", count=1, wait=300):
 
 
 @pytest.mark.slow  # 50 s: a joblib sweep, a job killed, the sweep run again (make test-all)
-def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_uri, capsys):
+def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(
+    tmp_path, tiny_overrides, mlflow_uri, capsys
+):
     die = [
         "+callbacks.die._target_=tests.helpers.SigkillAtEpoch",
         "+callbacks.die.epoch=1",
@@ -65,7 +66,7 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_
         "+callbacks.die.victim=2",
     ]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    sweep = _cmd(tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=2")
+    sweep = _cmd(tiny_overrides, tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=2")
     out = subprocess.run([*sweep, *die], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 1
     assert "1 job(s) failed" in out.stderr and "worker died" in out.stderr
@@ -93,8 +94,8 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(tmp_path, mlflow_
 
 
 @pytest.mark.slow  # 22 s: make test-faults and make test-all run it
-def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri, capsys):
-    cmd = _cmd(tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=300")
+def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, tiny_overrides, mlflow_uri, capsys):
+    cmd = _cmd(tiny_overrides, tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=300")
     code, output = _signal_once(cmd, signal.SIGTERM, count=2)  # both running jobs in epoch 2
     assert code == 143
     last = output.strip().splitlines()[-1]
@@ -117,8 +118,10 @@ def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, mlflow_uri, capsys):
 
 
 @pytest.mark.slow  # 25 s (make test-all); the parallel sweep's SIGTERM test stays in make test
-def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, mlflow_uri):
-    code, output = _signal_once(_cmd(tmp_path, "seed=1,2", "trainer.max_epochs=300"), signal.SIGINT)
+def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, tiny_overrides, mlflow_uri):
+    code, output = _signal_once(
+        _cmd(tiny_overrides, tmp_path, "seed=1,2", "trainer.max_epochs=300"), signal.SIGINT
+    )
     assert code == 130, output[-4000:]
     assert output.strip().splitlines()[-1].startswith("taco-train: interrupted by SIGINT")
     assert "Traceback" not in output

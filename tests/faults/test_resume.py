@@ -14,12 +14,11 @@ import pytest
 from taco.cli.train import train
 from taco.errors import ConfigError
 from taco.training import checkpoint
-from tests.conftest import tiny_overrides
 
 INTERRUPT = ["+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch"]
 
 
-def _base(tmp_path):
+def _base(tiny_overrides, tmp_path):
     # val/loss falls epoch after epoch, so "max" makes epoch 1 the best: it comes before the
     # interruption, and its weights must still be the ones restored at the end
     best_first = [
@@ -56,9 +55,9 @@ def _interrupt(compose_cfg, overrides, folder, epoch):
 
 
 def test_resumed_into_a_new_folder_ends_where_the_uninterrupted_run_ends(
-    compose_cfg, tmp_path, mlflow_uri
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
 ):
-    base = _base(tmp_path)
+    base = _base(tiny_overrides, tmp_path)
     _interrupt(
         compose_cfg, base, tmp_path / "outputs" / "first", epoch=3
     )  # after epochs 1-3; best: 1
@@ -82,8 +81,10 @@ def test_resumed_into_a_new_folder_ends_where_the_uninterrupted_run_ends(
     ).is_file()  # carried along
 
 
-def test_a_live_runs_checkpoint_is_never_taken(compose_cfg, tmp_path, mlflow_uri, caplog):
-    base = _base(tmp_path)
+def test_a_live_runs_checkpoint_is_never_taken(
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri, caplog
+):
+    base = _base(tiny_overrides, tmp_path)
     folder = tmp_path / "outputs" / "live" / "checkpoints"
     _interrupt(compose_cfg, base, tmp_path / "outputs" / "live", epoch=1)
     client, (run,) = _runs(mlflow_uri)
@@ -108,9 +109,9 @@ def test_a_live_runs_checkpoint_is_never_taken(compose_cfg, tmp_path, mlflow_uri
 
 
 def test_a_refused_resume_lists_the_differences_with_the_same_job(
-    compose_cfg, tmp_path, mlflow_uri
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
 ):
-    base = _base(tmp_path)
+    base = _base(tiny_overrides, tmp_path)
     job = [*base, "seed=707", "model.classifier.learning_rate=0.0001"]
     _interrupt(compose_cfg, job, tmp_path / "outputs" / "job", epoch=1)
     _interrupt(compose_cfg, base, tmp_path / "outputs" / "newer", epoch=1)  # newer, and unrelated

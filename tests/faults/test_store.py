@@ -13,7 +13,6 @@ import pytest
 
 from taco.errors import ConfigError
 from taco.tracking.store import StoreError, ensure_store, probe_server
-from tests.conftest import tiny_overrides
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
@@ -48,7 +47,7 @@ def test_parallel_first_use_of_a_new_sqlite_store(tmp_path):
     assert all(r.data.metrics == {"x": 1.0} for r in runs)
 
 
-def test_an_unreachable_server_fails_fast_with_one_line(tmp_path):
+def test_an_unreachable_server_fails_fast_with_one_line(tmp_path, tiny_overrides):
     start = time.perf_counter()
     with pytest.raises(StoreError) as err:
         probe_server("http://127.0.0.1:9/")
@@ -64,7 +63,7 @@ def test_an_unreachable_server_fails_fast_with_one_line(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_a_sqlite_path_under_a_file_is_one_line(tmp_path):
+def test_a_sqlite_path_under_a_file_is_one_line(tmp_path, tiny_overrides):
     (tmp_path / "afile").write_text("not a folder")
     uri = f"sqlite:///{tmp_path}/afile/mlflow.db"
     with pytest.raises(ConfigError, match="afile is a file, not a folder"):
@@ -122,7 +121,9 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow  # 47 s with its server: a joblib sweep over HTTP (make test-all)
-def test_a_parallel_sweep_over_http_records_every_run(tmp_path, mlflow_server, monkeypatch):
+def test_a_parallel_sweep_over_http_records_every_run(
+    tmp_path, tiny_overrides, mlflow_server, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     cmd = [
@@ -161,7 +162,7 @@ def _damage(db, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated"])
-def test_a_damaged_store_is_one_line_for_every_command(tmp_path, how):
+def test_a_damaged_store_is_one_line_for_every_command(tmp_path, tiny_overrides, how):
     from taco.tracking.mlflow_logger import MLflowLogger
 
     db = tmp_path / "mlflow.db"
@@ -208,7 +209,7 @@ conn.execute("ROLLBACK")
 """
 
 
-def _hold_lock_during_a_run(tmp_path, seconds: float, epochs: int):
+def _hold_lock_during_a_run(tiny_overrides, tmp_path, seconds: float, epochs: int):
     """taco-train while another process holds the SQLite store exclusively for `seconds`
     (longer than MLflow's own 20 s busy timeout), starting once the run is open."""
     db = tmp_path / "mlflow.db"
@@ -247,8 +248,8 @@ def runs_in(db, status: str) -> bool:
 
 @pytest.mark.slow  # 40 s and 75 s (MLflow waits 20 s per refused write): make test-faults runs them
 @pytest.mark.parametrize("seconds", [25, 60], ids=["25s", "60s"])
-def test_a_store_locked_by_another_process_is_waited_for(tmp_path, seconds):
-    code, err, _ = _hold_lock_during_a_run(tmp_path, seconds, epochs=6)
+def test_a_store_locked_by_another_process_is_waited_for(tmp_path, tiny_overrides, seconds):
+    code, err, _ = _hold_lock_during_a_run(tiny_overrides, tmp_path, seconds, epochs=6)
     assert code == 0, err[-3000:]
     assert "is busy" in err and "answers again" in err
     assert "Traceback" not in err
