@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce download stats bench bench-models bench-trainer \
-	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-all test-faults lint format ui ui-shots chromium serve clean
+	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
 
@@ -105,6 +105,11 @@ bench-thresholds: setup
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m 'backend and not slow' $(ARGS)
+
+# the in-process tier alone (no test that starts a fresh taco-* or Python process): a quick
+# check while editing; `make test` runs every tier
+test-fast: setup
+	$(BIN)/python -m pytest -m 'not slow and not subprocess' $(ARGS)
 
 # the fault suite alone (tests/faults/: annotations, images, config, process, store, cache,
 # resume, disk, loading, sweep dir, augmentation pool), its slow tests included;

@@ -110,3 +110,86 @@ def real_annotations() -> Path:
     if not REAL_ANNOTATIONS.is_file():
         pytest.skip(f"real TACO annotations not found at {REAL_ANNOTATIONS}")
     return REAL_ANNOTATIONS
+
+
+@pytest.fixture
+def command(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """command("taco-train", *args, env={...}) -> CompletedProcess: the console script run in
+    this process, as its shell would see it (exit code, stdout, stderr), for tests of what a
+    command answers, where a fresh process adds only its imports (TensorFlow: 5 s). What the
+    command changes in the process (Hydra's singletons, logging, environment, signal handlers,
+    CPU affinity) is put back afterwards. A test of a fresh process's console or of signals
+    starts the real command with `subprocess` and is marked `subprocess`."""
+    import logging
+    import logging.config
+    import signal
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    from hydra.core.hydra_config import HydraConfig
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None):
+        (script,) = entry_points(group="console_scripts", name=name)
+        main = script.load()
+        environ, cwd = dict(os.environ), os.getcwd()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        loggers = [logging.root, *logging.Logger.manager.loggerDict.values()]
+        saved = [
+            (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+            for lg in loggers
+            if isinstance(lg, logging.Logger)
+        ]
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        os.environ.update(env or {})
+        capfd.readouterr()
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(sys, "argv", [name, *args])
+                # Hydra's logging setup (dictConfig) closes every handler of the process;
+                # absl's then closes the stream it holds, pytest's capture file: keep them open
+                patch.setattr(logging.config, "_clearExistingHandlers", logging._handlers.clear)
+                code = main()
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+            os.environ.clear()
+            os.environ.update(environ)
+            os.chdir(cwd)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            for lg, kept, level, propagate, off in saved:
+                lg.handlers[:], lg.level, lg.propagate, lg.disabled = kept, level, propagate, off
+            if affinity is not None:
+                os.sched_setaffinity(0, affinity)
+        if not isinstance(code, int):  # sys.exit("message") prints it and exits 1
+            if code is not None:
+                print(code, file=sys.stderr)
+            code = 0 if code is None else 1
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess([name, *args], code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def process():
+    """process("taco-train", *args, env={...}) -> CompletedProcess: the console script in a
+    fresh process, for what only a process shows (its console from the first import, signals,
+    launchers that start workers); same call as `command`."""
+    import subprocess
+    import sys
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 900):
+        exe = os.path.join(os.path.dirname(sys.executable), name)
+        return subprocess.run(
+            [exe, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
+
+    return run

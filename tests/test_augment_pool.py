@@ -100,6 +100,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.subprocess
 @needs_shm
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_no_worker_or_shared_memory_outlives_a_killed_parent(tmp_path, signum):

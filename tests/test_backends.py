@@ -16,6 +16,7 @@ from taco.training.hardware import PRECISIONS, Hardware, backend, use_backend
 TRAIN = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_run_without_a_logger_needs_neither_tensorflow_nor_mlflow(tmp_path, tiny_overrides):
     blocked, tried = tmp_path / "blocked", tmp_path / "tried"
@@ -35,6 +36,7 @@ def test_jax_run_without_a_logger_needs_neither_tensorflow_nor_mlflow(tmp_path, 
     assert not tried.exists(), f"imported anyway: {tried.read_text().split()}"  # not even tried
 
 
+@pytest.mark.subprocess
 def test_a_backend_that_is_not_installed_is_one_line(tmp_path, tiny_overrides):
     missing = next((b for b in ("torch", "jax") if importlib.util.find_spec(b) is None), None)
     if missing is None:

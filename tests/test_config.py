@@ -44,6 +44,7 @@ def test_unknown_key_is_refused(compose_cfg):
     assert "max_epoch" in str(err.value)
 
 
+@pytest.mark.subprocess
 def test_startup_does_not_import_heavy_libraries():
     code = (
         "import sys, taco.cli.train; "
@@ -53,6 +54,7 @@ def test_startup_does_not_import_heavy_libraries():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.subprocess
 def test_cfg_job_answers_quickly():
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     start = time.perf_counter()
@@ -68,6 +70,7 @@ def test_conf_groups_exist():
         assert any((CONF_DIR / group).glob("*.yaml")), group
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "command, says, not_listed",
     [

@@ -1,9 +1,7 @@
 """The README's "add a model family" recipe, proven: a new module (tests/toy_family.py) and one
-config file, run through the real `taco-train` sweep, `taco-compare` and `taco-predict`."""
+config file, run through the real `taco-train` sweep, `taco-compare` and `taco-predict` (their
+console scripts, in this process)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -33,15 +31,8 @@ def register_loader(site: Path) -> Path:
     return site
 
 
-def _cli(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
-    exe = os.path.join(os.path.dirname(sys.executable), name)
-    out = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
 def test_a_new_model_family_from_one_module_and_one_config(
-    tmp_path, tiny_overrides, tiny_data, mlflow_uri, capsys, monkeypatch
+    tmp_path, tiny_overrides, tiny_data, mlflow_uri, command, capfd, monkeypatch
 ):
     from taco.cli.compare import main as compare_main
     from taco.cli.predict import main as predict_main
@@ -50,10 +41,9 @@ def test_a_new_model_family_from_one_module_and_one_config(
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "pooled_logistic.yaml").write_text(CONFIG)
     site = register_loader(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+    monkeypatch.syspath_prepend(str(site))  # as if installed: its entry point is found
     keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.", "paths.output"))]
-    _cli(
+    out = command(
         "taco-train",
         "-m",
         f"hydra.searchpath=[file://{tmp_path}/conf]",
@@ -61,8 +51,8 @@ def test_a_new_model_family_from_one_module_and_one_config(
         "model=pooled_logistic,cnn",
         "model.image_size=32",
         *keep,
-        env=env,
     )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client = mlflow.MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
     toy = [r for r in runs if r.data.tags.get("model") == "pooled_logistic"]
@@ -70,9 +60,9 @@ def test_a_new_model_family_from_one_module_and_one_config(
     assert any(k.startswith("test/f1/") for k in toy[0].data.metrics)
     assert toy[0].data.metrics["epochs_trained"] == 1  # single pass
 
-    capsys.readouterr()  # in this process from here: the CLIs' mains, without a start-up each
+    capfd.readouterr()
     assert compare_main(["--out", str(tmp_path / "cmp"), "--register", "litter"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| class"))
     assert "pooled_logistic" in header and "cnn" in header
 
@@ -86,4 +76,4 @@ def test_a_new_model_family_from_one_module_and_one_config(
     images = tiny_data / "synthetic" / "batch_1"
     for model in ("models:/litter/1", toy[0].info.run_id):
         assert predict_main(["--model", model, "--cpu-isa", "none", str(images)]) == 0
-        assert len(capsys.readouterr().out.strip().splitlines()) == 48
+        assert len(capfd.readouterr().out.strip().splitlines()) == 48

@@ -35,6 +35,7 @@ def _wait_ready(url: str, server: subprocess.Popen, seconds: float = 180) -> Non
     raise AssertionError(f"{url} did not answer /ping in {seconds} s")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_with_labels_and_scores(
     compose_cfg, tmp_path, tiny_overrides, mlflow_uri

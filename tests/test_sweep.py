@@ -2,9 +2,6 @@
 the comparison report read back from the store."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -12,13 +9,13 @@ import pytest
 
 from taco.cli.compare import main as compare_main
 
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
-
-def _sweep(tiny_overrides, tmp_path, *overrides, timeout=600):
-    base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
-    cmd = [EXE, "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def _sweep(run, tiny_overrides, tmp_path, *overrides, own_data=False):
+    """`taco-train -m` on the tiny settings, through `run`: the `command` fixture (in this
+    process; the basic launcher runs its jobs here too) or `process` (a fresh one)."""
+    base = tiny_overrides(tmp_path, own_data=own_data)
+    base = [o for o in base if not o.startswith("paths.output_dir")]
+    return run("taco-train", "-m", *base, f"hydra.sweep.dir={tmp_path}/multirun", *overrides)
 
 
 def _family(uri, experiment="taco"):
@@ -34,9 +31,11 @@ def _family(uri, experiment="taco"):
 
 
 def test_sweep_parent_children_and_comparison_with_seeds(
-    tmp_path, tiny_overrides, mlflow_uri, capsys
+    tmp_path, tiny_overrides, mlflow_uri, command, capfd
 ):
-    proc = _sweep(tiny_overrides, tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2")
+    proc = _sweep(
+        command, tiny_overrides, tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 4
@@ -54,7 +53,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(
     assert saved["run_id"] == parent.info.run_id
 
     assert compare_main(["--out", str(tmp_path / "cmp")]) == 0
-    table = capsys.readouterr().out
+    table = capfd.readouterr().out
     header = next(line for line in table.splitlines() if line.startswith("| class"))
     assert "model.classifier.build.dense_units=8" in header and "dense_units=16" in header
     assert " [" in table and "] " in table  # two seeds per variant: mean [t-interval]
@@ -82,10 +81,10 @@ def test_sweep_parent_children_and_comparison_with_seeds(
     assert "- hardware: CPU " in report and " cores, GPU " in report
     assert "- versions: tensorflow " in report
     # make reproduce: the committed numbers against a sweep's, each within its stated spread
-    capsys.readouterr()
+    capfd.readouterr()
     check = ["--check", str(tmp_path / "study"), "--experiment", "taco", "--no-log"]
     assert compare_main(check) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "mode: identical (same CPU fingerprint (" in out  # the machine that wrote the report
     assert "identical mode: all 60 numbers equal to the committed ones" in out
     committed = tmp_path / "study" / "comparison.csv"
@@ -96,16 +95,16 @@ def test_sweep_parent_children_and_comparison_with_seeds(
     lines[macro] = ",".join(cells)
     committed.write_text("\n".join(lines) + "\n")
     assert compare_main(check) == 1
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert "1 of 60 deciding number(s) not equal to the committed one" in err
     moved = next(line for line in out.splitlines() if line.startswith("| macro F1 |"))
     assert "| -0.500 |" in moved and moved.endswith("| **no** |"), moved
 
 
-def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, tiny_overrides, mlflow_uri):
+def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, tiny_overrides, mlflow_uri, command):
     # a value the schema allows (any string) that fails when the job is built
     proc = _sweep(
-        tiny_overrides, tmp_path, "callbacks.early_stopping.monitor=val/f1_macro,val/nope"
+        command, tiny_overrides, tmp_path, "callbacks.early_stopping.monitor=val/f1_macro,val/nope"
     )
     assert proc.returncode != 0
     assert "1 job(s) failed" in proc.stderr + proc.stdout
@@ -118,9 +117,10 @@ def test_a_failed_job_fails_the_parent_and_names_it(tmp_path, tiny_overrides, ml
 
 @pytest.mark.slow  # 22 s: `make test-all`; the default run keeps under 10 min on 2 cores
 def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
-    tmp_path, tiny_overrides, mlflow_uri
+    tmp_path, tiny_overrides, mlflow_uri, command
 ):
     proc = _sweep(
+        command,
         tiny_overrides,
         tmp_path,
         "hparams_search=optuna",
@@ -140,11 +140,10 @@ def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
     assert parent.data.metrics["best_value"] == pytest.approx(max(values))
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
-def test_submitit_local_launcher_keeps_jobs_children(tmp_path, tiny_overrides, mlflow_uri):
-    proc = _sweep(
-        tiny_overrides, tmp_path, "hydra/launcher=submitit_local", "seed=1,2", timeout=900
-    )
+def test_submitit_local_launcher_keeps_jobs_children(tmp_path, tiny_overrides, mlflow_uri, process):
+    proc = _sweep(process, tiny_overrides, tmp_path, "hydra/launcher=submitit_local", "seed=1,2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 2
@@ -189,10 +188,14 @@ def test_compare_without_a_sweep_says_what_to_do(tmp_path, capsys):
     assert exit_.value.code == 1 and "make compare" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
-def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, tiny_overrides, mlflow_uri):
+def test_ray_launcher_on_a_local_instance_keeps_jobs_children(
+    tmp_path, tiny_overrides, mlflow_uri, process
+):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="make setup-ray")
     proc = _sweep(
+        process,
         tiny_overrides,
         tmp_path,
         "hydra/launcher=ray",
@@ -200,7 +203,6 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, tiny_ove
         "+hydra.launcher.ray.init.include_dashboard=false",
         "+hydra.launcher.ray.remote.num_cpus=1",
         "seed=1,2",
-        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parent, children = _family(mlflow_uri)
@@ -208,9 +210,10 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(tmp_path, tiny_ove
     assert "RayLauncher" in parent.data.tags["launcher"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # two sweeps of a 64 px CNN: 40 s
 def test_basic_and_joblib_launchers_give_the_same_per_class_f1(
-    tmp_path, tiny_overrides, mlflow_uri
+    tmp_path, tiny_overrides, mlflow_uri, process
 ):
     """trainer.cpu_threads fixes each job's TensorFlow threads, whatever the launcher: a joblib
     job (its share of the cores would be fewer threads) does the same arithmetic as a basic one."""
@@ -221,14 +224,19 @@ def test_basic_and_joblib_launchers_give_the_same_per_class_f1(
         "trainer.cpu_threads=2",
         "seed=42,43",
     ]
-    basic = _sweep(tiny_overrides, tmp_path / "basic", *setting, "logger.experiment_name=basic")
+    own = {"own_data": True}  # 200 images: a data set of its own
+    basic = _sweep(
+        process, tiny_overrides, tmp_path / "basic", *setting, "logger.experiment_name=basic", **own
+    )
     joblib = _sweep(
+        process,
         tiny_overrides,
         tmp_path / "joblib",
         *setting,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         "logger.experiment_name=joblib",
+        **own,
     )
     assert basic.returncode == 0 and joblib.returncode == 0, basic.stderr[-2000:] + joblib.stderr
     per_class = {}
@@ -242,7 +250,7 @@ def test_basic_and_joblib_launchers_give_the_same_per_class_f1(
 
 
 def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
-    tmp_path, tiny_overrides, mlflow_uri, capsys
+    tmp_path, tiny_overrides, mlflow_uri, command, capfd
 ):
     import numpy as np
     from sklearn.metrics import f1_score
@@ -250,7 +258,7 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     from taco.metrics import sanitize
 
     # repeated: two fold splits (split seeds 7 and 8), each with its own training seed
-    proc = _sweep(tiny_overrides,
+    proc = _sweep(command, tiny_overrides,
         tmp_path, "dataset.folds=2", "dataset.fold=0,1", "model.classifier.build.dense_units=4,16",
         "seed=7,8", "dataset.split_seed=${seed}",
     )  # fmt: skip
@@ -298,6 +306,6 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     assert metrics[f"compare/f1_macro/{sanitize(variant)}"] == pytest.approx(macro)
     assert "compare/classes_with_significant_winner" in metrics
     # make reproduce on a cross-validation: within the committed intervals
-    capsys.readouterr()
+    capfd.readouterr()
     assert compare_main(["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]) == 0
-    assert "identical mode: all " in capsys.readouterr().out
+    assert "identical mode: all " in capfd.readouterr().out

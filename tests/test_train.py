@@ -19,6 +19,7 @@ def _runs(uri):
     return client, client.search_runs([exp.experiment_id]) if exp else []
 
 
+@pytest.mark.subprocess
 def test_cli_run_finishes_with_per_class_metrics(
     tmp_path, tiny_overrides, tiny_data, mlflow_uri, capsys
 ):
@@ -133,10 +134,10 @@ def test_missing_dataset_is_refused_before_a_run_opens(
     assert mlflow.active_run() is None
 
 
-def test_cli_error_is_one_readable_line(tmp_path, mlflow_uri):
-    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
-    cmd = [exe, "dataset=taco", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def test_cli_error_is_one_readable_line(tmp_path, mlflow_uri, command):
+    out = command(
+        "taco-train", "dataset=taco", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"
+    )
     assert out.returncode == 1
     assert "taco-train: error: dataset folder not found" in out.stderr
     assert "Traceback" not in out.stderr
@@ -171,6 +172,7 @@ def test_same_config_and_seed_give_identical_per_class_f1(
     assert first == second and any(k.startswith("test/f1/") for k in first)
 
 
+@pytest.mark.subprocess
 def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(
     tmp_path, tiny_overrides, mlflow_uri
 ):

@@ -240,6 +240,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_ove
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
 
 
+@pytest.mark.subprocess
 @pytest.mark.backend
 @pytest.mark.slow  # 20 s on TensorFlow, 24 s on JAX: make test-all runs it on both
 def test_data_parallel_on_two_logical_cpus(tmp_path, tiny_overrides, mlflow_uri):
@@ -288,6 +289,7 @@ def test_resume_inside_the_fine_tuning_stage_of_a_transfer_model(
     assert _test_metrics(resumed) == _test_metrics(straight)
 
 
+@pytest.mark.subprocess
 def test_cpu_isa_caps_the_kernels_tensorflow_runs(tmp_path):
     """trainer.cpu_isa reaches oneDNN: its own log names the instruction set it dispatched."""
     pytest.importorskip("tensorflow")

@@ -54,6 +54,7 @@ def test_damaged_cache_metadata_is_rebuilt(tmp_path, caplog, damage):
     assert json.loads(meta.read_text())["bad"] == []
 
 
+@pytest.mark.subprocess
 def test_temporary_files_of_dead_builds_are_removed(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()

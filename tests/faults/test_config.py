@@ -26,6 +26,7 @@ def _run(tmp_path, *overrides, multirun=False):
     return out, time.perf_counter() - start
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -54,6 +55,7 @@ def test_bad_value_is_one_line_exit_2_no_run(tmp_path, override, message):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.subprocess
 def test_a_sweep_with_one_bad_value_is_refused_before_any_job(tmp_path):
     out, seconds = _run(tmp_path, "seed=1,2", "trainer.max_epochs=2,abc", multirun=True)
     assert out.returncode == 2
@@ -127,7 +129,7 @@ def test_a_split_without_a_training_image_for_a_class_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("command", "code", "line"),
+    ("argv", "code", "line"),
     [
         (["taco-stats", "dataset.batch_size=0"], 2, "taco-stats: error: dataset.batch_size=0 is"),
         (["taco-eval", "trainer.max_epochs=abc"], 2, "taco-eval: error: trainer.max_epochs='abc'"),
@@ -140,15 +142,14 @@ def test_a_split_without_a_training_image_for_a_class_is_refused():
         (["taco-predict", "--model-dir", "{tmp}", "{tmp}"], 1, "taco-predict: error: "),
     ],
 )
-def test_every_error_is_one_line_once_in_one_form(tmp_path, command, code, line):
-    exe = os.path.join(os.path.dirname(sys.executable), command[0])
-    args = [a.format(tmp=tmp_path) for a in command[1:]]
-    if command[0] in ("taco-stats", "taco-eval", "taco-train"):
+def test_every_error_is_one_line_once_in_one_form(tmp_path, command, argv, code, line):
+    args = [a.format(tmp=tmp_path) for a in argv[1:]]
+    if argv[0] in ("taco-stats", "taco-eval", "taco-train"):
         args += [f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    out = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=180)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    out = command(argv[0], *args, env=env)
     assert out.returncode == code, out.stderr[-2000:]
-    mine = [ln for ln in out.stderr.splitlines() if ln.startswith(command[0])]
+    mine = [ln for ln in out.stderr.splitlines() if ln.startswith(argv[0])]
     assert len(mine) == 1 and mine[0].startswith(line), out.stderr[-2000:]
     message = mine[0].split(": error: ", 1)[1]
     assert (out.stdout + out.stderr).count(message) == 1  # not logged to the console as well
@@ -174,6 +175,7 @@ def _too_many_devices() -> str:
     return f"trainer.devices={usable_cores() + 1}"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

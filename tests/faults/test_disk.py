@@ -3,14 +3,10 @@ space left, no temporary file stays on the full disk, and the run is FAILED with
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import mlflow
 import pytest
-
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 
 
 @pytest.fixture
@@ -24,22 +20,15 @@ def small_disk(tmp_path):
 
 
 def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(
-    tmp_path, tiny_overrides, small_disk
+    tmp_path, tiny_overrides, small_disk, command
 ):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     # the default CNN at 64 px: a checkpoint of 1.4 MB, the second does not fit in 2 MB
     keep = ("paths.output_dir", "model.classifier.build")
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(keep)]
     run_dir = small_disk / "run"
-    cmd = [
-        EXE,
-        *overrides,
-        "model.image_size=64",
-        "trainer.max_epochs=3",
-        f"hydra.run.dir={run_dir}",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    args = [*overrides, "model.image_size=64", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"]
+    out = command("taco-train", *args, env={"MLFLOW_TRACKING_URI": uri})
     assert out.returncode == 1, out.stderr[-3000:]
     lines = [x for x in out.stderr.splitlines() if not x.split(" ")[-1].endswith("tables...")]
     errors = [x for x in lines if "taco-train: error:" in x]

@@ -55,6 +55,7 @@ def _signal_once(cmd, signum, marker="epoch 2/", count=1, wait=300):
     return proc.returncode, "".join(lines) + rest
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # 50 s: a joblib sweep, a job killed, the sweep run again (make test-all)
 def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(
     tmp_path, tiny_overrides, mlflow_uri, capsys
@@ -140,6 +141,7 @@ with MLflowLogger(sys.argv[1], experiment_name="taco").run() as run:
 """
 
 
+@pytest.mark.subprocess
 def test_a_run_whose_process_is_gone_is_reported_and_closed(tmp_path, mlflow_uri, capsys):
     proc = subprocess.Popen(
         [sys.executable, "-c", OPEN_A_RUN, mlflow_uri], stdout=subprocess.PIPE, text=True

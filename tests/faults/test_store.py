@@ -29,6 +29,7 @@ with logger.run() as run:
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # 19 s: 8 processes create one store at once (make test-all)
 def test_parallel_first_use_of_a_new_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/new/mlflow.db"
@@ -47,30 +48,29 @@ def test_parallel_first_use_of_a_new_sqlite_store(tmp_path):
     assert all(r.data.metrics == {"x": 1.0} for r in runs)
 
 
-def test_an_unreachable_server_fails_fast_with_one_line(tmp_path, tiny_overrides):
+def test_an_unreachable_server_fails_fast_with_one_line(tmp_path, tiny_overrides, command):
     start = time.perf_counter()
     with pytest.raises(StoreError) as err:
         probe_server("http://127.0.0.1:9/")
     assert time.perf_counter() - start < 12
     assert "MLflow tracking server http://127.0.0.1:9/ is not reachable" in str(err.value)
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"}
-    cmd = [EXE, *tiny_overrides(tmp_path)[:2], f"hydra.run.dir={tmp_path}/run"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"}
+    args = [*tiny_overrides(tmp_path)[:2], f"hydra.run.dir={tmp_path}/run"]
+    out = command("taco-train", *args, env=env)
     assert out.returncode == 1
     mine = [ln for ln in out.stderr.splitlines() if ln.startswith("taco-train")]
     assert mine == [f"taco-train: error: {err.value}"]
     assert "Traceback" not in out.stderr
 
 
-def test_a_sqlite_path_under_a_file_is_one_line(tmp_path, tiny_overrides):
+def test_a_sqlite_path_under_a_file_is_one_line(tmp_path, tiny_overrides, command):
     (tmp_path / "afile").write_text("not a folder")
     uri = f"sqlite:///{tmp_path}/afile/mlflow.db"
     with pytest.raises(ConfigError, match="afile is a file, not a folder"):
         ensure_store(uri)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [EXE, *tiny_overrides(tmp_path)[:2], f"hydra.run.dir={tmp_path}/run"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    args = [*tiny_overrides(tmp_path)[:2], f"hydra.run.dir={tmp_path}/run"]
+    out = command("taco-train", *args, env={"MLFLOW_TRACKING_URI": uri})
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"taco-train: error: MLflow store {uri}: {tmp_path}/afile is a file" in out.stderr
 
@@ -120,6 +120,7 @@ def mlflow_server(tmp_path):
     server.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # 47 s with its server: a joblib sweep over HTTP (make test-all)
 def test_a_parallel_sweep_over_http_records_every_run(
     tmp_path, tiny_overrides, mlflow_server, monkeypatch
@@ -162,7 +163,7 @@ def _damage(db, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated"])
-def test_a_damaged_store_is_one_line_for_every_command(tmp_path, tiny_overrides, how):
+def test_a_damaged_store_is_one_line_for_every_command(tmp_path, tiny_overrides, command, how):
     from taco.tracking.mlflow_logger import MLflowLogger
 
     db = tmp_path / "mlflow.db"
@@ -174,8 +175,6 @@ def test_a_damaged_store_is_one_line_for_every_command(tmp_path, tiny_overrides,
             run.log_metrics({f"m{j}": float(j) for j in range(30)}, step=i)
             run.log_params({f"p{j}": "x" * 200 for j in range(20)})
     _damage(db, how)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    bin_dir = os.path.dirname(sys.executable)
     commands = {
         "taco-train": [*tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path}/run"],
         "taco-compare": [],
@@ -183,13 +182,7 @@ def test_a_damaged_store_is_one_line_for_every_command(tmp_path, tiny_overrides,
         "taco-eval": ["run_id=0123abcd", f"hydra.run.dir={tmp_path}/eval"],
     }
     for name, args in commands.items():
-        out = subprocess.run(
-            [os.path.join(bin_dir, name), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-        )
+        out = command(name, *args, env={"MLFLOW_TRACKING_URI": uri})
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 1, (name, out.stderr[-3000:])
         assert len(lines) == 1 and lines[0].startswith(f"{name}: error: MLflow store {db}"), (
@@ -246,6 +239,7 @@ def runs_in(db, status: str) -> bool:
         return False
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # 40 s and 75 s (MLflow waits 20 s per refused write): make test-faults runs them
 @pytest.mark.parametrize("seconds", [25, 60], ids=["25s", "60s"])
 def test_a_store_locked_by_another_process_is_waited_for(tmp_path, tiny_overrides, seconds):

@@ -24,6 +24,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.subprocess
 def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
     sweep = tmp_path / "sweep"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(sweep)], stdout=subprocess.PIPE)
