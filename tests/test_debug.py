@@ -1,7 +1,6 @@
 """Lightning-style debug modes and early stopping."""
 
 import mlflow
-import pytest
 
 from taco.cli.train import train
 from taco.config import build
@@ -23,7 +22,6 @@ def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path, tiny_overr
     assert all(len(trainer.batches(dm, part)) == 1 for part in ("train", "val", "test"))
 
 
-@pytest.mark.slow  # 15 s of training to near-perfect F1 (make test-all)
 def test_overfit_reaches_near_perfect_training_f1(compose_cfg, tmp_path, tiny_overrides):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.cl", "trainer"))]
     extra = [

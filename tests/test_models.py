@@ -49,9 +49,9 @@ def _tiny(tiny_overrides, tmp_path, extra):
     "family",
     [
         pytest.param("vgg16", marks=pytest.mark.backend),  # the transfer path, on both backends
-        pytest.param("xception", marks=pytest.mark.slow),  # the same path at 71 px: 16 s
+        "xception",  # the same path at 71 px
         "vgg16_rf",  # backbone features + forest, at 32 px
-        pytest.param("xception_rf", marks=pytest.mark.slow),  # the same at 71 px: 19 s
+        "xception_rf",  # the same at 71 px
     ],
 )
 def test_family_trains_and_logs_per_class_f1(

@@ -94,7 +94,7 @@ def test_a_killed_worker_costs_one_job_and_a_rerun_finishes_it(
     assert resumed.info.status == "FINISHED" and "epoch 1" in resumed.data.tags["resumed_from"]
 
 
-@pytest.mark.slow  # 22 s: make test-faults and make test-all run it
+@pytest.mark.subprocess
 def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, tiny_overrides, mlflow_uri, capsys):
     cmd = _cmd(tiny_overrides, tmp_path, *JOBLIB, "seed=1,2,3", "trainer.max_epochs=300")
     code, output = _signal_once(cmd, signal.SIGTERM, count=2)  # both running jobs in epoch 2
@@ -118,7 +118,7 @@ def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, tiny_overrides, mlflow
     assert "job #2 [" in err and "not started" in err
 
 
-@pytest.mark.slow  # 25 s (make test-all); the parallel sweep's SIGTERM test stays in make test
+@pytest.mark.subprocess
 def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, tiny_overrides, mlflow_uri):
     code, output = _signal_once(
         _cmd(tiny_overrides, tmp_path, "seed=1,2", "trainer.max_epochs=300"), signal.SIGINT
