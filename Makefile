@@ -122,12 +122,13 @@ test-all: setup-optuna setup-slurm setup-ray setup-ui chromium
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check taco tests benchmarks
-	$(BIN)/ruff format --check taco tests benchmarks
+	$(BIN)/ruff check taco tests benchmarks tools
+	$(BIN)/ruff format --check taco tests benchmarks tools
+	$(BIN)/lint-imports --no-cache
 
 format: setup
-	$(BIN)/ruff format taco tests benchmarks
-	$(BIN)/ruff check --fix taco tests benchmarks
+	$(BIN)/ruff format taco tests benchmarks tools
+	$(BIN)/ruff check --fix taco tests benchmarks tools
 
 TRACKING_URI = $$($(BIN)/python -c 'from taco.config import default_tracking_uri as u; print(u())')
 MODEL ?=
@@ -141,7 +142,7 @@ ui: setup
 
 # docs/ui_*.png: a small sweep in a throwaway store, MLflow's UI on a free port, headless Chromium
 ui-shots: setup-ui chromium
-	$(BIN)/python -m taco.tracking.ui_shots --out docs $(ARGS)
+	$(BIN)/python -m tools.ui_shots --out docs $(ARGS)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -153,6 +153,7 @@ class RunLogger(Protocol):
     tracking_uri: str | None
     active: bool  # False: nothing is recorded, so nothing needs preparing for it
     resumed: bool  # True: run() reopened an existing run (resuming from a checkpoint)
+    nests_sweeps: bool  # True: a sweep opens a parent run in this store and jobs nest under it
 
     def run(
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None

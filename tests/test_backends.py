@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from taco.errors import ConfigError
-from taco.training.hardware import PRECISIONS, Hardware, backend, use_backend
+from taco.process import backend, use_backend
+from taco.training.hardware import PRECISIONS, Hardware
 
 TRAIN = os.path.join(os.path.dirname(sys.executable), "taco-train")
 

@@ -2,8 +2,8 @@
 
 import mlflow
 
-from taco.cli.train import train
 from taco.config import build
+from taco.training.job import train
 
 
 def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):

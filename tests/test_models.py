@@ -6,9 +6,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from taco.cli.train import train
 from taco.config import build
 from taco.errors import ConfigError
+from taco.training.job import train
 
 FAMILIES = {
     "vgg16": [

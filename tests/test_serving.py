@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from taco.cli.train import train
+from taco.training.job import train
 
 
 def _free_port() -> int:

@@ -159,9 +159,9 @@ def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
     assert sizes["vgg16"][0] == 32 and sizes["xception"][0] == 72 and sizes["cnn"][0] == 64
     assert all(w is None for _, _, w in sizes.values())
     # a job logs its own settings as params, not the study's table of every model's
-    from taco.cli.train import log_config
     from taco.config import resolved_config
     from taco.tracking.mlflow_logger import NullLogger
+    from taco.training.job import log_config
 
     class Params(NullLogger):
         def log_params(self, params):

@@ -8,8 +8,8 @@ import sys
 import mlflow
 import pytest
 
-from taco.cli.train import train
 from taco.errors import DataError
+from taco.training.job import train
 from tests.helpers import sigterm_once_training
 
 

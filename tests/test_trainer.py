@@ -11,11 +11,11 @@ import mlflow
 import numpy as np
 import pytest
 
-from taco.cli.train import build_callbacks, train
 from taco.config import build
 from taco.errors import ConfigError
 from taco.training import checkpoint
 from taco.training.callbacks import LearningRateSchedule
+from taco.training.job import build_callbacks, train
 
 
 def _runs(uri):
@@ -296,7 +296,7 @@ def test_cpu_isa_caps_the_kernels_tensorflow_runs(tmp_path):
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("oneDNN's x86 instruction sets")
     code = (
-        "from taco.training.hardware import limit_cpu_isa, use_backend\n"
+        "from taco.process import limit_cpu_isa, use_backend\n"
         "use_backend('tensorflow'); limit_cpu_isa('AVX2')\n"
         "import tensorflow as tf\n"
         "tf.nn.conv2d(tf.ones([1, 8, 8, 3]), tf.ones([3, 3, 3, 4]), 1, 'SAME')\n"

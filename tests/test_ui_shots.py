@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from taco.tracking.ui_shots import CHROMIUM, SHOTS, mlflow_ui, run_sweep, shoot, sweep_runs
+from tools.ui_shots import CHROMIUM, SHOTS, mlflow_ui, run_sweep, shoot, sweep_runs
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Hydra loads launchers only from the `hydra_plugins` package: this registers the class that
-`conf/hydra/launcher/joblib.yaml` names (the code is in `taco/tracking/joblib_launcher.py`)."""
+`conf/hydra/launcher/joblib.yaml` names (the code is in `taco.sweeps.joblib_launcher.py`)."""
 
-from taco.tracking.joblib_launcher import ProcessPerJobLauncher
+from taco.sweeps.joblib_launcher import ProcessPerJobLauncher
 
 
 class TacoJoblibLauncher(ProcessPerJobLauncher):

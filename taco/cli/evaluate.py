@@ -33,8 +33,8 @@ def evaluate_model(cfg: DictConfig) -> float:
     """Returns the test macro F1; logs per-class test metrics to a new run."""
     from taco.metrics import evaluate
     from taco.models.registry import load_model
+    from taco.process import limit_cpu_isa, use_backend
     from taco.schema import check_config
-    from taco.training.hardware import limit_cpu_isa, use_backend
 
     check_config(resolved_config(cfg))
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras

@@ -20,8 +20,8 @@ from taco.config import default_tracking_uri
 from taco.data.images import BAD_IMAGE_POLICIES
 from taco.errors import TacoError, cli_errors
 from taco.models.registry import LoadedModel, load_model
+from taco.process import native_noise_filtered
 from taco.schema import CPU_ISAS
-from taco.training.hardware import native_noise_filtered
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(trainer.cpu_isa, default %(default)s); 'none' for no cap",
     )
     args = parser.parse_args(argv)
-    from taco.training.hardware import limit_cpu_isa
+    from taco.process import limit_cpu_isa
 
     limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
     from taco.tracking.store import store_errors

@@ -1,161 +1,17 @@
-"""`taco-train`: build every part from the config, then fit, validate and test in one MLflow run.
+"""`taco-train`: one training job (`taco.training.job`), or with `-m` a sweep of them, each job
+through `taco.sweeps.job` and every run a child of the sweep's parent (`taco.sweeps.parent`).
 
-Only Hydra and OmegaConf are imported at module level, so `--help` and `--cfg job` stay fast;
-TensorFlow, Keras and MLflow load inside `train()`.
+Only Hydra, OmegaConf and taco's config helpers are imported at module level, so `--help` and
+`--cfg job` stay fast; TensorFlow, Keras and MLflow load when a job is built.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from taco.config import (
-    CONF_DIR,
-    build,
-    flatten,
-    in_multirun,
-    job_number,
-    job_overrides,
-    output_dir,
-    resolved_config,
-    threads_per_job,
-)
-from taco.errors import ConfigError, cli_errors, interrupts, sigterm_as_interrupt
-
-if TYPE_CHECKING:
-    from taco.protocols import Classifier, DataModule, RunLogger
-    from taco.training.checkpoint import Resume
-    from taco.training.trainer import Trainer
-
-log = logging.getLogger("taco.train")
-
-
-@dataclass
-class Job:
-    """Every part of a training job, built and checked before a run opens."""
-
-    datamodule: DataModule
-    classifier: Classifier
-    trainer: Trainer
-    logger: RunLogger
-    tags: dict[str, str]
-    resolved: dict  # the config, resolved once
-    resume: Resume = field(default_factory=lambda: _no_resume())  # what ckpt_path resolved to
-
-
-def train(cfg: DictConfig, job: Job | None = None) -> float:
-    """One training job (its parts built here unless given); returns `cfg.optimized_metric`."""
-    job = job or build_job(cfg)
-    resume = job.resume
-    with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=resume.run_id) as logger:
-        log_config(logger, job.resolved, output_dir(cfg))
-        job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=resume.path)
-        val = job.trainer.validate(job.classifier, job.datamodule)
-        test = job.trainer.test(job.classifier, job.datamodule)
-    if logger.run_id:
-        print(f"MLflow run {logger.run_id} ({logger.tracking_uri})")
-    return {**val.summary("val/final"), **test.summary("test")}[cfg.optimized_metric]
-
-
-def build_job(cfg: DictConfig) -> Job:
-    """Build and check every part: a config mistake fails here, before any data work or run."""
-    from taco.metrics import summary_names
-    from taco.schema import check_config
-    from taco.tracking.sweep import job_run_name
-    from taco.training import checkpoint
-    from taco.training.hardware import (
-        check_hardware,
-        import_keras,
-        limit_cpu_isa,
-        prepare_job,
-        use_backend,
-    )
-
-    resolved = resolved_config(cfg)
-    check_config(resolved)  # types and ranges: refused in a second, before anything is built
-    use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
-    check_hardware(resolved["trainer"])  # what this machine cannot run, also in a second
-    limit_cpu_isa(cfg.trainer.get("cpu_isa"))
-    import_keras()  # its backend's start-up noise filtered
-    name = cfg.logger.get("run_name")
-    logger = build(cfg.logger, **({"run_name": job_run_name(name)} if name else {}))
-    logger.check()  # the store: created once, or the server answers (seconds, not minutes)
-    prepare_job(cfg.trainer.get("cpu_threads") or threads_per_job(), job_number())
-    if cfg.optimized_metric not in summary_names():
-        raise ConfigError(
-            f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
-        )
-    trainer = build(cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")))
-    classifier = build(cfg.model.classifier)
-    classifier.check(int(cfg.model.image_size))
-    trainer.connect(classifier)
-    trainer.configure_hardware()  # devices first: an impossible choice fails before data work
-    trainer.fingerprint = checkpoint.fingerprint(resolved)
-    job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
-    job.datamodule.check()  # annotations, class map, split: before a run opens
-    if cfg.get("ckpt_path"):  # resolved by the trainer's checkpoint connector
-        job.resume = trainer.checkpoints.resolve(cfg.ckpt_path, search_dirs(cfg), in_multirun())
-        if job.resume.path is not None:
-            job.tags["resumed_from"] = f"{job.resume.path} (epoch {job.resume.epoch})"
-    return job
-
-
-def _no_resume() -> Resume:
-    from taco.training.checkpoint import Resume
-
-    return Resume()
-
-
-def build_callbacks(node: Any) -> list[Any]:
-    """`callbacks.<name>: {_target_: ...}` -> objects; a null entry is switched off."""
-    callbacks = []
-    for name, spec in (node or {}).items():
-        if spec is None:
-            continue
-        if "_target_" not in spec:
-            raise ConfigError(f"callbacks.{name} has no _target_: name the class to build")
-        callbacks.append(build(spec))
-    return callbacks
-
-
-def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """What a run is tagged with: dataset, model, task, git state, overrides, sweep, user tags."""
-    from taco.tracking.mlflow_logger import git_state
-    from taco.tracking.sweep import job_tags
-
-    overrides = job_overrides()
-    return {
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "task": cfg.task_name,
-        **git_state(Path(cfg.paths.root_dir)),
-        **({"hydra_overrides": overrides[:5000] or "(none)"} if overrides is not None else {}),
-        **job_tags(),
-        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
-    }
-
-
-def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
-    """Params and the resolved config (a resumed run keeps those it started with) and Hydra's
-    own record of the job (`.hydra/`)."""
-    if not logger.resumed:  # a study's per-model lookup tables are not this job's params
-        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path", "study")}
-        logger.log_params(flatten(params))
-        logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
-    if out is not None and (out / ".hydra").is_dir():
-        logger.log_artifacts(out / ".hydra", ".hydra")
-
-
-def search_dirs(cfg: DictConfig) -> list[Path]:
-    """Where `ckpt_path=last` looks: this job's folder, then every run and sweep folder."""
-    root = Path(cfg.paths.root_dir)
-    dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
-    return list(dict.fromkeys(d for d in dirs if d is not None))
+from taco.config import CONF_DIR, in_multirun
+from taco.errors import cli_errors, interrupts
 
 
 def resume_command() -> str:
@@ -176,58 +32,15 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     if in_multirun():
+        from taco.sweeps.job import sweep_job
+
         return sweep_job(cfg)
     from taco.tracking.store import store_errors
+    from taco.training.job import train
 
     uri = str(cfg.logger.get("tracking_uri") or "")  # checked whole by the logger's `check`
     with cli_errors("taco-train"), store_errors(uri, check=False):
         return train(cfg)
-
-
-def sweep_job(cfg: DictConfig) -> float:
-    """A failed job of a sweep is logged (its run FAILED) and scores NaN; the other jobs go on,
-    and the sweep's parent run ends FAILED naming it. Ctrl-C still stops the whole sweep."""
-    try:
-        job = build_job(cfg)
-    except Exception as exc:
-        record_unstarted(cfg, exc)
-        return job_failed(exc)
-    if job.resume.finished:
-        return take_finished(cfg, job)
-    try:
-        return train(cfg, job)
-    except Exception as exc:
-        return job_failed(exc)
-
-
-def take_finished(cfg: DictConfig, job: Job) -> float:
-    """A job a re-run sweep finds finished: its run joins this sweep, its result is returned."""
-    from taco.tracking.sweep import adopt_run
-
-    run_id = job.resume.finished["run_id"]
-    log.info("this job finished before, in run %s: taking its result", run_id)
-    metrics = adopt_run(job.logger.tracking_uri, run_id, job.tags) if job.logger.active else {}
-    return float(metrics.get(cfg.optimized_metric, float("nan")))
-
-
-def job_failed(exc: Exception) -> float:
-    from taco.errors import user_error
-
-    error = user_error(exc)
-    shown = error or exc
-    log.error("job failed: %s: %s", type(shown).__name__, shown, exc_info=error is None)
-    return float("nan")
-
-
-def record_unstarted(cfg: DictConfig, error: Exception) -> None:
-    """A sweep job refused while it was built still gets its child run, FAILED with the error,
-    so the parent run names it."""
-    try:
-        with build(cfg.logger).run(tags=run_tags(cfg)):
-            raise error
-    except Exception as exc:
-        if exc is not error:  # the logger itself failed: say so, the sweep still goes on
-            log.warning("could not record the failed job in the run store: %s", exc)
 
 
 if __name__ == "__main__":

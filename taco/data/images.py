@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from taco.data.files import (
+from taco.errors import ConfigError, DataError
+from taco.files import (
     damaged,
     disk_full_error,
     open_array,
@@ -33,7 +34,6 @@ from taco.data.files import (
     save_json,
     temp_path,
 )
-from taco.errors import ConfigError, DataError
 from taco.progress import Progress
 
 log = logging.getLogger(__name__)

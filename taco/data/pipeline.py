@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from taco.data.augment_pool import AugmentPool, augment_into, batch_seed, read_rows
-from taco.data.files import open_array, remove_dead_temps, save_array
+from taco.files import open_array, remove_dead_temps, save_array
 from taco.progress import Progress
 from taco.protocols import PerImage
 

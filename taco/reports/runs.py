@@ -99,7 +99,7 @@ def variant_names(runs: list[Any]) -> dict[str, str]:
 
 def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> Any:
     """The sweep's parent run: the one named, else the latest of the experiment (or store)."""
-    from taco.tracking.sweep import SWEEP_TAG
+    from taco.tracking.lineage import SWEEP_TAG
 
     if parent_id:
         try:
@@ -139,7 +139,7 @@ def not_finished(parent: Any, unfinished: list[Any]) -> list[str]:
 
 def collect(client: Any, parent: Any) -> Sweep:
     """The sweep's finished jobs by variant, in job order; DataError when none finished."""
-    from taco.tracking.sweep import child_runs
+    from taco.tracking.lineage import child_runs
 
     children = child_runs(client, parent.info.run_id)
     finished = [r for r in children if r.info.status == "FINISHED"]

@@ -182,6 +182,7 @@ class NullLogger(RunLogger):
     run_id: str | None = None
     tracking_uri: str | None = None
     active = False  # False: nothing is recorded, so nothing needs preparing for it
+    nests_sweeps = False  # True: a sweep opens a parent run in this logger's store (MLflow)
     resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
 
     def __init__(self, **settings: Any) -> None:
@@ -198,6 +199,7 @@ class MLflowLogger(NullLogger):
     """Logs one run to MLflow; a busy store is waited for (`taco.tracking.store_wait`)."""
 
     active = True
+    nests_sweeps = True
 
     def __init__(
         self,
@@ -381,8 +383,8 @@ class MLflowLogger(NullLogger):
 
     def log_model(self, folder: Path, example: Any) -> None:
         from taco.models.registry import INFO_NAME
+        from taco.process import native_noise_filtered
         from taco.tracking.logged_model import log_pyfunc
-        from taco.training.hardware import native_noise_filtered
 
         info = json.loads((Path(folder) / INFO_NAME).read_text())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from taco.data.files import pid_alive
+from taco.files import pid_alive
 from taco.tracking.mlflow_logger import HOST_TAG, PID_TAG
 
 

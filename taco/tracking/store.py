@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from taco.data.files import file_lock, nearest_existing
 from taco.errors import ConfigError, StoreError
+from taco.files import file_lock, nearest_existing
 
 __all__ = ["StoreError", "ensure_store", "probe_server", "sqlite_path", "store_errors"]
 

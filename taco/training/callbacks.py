@@ -219,7 +219,7 @@ class ModelCheckpoint(_Monitoring):
                 shutil.copyfile(source, tmp)
                 tmp.replace(target)
             except OSError as exc:
-                from taco.data.files import disk_full_error
+                from taco.files import disk_full_error
 
                 raise disk_full_error(target, exc) from None
             finally:

@@ -147,7 +147,7 @@ def live_owner(folder: Path) -> str | None:
     import socket
     import time
 
-    from taco.data.files import pid_alive
+    from taco.files import pid_alive
 
     try:
         owner = json.loads((folder / OWNER).read_text())
@@ -185,7 +185,7 @@ def write(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any])
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: one line, and no temporary file left on it
-        from taco.data.files import disk_full_error
+        from taco.files import disk_full_error
 
         tmp.unlink(missing_ok=True)  # first: the free space reported is what is really free
         raise disk_full_error(path, exc) from None

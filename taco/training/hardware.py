@@ -1,9 +1,10 @@
 """Where and in what precision a Trainer runs: `trainer.backend`, `accelerator`, `devices`,
 `precision`, on TensorFlow or JAX (Keras 3 runs the same models on both).
 
-The backend is chosen before Keras is first imported (`use_backend`); TensorFlow is imported
-only when it is the backend. Devices are configured when the Trainer is created, before any
-model or tensor exists, since both backends fix device visibility at their first device use.
+The backend is chosen before Keras is first imported (`taco.process.use_backend`); TensorFlow
+is imported only when it is the backend. Devices are configured when the Trainer is created,
+before any model or tensor exists, since both backends fix device visibility at their first
+device use.
 With more than one device the model is built, compiled and trained data-parallel (each batch
 split across the replicas): under a `tf.distribute.MirroredStrategy` on TensorFlow and under
 `keras.distribution.DataParallel` on JAX. Replicas on logical CPU devices make the path
@@ -15,15 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 from taco.errors import ConfigError
+from taco.process import backend, cpu_flags, gpu_present, native_noise_filtered, use_backend
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorflow", "jax", "torch")
 ACCELERATORS = ("auto", "cpu", "gpu")
 # Lightning's names, and Keras' own dtype policy names, for the same three choices
 PRECISIONS = {
@@ -36,80 +36,9 @@ PRECISIONS = {
 }
 
 
-def use_backend(name: str) -> None:
-    """Make `name` the Keras backend of this process; it must run before Keras is imported
-    (a process that already imported Keras on another backend is refused)."""
-    if name not in BACKENDS:
-        raise ConfigError(f"trainer.backend must be one of {BACKENDS}; got {name!r}")
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != name:
-            raise ConfigError(
-                f"trainer.backend={name}, but Keras was already imported on "
-                f"{keras.backend.backend()} in this process: start a new one (taco-train "
-                f"does) or set KERAS_BACKEND={name} before Keras is imported"
-            )
-        return
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        others = [b for b in BACKENDS if b != name and importlib.util.find_spec(b) is not None]
-        hint = f"; installed here: trainer.backend={others[0]}" if others else ""
-        raise ConfigError(f"trainer.backend={name}, but {name} is not installed{hint}")
-    os.environ["KERAS_BACKEND"] = name
-
-
-# what TensorFlow's C++ side prints at start-up on every machine, before its log level applies
-NATIVE_NOISE = (
-    "All log messages before absl::InitializeLog",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers",
-    "failed call to cuInit",
-    "Unable to register cu",
-    "TF-TRT Warning",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions",
-    "NodeDef mentions attribute use_unbounded_threadpool",  # a tf.data graph from a newer Keras
-)
-
-
-@contextlib.contextmanager
-def native_noise_filtered() -> Iterator[None]:
-    """Hide the start-up lines TensorFlow's C++ code writes straight to stderr (file descriptor
-    2, beyond Python's reach) in the code inside; every other line is passed on. Set
-    TACO_NATIVE_LOGS=1 to see them all."""
-    if os.environ.get("TACO_NATIVE_LOGS") == "1":
-        yield
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line in lines if not any(n in line for n in NATIVE_NOISE)]
-            sys.stderr.write("".join(kept))
-
-
 # oneDNN ISAs with bfloat16 convolutions: TensorFlow's CPU kernels below them abort a
 # bf16-mixed fit ("could not create a primitive descriptor"), measured on TF 2.21 with AVX2
 BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
-
-
-def gpu_present() -> bool:
-    """An NVIDIA device node exists (no backend is imported to ask)."""
-    import glob
-
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def check_hardware(trainer: Any) -> None:
@@ -126,7 +55,7 @@ def check_hardware(trainer: Any) -> None:
         )
     precision = PRECISIONS.get(str(trainer.get("precision")), "float32")
     if precision == "mixed_bfloat16" and on_cpu and backend() == "tensorflow":
-        isa, flags = trainer.get("cpu_isa"), _cpu_flags()
+        isa, flags = trainer.get("cpu_isa"), cpu_flags()
         if not ("avx512_bf16" in flags or "amx_bf16" in flags):
             raise ConfigError(
                 "trainer.precision=bf16-mixed: this CPU has no bfloat16 instructions "
@@ -138,43 +67,6 @@ def check_hardware(trainer: Any) -> None:
                 f"trainer.cpu_isa={isa} excludes: set trainer.cpu_isa=AVX512_CORE_BF16 (or "
                 "null), or precision=32"
             )
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            line = next((x for x in handle if x.startswith("flags")), "")
-    except OSError:
-        return set()
-    return set(line.partition(":")[2].split())
-
-
-def limit_cpu_isa(isa: str | None) -> None:
-    """Cap the instruction set of TensorFlow's oneDNN kernels (`trainer.cpu_isa`): read once,
-    when TensorFlow first runs one, so it is set before TensorFlow is imported."""
-    if not isa or backend() != "tensorflow":
-        return
-    if "tensorflow" in sys.modules:
-        if os.environ.get("ONEDNN_MAX_CPU_ISA") != isa:
-            log.warning("trainer.cpu_isa=%s: TensorFlow is already loaded, not applied", isa)
-        return
-    os.environ["ONEDNN_MAX_CPU_ISA"] = isa
-
-
-def import_keras() -> None:
-    """Import Keras (and its backend) once, its start-up noise filtered."""
-    if "keras" not in sys.modules:
-        with native_noise_filtered():
-            import keras  # noqa: F401
-
-
-def backend() -> str:
-    """The Keras backend this process runs (or will run) on, without importing Keras."""
-    if "keras" in sys.modules:
-        import keras
-
-        return keras.backend.backend()
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 class Hardware:
@@ -304,41 +196,3 @@ class Hardware:
                 yield
         finally:
             keras.config.set_dtype_policy(previous)
-
-
-def prepare_job(threads: int | None = None, job: int = 0) -> None:
-    """Per job: a clean Keras state in a reused worker process (joblib sweeps), and `threads`
-    CPU threads (`trainer.cpu_threads`, or a joblib job's share of the cores), set the way the
-    backend takes them."""
-    if "keras" in sys.modules:
-        import keras
-
-        keras.backend.clear_session()
-    if threads is None:
-        return
-    if backend() == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass  # a reused worker: TensorFlow kept the counts set by its first job
-    else:
-        # XLA (JAX) has no thread-count setting: it sizes its pool by the cores this process
-        # may run on, so job `job` gets its own `threads` of them before XLA starts
-        pin_cores(threads, job)
-
-
-def pin_cores(threads: int, job: int) -> None:
-    """Run this process (and the augmentation workers it starts) on `threads` of its cores,
-    the `job`-th block of them (Linux; elsewhere a no-op)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return
-    cores = sorted(os.sched_getaffinity(0))
-    if threads >= len(cores):
-        return
-    start = (job * threads) % len(cores)
-    block = (cores + cores)[start : start + threads]
-    os.sched_setaffinity(0, block)
-    log.info("job %d runs on cores %s", job, block)

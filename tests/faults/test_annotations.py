@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from taco.cli.train import train
 from taco.config import build
 from taco.errors import DataError
+from taco.training.job import train
 from tests.faults.common import edit_annotations, runs, taco_folder, taco_overrides
 
 

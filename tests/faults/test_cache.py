@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from taco.cli.train import train
-from taco.data.files import remove_dead_temps
 from taco.data.images import build_cache
 from taco.data.pipeline import _derived_for_cache
+from taco.files import remove_dead_temps
 from taco.training import checkpoint
+from taco.training.job import train
 from tests.faults.common import runs
 from tests.test_images import _files
 

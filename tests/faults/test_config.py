@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from taco.cli.train import train
 from taco.errors import ConfigError
 from taco.schema import check_config
+from taco.training.job import train
 from tests.faults.common import runs
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
@@ -159,8 +159,8 @@ def test_every_error_is_one_line_once_in_one_form(tmp_path, command, argv, code,
 def test_the_tags_example_of_the_config_works_as_written(compose_cfg):
     import re
 
-    from taco.cli.train import run_tags
     from taco.config import CONF_DIR
+    from taco.training.job import run_tags
 
     (example,) = re.findall(r"e\.g\. (tags='[^']+')", (CONF_DIR / "config.yaml").read_text())
     override = example.replace("'", "")  # as the shell hands it over

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from taco.cli.stats import stats
-from taco.cli.train import train
 from taco.config import build
 from taco.errors import DataError, TacoError
+from taco.training.job import train
 from tests.faults.common import edit_annotations, runs, taco_folder, taco_overrides
 
 

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from taco.cli.compare import main as compare_main
-from taco.data.files import pid_alive
+from taco.files import pid_alive
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]

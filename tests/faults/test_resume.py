@@ -11,9 +11,9 @@ import subprocess
 import mlflow
 import pytest
 
-from taco.cli.train import train
 from taco.errors import ConfigError
 from taco.training import checkpoint
+from taco.training.job import train
 
 INTERRUPT = ["+callbacks.interrupt._target_=tests.helpers.InterruptAtEpoch"]
 

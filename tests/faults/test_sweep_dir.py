@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from taco.errors import ConfigError
-from taco.tracking.sweep import hold_sweep_dir
+from taco.sweeps.parent import hold_sweep_dir
 
 EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
 HOLD = """
 import sys, time
 from pathlib import Path
-from taco.tracking.sweep import hold_sweep_dir
+from taco.sweeps.parent import hold_sweep_dir
 hold_sweep_dir(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(120)

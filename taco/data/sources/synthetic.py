@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from taco.data.files import file_lock
 from taco.data.taxonomy import TACO_CATEGORIES, supercategories
 from taco.errors import DataError
+from taco.files import file_lock
 
 log = logging.getLogger(__name__)
 

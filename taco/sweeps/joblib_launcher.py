@@ -106,7 +106,7 @@ class ProcessPerJobLauncher(Launcher):
             raise
         for job in jobs:
             if job.died:
-                from taco.tracking.sweep import close_dead_job
+                from taco.sweeps.parent import close_dead_job
 
                 close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
         return [job.result or _failed_return(job) for job in jobs]
@@ -179,7 +179,7 @@ class ProcessPerJobLauncher(Launcher):
                 job.process.kill()
                 job.process.join()
         not_started = [j for j in jobs if j.process is None]
-        from taco.tracking.sweep import record_not_started
+        from taco.sweeps.parent import record_not_started
 
         record_not_started(sweep_dir, [(j.num, j.overrides) for j in not_started])
 

@@ -25,43 +25,17 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from taco.config import hydra_runtime, in_multirun
+from taco.tracking.lineage import (
+    PARENT_ENV,
+    PARENT_FILE,
+    SWEEP_TAG,
+    child_runs,
+    parent_record,
+)
 
 log = logging.getLogger(__name__)
 
-PARENT_ENV = "TACO_SWEEP_PARENT_RUN_ID"
-PARENT_FILE = "mlflow_parent_run.json"
 NOT_STARTED_FILE = "jobs_not_started.json"
-SWEEP_TAG = "taco.sweep"
-
-
-def parent_run_id() -> str | None:
-    """The sweep's parent run for this job, when it is a job of a multirun."""
-    if not in_multirun():
-        return None
-    if os.environ.get(PARENT_ENV):
-        return os.environ[PARENT_ENV]
-    path = Path(hydra_runtime().sweep.dir) / PARENT_FILE
-    if path.is_file():
-        return json.loads(path.read_text())["run_id"]
-    return None
-
-
-def job_tags() -> dict[str, str]:
-    """`mlflow.parentRunId` (what the MLflow UI nests by) and the job's number in the sweep."""
-    parent = parent_run_id()
-    if parent is None:
-        return {}
-    return {"mlflow.parentRunId": parent, "sweep_job": str(hydra_runtime().job.num)}
-
-
-def child_runs(client: Any, parent_id: str) -> list[Any]:
-    parent = client.get_run(parent_id)
-    return client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-        max_results=10000,
-    )
 
 
 def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
@@ -112,31 +86,10 @@ def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
-def job_run_name(base: str) -> str:
-    """A sweep job's run name: `base` (model-dataset) and the overrides that tell it apart from
-    the other jobs, e.g. `cnn-synthetic-seed=2`; outside a sweep, `base` itself."""
-    hydra = hydra_runtime()
-    if hydra is None or not in_multirun():
-        return base
-    record = _parent_record(Path(str(hydra.sweep.dir)))
-    if not record:
-        return base
-    varying = set(record.get("varying", [])) - {"model", "dataset"}  # already in `base`
-    own = [
-        o.lstrip("+") for o in hydra.overrides.task if o.partition("=")[0].lstrip("+~") in varying
-    ]
-    return "-".join([base, *own])
-
-
-def _parent_record(sweep_dir: Path) -> dict | None:
-    path = sweep_dir / PARENT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], reason: str) -> None:
     """A job whose process died: its run (found by pid) closed FAILED with `reason`, or a FAILED
     run made for it when it died before opening one, so the parent run names it."""
-    record = _parent_record(sweep_dir)
+    record = parent_record(sweep_dir)
     if record is None:  # no tracking (logger=none)
         return
     import mlflow
@@ -161,18 +114,6 @@ def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], re
             client.set_terminated(run.info.run_id, "FAILED")
     except Exception as exc:  # the store is unreachable: the parent still names the job
         log.warning("could not close the run of dead job #%d: %s", num, exc)
-
-
-def adopt_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> dict[str, float]:
-    """A finished run joins the current sweep (its parent and job number); returns its
-    metrics."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    for key in ("mlflow.parentRunId", "sweep_job"):
-        if key in tags:
-            client.set_tag(run_id, key, tags[key])
-    return dict(client.get_run(run_id).data.metrics)
 
 
 def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> None:
@@ -233,6 +174,17 @@ def hold_sweep_dir(sweep_dir: Path) -> Any:
     return handle
 
 
+def nests_sweeps(logger: Any) -> bool:
+    """Whether the configured logger's class declares that its runs nest under a sweep's parent
+    run (`nests_sweeps`, a class attribute: the class is looked up, not built)."""
+    target = logger.get("_target_") if logger else None
+    if not target:
+        return False
+    from hydra.utils import get_class
+
+    return bool(getattr(get_class(str(target)), "nests_sweeps", False))
+
+
 class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -249,7 +201,7 @@ class MLflowSweepParent(Callback):
 
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
             if "n_jobs" in config.hydra.launcher:
-                from taco.tracking.joblib_launcher import check_n_jobs
+                from taco.sweeps.joblib_launcher import check_n_jobs
 
                 check_n_jobs(config.hydra.launcher.n_jobs)
             self.planned = check_sweep(config)
@@ -260,7 +212,7 @@ class MLflowSweepParent(Callback):
 
     def _open_parent(self, config: Any) -> None:
         logger = config.get("logger") or {}
-        if not self.enabled or "MLflowLogger" not in str(logger.get("_target_", "")):
+        if not self.enabled or not nests_sweeps(logger):
             return
         import mlflow
 

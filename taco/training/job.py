@@ -1,0 +1,150 @@
+"""A training job: every part built from the config and checked before a run opens, then fit,
+validate and test in one run. `taco-train` (`taco.cli.train`) calls `train` for a single job and
+`taco.sweeps.job` for each job of a multirun.
+
+Only OmegaConf and taco's config helpers load at import; TensorFlow, Keras and MLflow load inside
+`build_job`, after the process is set up for them (`taco.process`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from taco.config import (
+    build,
+    flatten,
+    in_multirun,
+    job_number,
+    job_overrides,
+    output_dir,
+    resolved_config,
+    threads_per_job,
+)
+from taco.errors import ConfigError, sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from taco.protocols import Classifier, DataModule, RunLogger
+    from taco.training.checkpoint import Resume
+    from taco.training.trainer import Trainer
+
+
+@dataclass
+class Job:
+    """Every part of a training job, built and checked before a run opens."""
+
+    datamodule: DataModule
+    classifier: Classifier
+    trainer: Trainer
+    logger: RunLogger
+    tags: dict[str, str]
+    resolved: dict  # the config, resolved once
+    resume: Resume = field(default_factory=lambda: _no_resume())  # what ckpt_path resolved to
+
+
+def train(cfg: DictConfig, job: Job | None = None) -> float:
+    """One training job (its parts built here unless given); returns `cfg.optimized_metric`."""
+    job = job or build_job(cfg)
+    resume = job.resume
+    with sigterm_as_interrupt(), job.logger.run(tags=job.tags, run_id=resume.run_id) as logger:
+        log_config(logger, job.resolved, output_dir(cfg))
+        job.trainer.fit(job.classifier, job.datamodule, logger, ckpt_path=resume.path)
+        val = job.trainer.validate(job.classifier, job.datamodule)
+        test = job.trainer.test(job.classifier, job.datamodule)
+    if logger.run_id:
+        print(f"MLflow run {logger.run_id} ({logger.tracking_uri})")
+    return {**val.summary("val/final"), **test.summary("test")}[cfg.optimized_metric]
+
+
+def build_job(cfg: DictConfig) -> Job:
+    """Build and check every part: a config mistake fails here, before any data work or run."""
+    from taco.metrics import summary_names
+    from taco.process import import_keras, limit_cpu_isa, reset_for_job, use_backend
+    from taco.schema import check_config
+    from taco.tracking.lineage import job_run_name
+    from taco.training import checkpoint
+    from taco.training.hardware import check_hardware
+
+    resolved = resolved_config(cfg)
+    check_config(resolved)  # types and ranges: refused in a second, before anything is built
+    use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
+    check_hardware(resolved["trainer"])  # what this machine cannot run, also in a second
+    limit_cpu_isa(cfg.trainer.get("cpu_isa"))
+    import_keras()  # its backend's start-up noise filtered
+    name = cfg.logger.get("run_name")
+    logger = build(cfg.logger, **({"run_name": job_run_name(name)} if name else {}))
+    logger.check()  # the store: created once, or the server answers (seconds, not minutes)
+    reset_for_job(cfg.trainer.get("cpu_threads") or threads_per_job(), job_number())
+    if cfg.optimized_metric not in summary_names():
+        raise ConfigError(
+            f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
+        )
+    trainer = build(cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")))
+    classifier = build(cfg.model.classifier)
+    classifier.check(int(cfg.model.image_size))
+    trainer.connect(classifier)
+    trainer.configure_hardware()  # devices first: an impossible choice fails before data work
+    trainer.fingerprint = checkpoint.fingerprint(resolved)
+    job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
+    job.datamodule.check()  # annotations, class map, split: before a run opens
+    if cfg.get("ckpt_path"):  # resolved by the trainer's checkpoint connector
+        job.resume = trainer.checkpoints.resolve(cfg.ckpt_path, search_dirs(cfg), in_multirun())
+        if job.resume.path is not None:
+            job.tags["resumed_from"] = f"{job.resume.path} (epoch {job.resume.epoch})"
+    return job
+
+
+def _no_resume() -> Resume:
+    from taco.training.checkpoint import Resume
+
+    return Resume()
+
+
+def build_callbacks(node: Any) -> list[Any]:
+    """`callbacks.<name>: {_target_: ...}` -> objects; a null entry is switched off."""
+    callbacks = []
+    for name, spec in (node or {}).items():
+        if spec is None:
+            continue
+        if "_target_" not in spec:
+            raise ConfigError(f"callbacks.{name} has no _target_: name the class to build")
+        callbacks.append(build(spec))
+    return callbacks
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """What a run is tagged with: dataset, model, task, git state, overrides, sweep, user tags."""
+    from taco.tracking.lineage import job_tags
+    from taco.tracking.mlflow_logger import git_state
+
+    overrides = job_overrides()
+    return {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "task": cfg.task_name,
+        **git_state(Path(cfg.paths.root_dir)),
+        **({"hydra_overrides": overrides[:5000] or "(none)"} if overrides is not None else {}),
+        **job_tags(),
+        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+    }
+
+
+def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
+    """Params and the resolved config (a resumed run keeps those it started with) and Hydra's
+    own record of the job (`.hydra/`)."""
+    if not logger.resumed:  # a study's per-model lookup tables are not this job's params
+        params = {k: v for k, v in resolved.items() if k not in ("paths", "ckpt_path", "study")}
+        logger.log_params(flatten(params))
+        logger.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    if out is not None and (out / ".hydra").is_dir():
+        logger.log_artifacts(out / ".hydra", ".hydra")
+
+
+def search_dirs(cfg: DictConfig) -> list[Path]:
+    """Where `ckpt_path=last` looks: this job's folder, then every run and sweep folder."""
+    root = Path(cfg.paths.root_dir)
+    dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
+    return list(dict.fromkeys(d for d in dirs if d is not None))

@@ -1,0 +1,36 @@
+"""The rooms of `taco` import downward only (pyproject.toml's import-linter contract, also run by
+`make lint`), and every module of the package is in one of its layers."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _layers() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = config["contracts"]
+    return contract["layers"]
+
+
+def test_imports_point_one_way(monkeypatch: pytest.MonkeyPatch):
+    # the use case, not `importlinter.cli`: the CLI's logging setup disables every logger of
+    # the process that it does not name (pytest's caplog then sees nothing of taco's)
+    from importlinter.application.use_cases import lint_imports
+    from importlinter.configuration import configure
+
+    configure()
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename="pyproject.toml", cache_dir=None, no_logo=True)
+
+
+def test_every_room_is_in_a_layer():
+    named = {m.strip() for layer in _layers() for m in layer.replace(":", "|").split("|")}
+    package = ROOT / "taco"
+    rooms = {f"taco.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    rooms |= {f"taco.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert rooms == named, f"not in a layer: {sorted(rooms - named)}; gone: {sorted(named - rooms)}"

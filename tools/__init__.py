@@ -1,0 +1,1 @@
+"""Project tooling outside the `taco` package: what builds the docs (`make ui-shots`)."""
