@@ -3,7 +3,7 @@
 import mlflow
 
 from taco.config import build
-from taco.training.job import train
+from taco.training.job import train, trainer_node
 
 
 def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):
@@ -15,7 +15,7 @@ def test_fast_dev_run_logs_nothing(compose_cfg, tmp_path, tiny_overrides, mlflow
 
 def test_fast_dev_run_uses_one_batch_per_stage(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "debug=fdr"])
-    dm, trainer = build(cfg.dataset), build(cfg.trainer)
+    dm, trainer = build(cfg.dataset), build(trainer_node(cfg.trainer))
     dm.prepare_data()
     dm.setup()
     assert trainer.max_epochs == 1

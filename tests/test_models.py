@@ -8,7 +8,7 @@ import pytest
 
 from taco.config import build
 from taco.errors import ConfigError
-from taco.training.job import train
+from taco.training.job import train, trainer_node
 
 FAMILIES = {
     "vgg16": [
@@ -96,7 +96,11 @@ def _check_pyfunc(run_id: str, family: str) -> None:
 
 def _fitted(compose_cfg, tiny_overrides, tmp_path, extra):
     cfg = compose_cfg(_tiny(tiny_overrides, tmp_path, extra))
-    dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
+    dm, trainer, classifier = (
+        build(cfg.dataset),
+        build(trainer_node(cfg.trainer)),
+        build(cfg.model.classifier),
+    )
     trainer.fit(classifier, dm)
     trainer.validate(classifier, dm)
     return dm, trainer, classifier

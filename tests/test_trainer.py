@@ -15,7 +15,7 @@ from taco.config import build
 from taco.errors import ConfigError
 from taco.training import checkpoint
 from taco.training.callbacks import LearningRateSchedule
-from taco.training.job import build_callbacks, train
+from taco.training.job import build_callbacks, train, trainer_node
 
 
 def _runs(uri):
@@ -160,7 +160,7 @@ def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path, tiny
     from tests.helpers import RecordHooks
 
     hooks, dm = RecordHooks(), build(cfg.dataset)
-    trainer = build(cfg.trainer, callbacks=[hooks])
+    trainer = build(trainer_node(cfg.trainer), callbacks=[hooks])
     trainer.fit(build(cfg.model.classifier), dm)
     train_only = "['epoch_seconds', 'train/loss']"
     metrics = "['epoch_seconds', 'train/loss', 'val/f1_macro', 'val/f1_macro_fixed', 'val/loss']"
@@ -228,7 +228,11 @@ def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, tiny_overrides, mlf
 def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_overrides):
     cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
     assert cfg.trainer.precision == "16-mixed" and cfg.trainer.accelerator == "gpu"
-    dm, trainer, classifier = build(cfg.dataset), build(cfg.trainer), build(cfg.model.classifier)
+    dm, trainer, classifier = (
+        build(cfg.dataset),
+        build(trainer_node(cfg.trainer)),
+        build(cfg.model.classifier),
+    )
     trainer.fit(classifier, dm)
     result = trainer.test(classifier, dm)
     conv = classifier.model.get_layer("conv0_0")

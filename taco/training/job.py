@@ -82,7 +82,7 @@ def build_job(cfg: DictConfig) -> Job:
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
         )
-    trainer = build(cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")))
+    trainer = build(trainer_node(cfg.trainer), callbacks=build_callbacks(cfg.get("callbacks")))
     classifier = build(cfg.model.classifier)
     classifier.check(int(cfg.model.image_size))
     trainer.connect(classifier)
@@ -95,6 +95,16 @@ def build_job(cfg: DictConfig) -> Job:
         if job.resume.path is not None:
             job.tags["resumed_from"] = f"{job.resume.path} (epoch {job.resume.epoch})"
     return job
+
+
+# `trainer.*` keys for the process, not the Trainer: applied above, before Keras loads
+PROCESS_SETTINGS = ("cpu_threads", "cpu_isa")
+
+
+def trainer_node(node: DictConfig) -> DictConfig:
+    """`trainer` without the keys `taco.process` applies (the Trainer never sees them)."""
+    resolved = OmegaConf.to_container(node, resolve=True)  # `${seed}` needs the whole config
+    return OmegaConf.create({k: v for k, v in resolved.items() if k not in PROCESS_SETTINGS})
 
 
 def _no_resume() -> Resume:

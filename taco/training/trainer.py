@@ -42,8 +42,6 @@ class Trainer:
         threshold_min_positives: int = 5,
         seed: int | None = None,
         deterministic: bool = True,
-        cpu_threads: int | None = None,
-        cpu_isa: str | None = None,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
         limit_test_batches: int | None = None,
@@ -60,8 +58,6 @@ class Trainer:
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
         self.threshold, self.seed, self.deterministic = threshold, seed, deterministic
         self.threshold_min_positives = int(threshold_min_positives)
-        # applied by taco-train before the backend starts (taco.training.hardware)
-        self.cpu_threads, self.cpu_isa = cpu_threads, cpu_isa
         limits = (limit_train_batches, limit_val_batches, limit_test_batches)
         self.limits = dict(zip(("train", "val", "test"), limits, strict=True))
         self.fast_dev_run = bool(fast_dev_run)
