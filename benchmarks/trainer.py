@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taco.tracking.mlflow_logger import NullLogger
+from taco.tracking.base import NullLogger
 
 
 class _Collect(NullLogger):

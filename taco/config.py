@@ -37,7 +37,25 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root()}/mlflow.db"
 
 
+def per_model(key: str, _root_: Any) -> Any:
+    """`${per_model:image_size}`: the study's `study.<key>` entry for this job's model, else
+    its `default`; a model the table does not cover is named with what to add."""
+    table, name = _root_.study[key], str(_root_.model.name)
+    if name in table:
+        return table[name]
+    if "default" in table:
+        return table["default"]
+    from taco.errors import ConfigError
+
+    raise ConfigError(
+        f"study.{key} has no entry for model {name!r} and no default: add "
+        f"study.{key}.{name}=<value> (or study.{key}.default) to the experiment"
+    )
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("per_model"):
+        OmegaConf.register_new_resolver("per_model", per_model)
     if not OmegaConf.has_resolver("taco_root"):
         OmegaConf.register_new_resolver("taco_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("taco_tracking_uri"):

@@ -89,6 +89,13 @@ class DataModule(Protocol):
     def record(self) -> tuple[dict[str, str], dict[str, Any]]:
         """(tags, split record) to log with a run: content hash, image ids per part, skips."""
 
+    def split_labels(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """(class names, each part's labels) as a run with this config splits them, from the
+        annotations alone where the data allow (`taco-stats`); before or without `setup`."""
+
+    def notes(self) -> list[str]:
+        """Lines a report of the data states besides counts (class map, split, left out)."""
+
 
 class BatchHooks(Protocol):
     """What a classifier reports while it trains one epoch (the Trainer implements it)."""
@@ -158,7 +165,7 @@ class RunLogger(Protocol):
     def run(
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None
     ) -> contextlib.AbstractContextManager[RunLogger]: ...
-    # the bodies do nothing: `NullLogger` inherits them
+    # defaults for all of these: `taco.tracking.base.BaseLogger`
     def check(self) -> None:
         """Refuse a store that cannot be used (ConfigError, TacoError), before a run opens."""
 

@@ -35,6 +35,26 @@ def contained_tempdir(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def users_folders_untouched():
+    """No test writes into the checkout's own outputs/, multirun/ or mlflow.db (a command run
+    without `hydra.run.dir` would): checked when the session ends."""
+    root = Path(__file__).resolve().parents[1]
+    watched = [root / "outputs", root / "multirun", root / "mlflow.db", root / "mlartifacts"]
+
+    def state() -> set[str]:
+        found = {str(p) for p in watched if p.is_file()}
+        for folder in (p for p in watched if p.is_dir()):
+            found |= {str(p) for p in folder.rglob("*") if p.name == ".hydra"}
+            found |= {str(p) for p in folder.iterdir()}
+        return found | {f"{p}@{p.stat().st_mtime}" for p in watched if p.is_file()}
+
+    before = state()
+    yield
+    new = sorted(state() - before)
+    assert not new, f"tests wrote into the checkout: {new[:5]}"
+
+
 @pytest.fixture
 def compose_cfg():
     """compose(overrides) -> DictConfig, with Hydra's global state cleared around each use."""

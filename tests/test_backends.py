@@ -30,6 +30,7 @@ def test_jax_run_without_a_logger_needs_neither_tensorflow_nor_mlflow(tmp_path, 
     env = {**os.environ, "PYTHONPATH": f"{blocked}{os.pathsep}{os.getcwd()}"}
     env.pop("KERAS_BACKEND", None)
     cmd = [TRAIN, *tiny_overrides(tmp_path), "trainer.backend=jax", "logger=none"]
+    cmd.append(f"hydra.run.dir={tmp_path}/run")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "macro F1" in proc.stdout
@@ -43,6 +44,7 @@ def test_a_backend_that_is_not_installed_is_one_line(tmp_path, tiny_overrides):
     if missing is None:
         pytest.skip("every backend is installed here")
     cmd = [TRAIN, *tiny_overrides(tmp_path), f"trainer.backend={missing}", "logger=none"]
+    cmd.append(f"hydra.run.dir={tmp_path}/run")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

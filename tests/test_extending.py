@@ -77,3 +77,22 @@ def test_a_new_model_family_from_one_module_and_one_config(
     for model in ("models:/litter/1", toy[0].info.run_id):
         assert predict_main(["--model", model, "--cpu-isa", "none", str(images)]) == 0
         assert len(capfd.readouterr().out.strip().splitlines()) == 48
+
+
+def test_a_family_lacking_a_required_member_is_named_when_built():
+    """`BaseClassifier` gives the optional members; the required ones are named if missing."""
+    import pytest
+
+    from taco.models.base import BaseClassifier
+
+    class Half(BaseClassifier):
+        kind = "half"
+
+        def train_epoch(self, batches, epoch, hooks):
+            return float("nan")
+
+    with pytest.raises(TypeError) as err:
+        Half()
+    for member in ("predict_scores", "checkpoint_state", "save", "load_predictor"):
+        assert member in str(err.value)
+    assert isinstance(PooledLogistic(), BaseClassifier)  # the toy family writes no stubs

@@ -7,7 +7,7 @@ def test_counts_and_cooccurrence_units():
     y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1]], np.uint8)
     np.testing.assert_array_equal(cooccurrence(y), [[2, 1, 0], [1, 2, 1], [0, 1, 1]])
     assert labels_per_image(y) == {1: 1, 2: 2}
-    table = class_table(["a", "b", "c"], y, {"train": np.array([0, 1]), "test": np.array([2])})
+    table = class_table(["a", "b", "c"], {"train": y[:2], "test": y[2:]})
     assert "| a     |      2 |       2 |       0 |" in table
 
 

@@ -160,7 +160,7 @@ def test_compare_models_experiment_composes_per_model_settings(compose_cfg):
     assert all(w is None for _, _, w in sizes.values())
     # a job logs its own settings as params, not the study's table of every model's
     from taco.config import resolved_config
-    from taco.tracking.mlflow_logger import NullLogger
+    from taco.tracking.base import NullLogger
     from taco.training.job import log_config
 
     class Params(NullLogger):
@@ -309,3 +309,19 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     capfd.readouterr()
     assert compare_main(["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]) == 0
     assert "identical mode: all " in capfd.readouterr().out
+
+
+def test_a_model_the_study_does_not_list_takes_its_default(compose_cfg):
+    from taco.config import resolved_config
+    from taco.errors import ConfigError, user_error
+
+    cfg = compose_cfg(["experiment=compare_models", "model=vgg16_rf"])  # not in its tables
+    assert cfg.model.image_size == 64 and cfg.trainer.max_epochs == 8  # the tables' defaults
+    cfg = compose_cfg(["experiment=compare_models", "model=vgg16_rf", "~study.image_size.default"])
+    with pytest.raises(Exception) as err:
+        resolved_config(cfg)
+    error = user_error(err.value)
+    assert isinstance(error, ConfigError) and str(error) == (
+        "study.image_size has no entry for model 'vgg16_rf' and no default: add "
+        "study.image_size.vgg16_rf=<value> (or study.image_size.default) to the experiment"
+    )

@@ -145,7 +145,7 @@ def test_registering_points_mlflow_at_the_store_for_the_call_and_back(tmp_path, 
 def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     from taco.config import build, resolved_config
     from taco.schema import check_config
-    from taco.tracking.mlflow_logger import NullLogger
+    from taco.tracking.base import NullLogger
 
     cfg = compose_cfg(["logger=none", "experiment=compare_models_cv"])
     check_config(resolved_config(cfg))

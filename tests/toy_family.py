@@ -1,5 +1,8 @@
 """A toy model family written the way the README's "Extending" recipe says: one module (this)
 and one config file, nothing changed in `taco/`. Logistic regression per class on pooled pixels.
+`BaseClassifier` gives every member it does not need (checks, callbacks, stopping, learning
+rate, the in-memory best state); it writes fitting, scoring, its checkpoint state and its saved
+model.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taco.models.base import BaseClassifier
 from taco.models.registry import write_info
 
 
@@ -21,20 +25,13 @@ def pooled(images: np.ndarray, grid: int) -> np.ndarray:
     return cells.reshape(n, -1) / 255.0
 
 
-class PooledLogistic:
+class PooledLogistic(BaseClassifier):
     kind = "pooled_logistic"
     single_pass = True  # fitted once: the Trainer runs one epoch
 
     def __init__(self, grid: int = 4, C: float = 1.0) -> None:
         self.grid, self.C = int(grid), float(C)
         self.models: list = []
-        self.thresholds = None
-
-    def check(self, image_size: int) -> None: ...
-    def use_callbacks(self, callbacks) -> None: ...
-
-    def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
-        self.num_classes, self.thresholds = num_classes, None
 
     def train_epoch(self, batches, epoch: int, hooks) -> float:
         from sklearn.linear_model import LogisticRegression
@@ -48,11 +45,6 @@ class PooledLogistic:
         ]
         return float("nan")
 
-    def end_epoch(self, epoch: int, metrics) -> bool:
-        return False
-
-    def end_fit(self) -> None: ...
-
     def predict_scores(self, batches) -> np.ndarray:
         return self._scores(batches.images())
 
@@ -64,20 +56,11 @@ class PooledLogistic:
         ]
         return np.stack(cols, 1)
 
-    def get_state(self):
-        return self.models
-
-    def set_state(self, state) -> None:
-        self.models = state
-
     def checkpoint_state(self) -> dict:
         return {"models": np.frombuffer(pickle.dumps(self.models), np.uint8)}
 
     def load_checkpoint_state(self, arrays, source="", weights_only=False) -> None:
         self.models = pickle.loads(arrays["models"].tobytes())
-
-    def set_learning_rate_factor(self, factor: float) -> None:
-        return None
 
     def save(self, folder: Path, meta) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

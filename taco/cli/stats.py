@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
@@ -20,19 +19,18 @@ from taco.errors import cli_errors, interrupts
 log = logging.getLogger("taco.stats")
 
 
-def class_table(class_names: list[str], labels: np.ndarray, parts: dict[str, np.ndarray]) -> str:
-    """Markdown: class | images | per part; `parts` are rows of `labels` (together: the images
-    a run uses)."""
+def class_table(class_names: list[str], parts: dict[str, np.ndarray]) -> str:
+    """Markdown: class | images | per part; `parts`: each part's (images, classes) labels."""
     names = list(parts)
     width = max(len(n) for n in [*class_names, "class"])
     head = f"| {'class':<{width}} | images | " + " | ".join(f"{p:>7}" for p in names) + " |"
     rule = f"|{'-' * (width + 2)}|-------:|" + "|".join("--------:" for _ in names) + "|"
     lines = [head, rule]
     for j, name in enumerate(class_names):
-        counts = [int(labels[rows, j].sum()) for rows in parts.values()]
+        counts = [int(labels[:, j].sum()) for labels in parts.values()]
         cells = " | ".join(f"{c:>7}" for c in counts)
         lines.append(f"| {name:<{width}} | {sum(counts):>6} | {cells} |")
-    sizes = [len(rows) for rows in parts.values()]
+    sizes = [len(labels) for labels in parts.values()]
     cells = " | ".join(f"{n:>7}" for n in sizes)
     lines.append(f"| {'(images)':<{width}} | {sum(sizes):>6} | {cells} |")
     return "\n".join(lines)
@@ -73,40 +71,28 @@ def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
     return fig
 
 
-def used_parts(datamodule: Any) -> tuple[Any, dict[str, np.ndarray]]:
-    """The labels and the split rows a training run with this dataset config uses. Images are
-    decoded (and cached) only with `on_bad_image=skip`, where which are unusable decides the
-    split; otherwise training uses every annotated image, and annotations alone suffice."""
-    if datamodule.on_bad_image == "skip":
-        datamodule.setup()
-        return datamodule.labelset, datamodule.rows
-    labelset = datamodule.load_labels()
-    return labelset, datamodule.split(labelset.labels)
-
-
 def stats(cfg: DictConfig, out_dir: Path) -> str:
+    """The report, through the DataModule protocol only: any data module the config builds."""
     from taco.schema import check_config
 
     check_config(resolved_config(cfg))
     datamodule = build(cfg.dataset, augmentation=None)
     datamodule.check()
-    labelset, parts = used_parts(datamodule)
-    used = labelset.labels[np.sort(np.concatenate(list(parts.values())))]
+    class_names, parts = datamodule.split_labels()
+    used = np.concatenate(list(parts.values()))
     counts = cooccurrence(used)
     hist = labels_per_image(used)
-    title = f"{cfg.dataset.name} ({datamodule.label_level}): label co-occurrence"
+    name = cfg.dataset.name
     report = "\n".join(
         [
-            f"# {cfg.dataset.name}: {len(used)} images, {len(labelset.class_names)} classes "
-            f"({datamodule.label_level}), split seed {datamodule.split_seed}",
+            f"# {name}: {len(used)} images, {len(class_names)} classes",
             "",
-            class_table(labelset.class_names, labelset.labels, parts),
+            *datamodule.notes(),
+            "",
+            class_table(class_names, parts),
             "",
             "Labels per image: " + ", ".join(f"{k}: {v}" for k, v in hist.items()),
             f"Images with more than one label: {int((used.sum(1) > 1).sum())}",
-            f"Images skipped as unusable (dataset.on_bad_image=skip): {len(datamodule.skipped)}",
-            f"Images without annotations: {len(labelset.meta.get('unlabeled_ids', []))} "
-            f"(dataset.unlabeled={datamodule.unlabeled})",
             "",
         ]
     )
@@ -117,12 +103,12 @@ def stats(cfg: DictConfig, out_dir: Path) -> str:
         counts,
         fmt="%d",
         delimiter=",",
-        header=",".join(labelset.class_names),
+        header=",".join(class_names),
         comments="",
     )
     import matplotlib.pyplot as plt
 
-    fig = cooccurrence_figure(labelset.class_names, counts, title)
+    fig = cooccurrence_figure(class_names, counts, f"{name}: label co-occurrence")
     fig.savefig(out_dir / "cooccurrence.png", dpi=120)
     plt.close(fig)
     return report

@@ -241,6 +241,28 @@ class TacoDataModule:
             "unlabeled": {"policy": self.unlabeled, "image_ids": unlabeled},
         }
 
+    # ------------------------------------------------------------------ a report of the data
+    def split_labels(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """(class names, each part's labels) as a run with this config splits them. Images are
+        decoded (and cached) only with `on_bad_image=skip`, where which are unusable decides
+        the split; otherwise the annotations alone suffice."""
+        if self.on_bad_image == "skip":
+            self.setup()
+            return self.class_names, {part: self.labels(part) for part in self.rows}
+        labelset = self.load_labels()
+        parts = self.split(labelset.labels)
+        return labelset.class_names, {part: labelset.labels[r] for part, r in parts.items()}
+
+    def notes(self) -> list[str]:
+        """What a report of the data states besides counts: class map, split, images left out."""
+        unlabeled = len(self.load_labels().meta.get("unlabeled_ids", []))
+        folds = f", fold {self.fold} of {self.folds}" if self.folds else ""
+        return [
+            f"Class map: {self.label_level}; split seed {self.split_seed}{folds}",
+            f"Images skipped as unusable (dataset.on_bad_image=skip): {len(self.skipped)}",
+            f"Images without annotations: {unlabeled} (dataset.unlabeled={self.unlabeled})",
+        ]
+
     def _cache(self) -> ImageCache:
         if self.cache is None:
             raise RuntimeError("call setup() before using the data module")

@@ -14,19 +14,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from taco.errors import ConfigError, DataError
+from taco.models.base import BaseClassifier
 from taco.protocols import Batches, BatchHooks
 
 log = logging.getLogger(__name__)
 
 
-class ForestClassifier:
+class ForestClassifier(BaseClassifier):
     kind = "forest"
     single_pass = True  # fitted once: the Trainer runs one epoch
 
@@ -73,11 +74,6 @@ class ForestClassifier:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model.classifier forest parameters: {exc}") from None
 
-    def use_callbacks(self, callbacks: Sequence[Any]) -> None:
-        if callbacks:
-            names = ", ".join(type(c).__qualname__ for c in callbacks)
-            log.warning("callbacks %s are ignored by a random forest (not a Keras model)", names)
-
     def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
         self.num_classes, self.image_size = num_classes, image_size
         self.thresholds = None
@@ -98,11 +94,6 @@ class ForestClassifier:
         )
         return float("nan")
 
-    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
-        return False
-
-    def end_fit(self) -> None: ...
-
     def predict_scores(self, batches: Batches) -> np.ndarray:
         return forest_scores(self.forest, self.features(batches), self.num_classes)
 
@@ -111,9 +102,6 @@ class ForestClassifier:
 
     def set_state(self, state: Any) -> None:
         self.forest = state
-
-    def set_learning_rate_factor(self, factor: float) -> float | None:
-        return None  # nothing to schedule
 
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """The fitted forest in skops' format: loading it builds only `TRUSTED` types and runs

@@ -21,13 +21,14 @@ import keras
 import numpy as np
 
 from taco.errors import ConfigError, DataError
+from taco.models.base import BaseClassifier
 from taco.models.losses import LOSSES, make_loss
 from taco.protocols import Batches, BatchHooks
 
 log = logging.getLogger(__name__)
 
 
-class KerasClassifier:
+class KerasClassifier(BaseClassifier):
     kind = "keras"
     single_pass = False
 

@@ -1,8 +1,8 @@
 """MLflow tracking: one run per job, explicit logging, a truthful end state.
 
 `MLflowLogger.run()` opens a run and always closes it: FINISHED on success, FAILED (with the error
-and traceback logged) on an exception, KILLED on Ctrl-C. `NullLogger` (`logger=none`) keeps the
-same interface and logs nothing.
+and traceback logged) on an exception, KILLED on Ctrl-C. `taco.tracking.base.NullLogger`
+(`logger=none`) keeps the same interface and logs nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from taco.protocols import RunLogger
+from taco.tracking.base import BaseLogger, NullLogger  # noqa: F401  (NullLogger: old configs)
 
 log = logging.getLogger(__name__)
 
@@ -175,27 +175,7 @@ def uninterrupted() -> Iterator[None]:
             signal.raise_signal(held[0])  # handled now, by the handler the job installed
 
 
-class NullLogger(RunLogger):
-    """Logs nothing; used by `logger=none` and by debug runs. It takes (and ignores) any logger
-    setting, so `logger=none` also works with a study that sets `logger.experiment_name`."""
-
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    active = False  # False: nothing is recorded, so nothing needs preparing for it
-    nests_sweeps = False  # True: a sweep opens a parent run in this logger's store (MLflow)
-    resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
-
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
-
-    @contextlib.contextmanager
-    def run(
-        self, tags: Mapping[str, str] | None = None, run_id: str | None = None
-    ) -> Iterator[NullLogger]:
-        yield self
-
-
-class MLflowLogger(NullLogger):
+class MLflowLogger(BaseLogger):
     """Logs one run to MLflow; a busy store is waited for (`taco.tracking.store_wait`)."""
 
     active = True

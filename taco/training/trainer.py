@@ -22,7 +22,7 @@ import numpy as np
 from taco.errors import ConfigError
 from taco.metrics import Evaluation, epoch_scores, evaluate, tune_thresholds
 from taco.protocols import Batches, Classifier, DataModule, RunLogger
-from taco.tracking.mlflow_logger import NullLogger
+from taco.tracking.base import NullLogger
 from taco.training.callbacks import Callback
 from taco.training.checkpoint import CheckpointConnector
 from taco.training.hardware import Hardware

@@ -1,0 +1,85 @@
+"""`BaseClassifier`: `taco.protocols.Classifier` with a default for every member a model family
+may not need, so a new family writes what it does and nothing else. What it must write is
+abstract: fitting (`train_epoch`), scoring (`predict_scores`), its state for checkpoints
+(`checkpoint_state`, `load_checkpoint_state`) and its saved model (`save`, `load_predictor`);
+instantiating a family that lacks one names the missing members."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.protocols import Batches, BatchHooks
+
+log = logging.getLogger(__name__)
+
+
+class BaseClassifier(abc.ABC):
+    kind: str = ""  # names the saved format (`taco.models.registry`); set it
+    single_pass = False  # True: fitted in one pass, so the Trainer runs one epoch
+    thresholds: np.ndarray | None = None  # per class, tuned on validation by the Trainer
+
+    # ------------------------------------------------------------------ must write
+    @abc.abstractmethod
+    def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
+        """Train one epoch (0-based `epoch`); returns its training loss (NaN if none)."""
+
+    @abc.abstractmethod
+    def predict_scores(self, batches: Batches) -> np.ndarray:
+        """(images, classes) scores in [0, 1], in batch order."""
+
+    @abc.abstractmethod
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """Everything a resumed run needs, as named arrays."""
+
+    @abc.abstractmethod
+    def load_checkpoint_state(
+        self, arrays: Mapping[str, np.ndarray], source: Any = "", weights_only: bool = False
+    ) -> None:
+        """Back to the state `checkpoint_state` gave (`source` names it in errors)."""
+
+    @abc.abstractmethod
+    def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
+        """The trained model and `taco_model.json` (`taco.models.registry.write_info`)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+        """A saved model as a function: (n, size, size, 3) uint8-range images -> scores; it
+        reads its files now (a downloaded folder is removed once loaded)."""
+
+    # ------------------------------------------------------------------ defaults
+    def check(self, image_size: int) -> None:
+        """Config checks that need no data; none by default."""
+        return None
+
+    def use_callbacks(self, callbacks: Sequence[Any]) -> None:
+        """Plain Keras callbacks mean nothing to a model that is not a Keras model: said once."""
+        if callbacks:
+            names = ", ".join(type(c).__qualname__ for c in callbacks)
+            log.warning("callbacks %s are ignored by %s (not a Keras model)", names, self.kind)
+
+    def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
+        self.num_classes, self.image_size = num_classes, image_size
+        self.thresholds = None
+
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        return False  # no callbacks of its own that could ask to stop
+
+    def end_fit(self) -> None:
+        return None
+
+    def get_state(self) -> Any:
+        """The best epoch's state, kept in memory: the checkpoint state by default."""
+        return self.checkpoint_state()
+
+    def set_state(self, state: Any) -> None:
+        self.load_checkpoint_state(state)
+
+    def set_learning_rate_factor(self, factor: float) -> float | None:
+        return None  # no learning rate to schedule

@@ -1,0 +1,67 @@
+"""`BaseLogger`: `taco.protocols.RunLogger` with a no-op default for every member, so a logger
+backend writes only what it records; `NullLogger` (`logger=none`) is it, recording nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taco.protocols import RunLogger
+
+
+class BaseLogger(RunLogger):
+    """Every member a no-op: `run()` opens nothing and yields the logger, `log_*` drop what they
+    are given. A backend overrides `run` (closing its run FINISHED, FAILED or KILLED) and the
+    `log_*` methods it records, and says what it can do: `active` (records anything),
+    `nests_sweeps` (a sweep opens a parent run in its store)."""
+
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    active = False  # False: nothing is recorded, so nothing needs preparing for it
+    nests_sweeps = False  # True: a sweep opens a parent run in this logger's store
+    resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
+
+    @contextlib.contextmanager
+    def run(
+        self, tags: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> Iterator[BaseLogger]:
+        yield self
+
+    def check(self) -> None:
+        return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        return None
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        return None
+
+    def log_dict(self, data: Any, name: str) -> None:
+        return None
+
+    def log_text(self, text: str, name: str) -> None:
+        return None
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        return None
+
+    def log_artifacts(self, folder: str | Path, name: str | None = None) -> None:
+        return None
+
+    def log_model(self, folder: Path, example: np.ndarray) -> None:
+        return None
+
+
+class NullLogger(BaseLogger):
+    """Logs nothing; used by `logger=none` and by debug runs. It takes (and ignores) any logger
+    setting, so `logger=none` also works with a study that sets `logger.experiment_name`."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
