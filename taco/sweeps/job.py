@@ -8,6 +8,8 @@ import logging
 from omegaconf import DictConfig
 
 from taco.config import build
+from taco.errors import user_error
+from taco.tracking.lineage import adopt_run
 from taco.training.job import Job, build_job, run_tags, train
 
 log = logging.getLogger("taco.train")
@@ -21,7 +23,7 @@ def sweep_job(cfg: DictConfig) -> float:
     except Exception as exc:
         record_unstarted(cfg, exc)
         return job_failed(exc)
-    if job.resume.finished:
+    if job.resume.finished_run:
         return take_finished(cfg, job)
     try:
         return train(cfg, job)
@@ -31,17 +33,13 @@ def sweep_job(cfg: DictConfig) -> float:
 
 def take_finished(cfg: DictConfig, job: Job) -> float:
     """A job a re-run sweep finds finished: its run joins this sweep, its result is returned."""
-    from taco.tracking.lineage import adopt_run
-
-    run_id = job.resume.finished["run_id"]
+    run_id = job.resume.finished_run["run_id"]
     log.info("this job finished before, in run %s: taking its result", run_id)
     metrics = adopt_run(job.logger.tracking_uri, run_id, job.tags) if job.logger.active else {}
     return float(metrics.get(cfg.optimized_metric, float("nan")))
 
 
 def job_failed(exc: Exception) -> float:
-    from taco.errors import user_error
-
     error = user_error(exc)
     shown = error or exc
     log.error("job failed: %s: %s", type(shown).__name__, shown, exc_info=error is None)

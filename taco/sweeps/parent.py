@@ -25,6 +25,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from taco.config import resolved_config
+from taco.errors import ConfigError, cli_errors
+from taco.schema import check_config
 from taco.tracking.lineage import (
     PARENT_ENV,
     PARENT_FILE,
@@ -49,10 +52,6 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
-
-    from taco.config import resolved_config
-    from taco.errors import ConfigError
-    from taco.schema import check_config
 
     loader = GlobalHydra.instance().config_loader()
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
@@ -149,8 +148,6 @@ def hold_sweep_dir(sweep_dir: Path) -> Any:
         import fcntl
     except ImportError:  # Windows: no check
         return None
-    from taco.errors import ConfigError
-
     sweep_dir.mkdir(parents=True, exist_ok=True)
     earlier = _HELD.pop(sweep_dir.resolve(), None)
     if earlier is not None:  # an earlier sweep of this same process that ended without closing
@@ -197,8 +194,6 @@ class MLflowSweepParent(Callback):
 
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from taco.errors import cli_errors
-
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
             if "n_jobs" in config.hydra.launcher:
                 from taco.sweeps.joblib_launcher import check_n_jobs

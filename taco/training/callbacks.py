@@ -327,7 +327,7 @@ class LearningRateSchedule(Callback):
 
 class ProgressBar(Callback):
     """One line per epoch in the log; on a terminal, a live bar per epoch (batches, rate, ETA)
-    and one per validation and test pass (the Trainer's `reading`)."""
+    and one per validation and test pass (the Trainer's `prediction_bar`)."""
 
     def __init__(self, refresh_rate: int = 1, enabled: bool | None = None) -> None:
         self.refresh_rate = max(int(refresh_rate), 1)

@@ -48,7 +48,7 @@ class Resume:
     path: Path | None = None
     run_id: str | None = None  # the MLflow run the checkpoint belongs to
     epoch: int = 0
-    finished: dict | None = None  # metadata of a finished run of this job (sweeps only)
+    finished_run: dict | None = None  # metadata of a finished run of this job (sweeps only)
 
 
 class CheckpointConnector:
@@ -70,7 +70,7 @@ class CheckpointConnector:
                 raise
             finished = find_finished(search_dirs, trainer.fingerprint, trainer.max_epochs)
             log.info("ckpt_path=last: %s", "finished before" if finished else "starting")
-            return Resume(finished=finished)
+            return Resume(finished_run=finished)
         log.info("resuming %s after epoch %d", path, meta["epoch"])
         return Resume(path, meta.get("run_id"), int(meta["epoch"]))
 
@@ -83,7 +83,9 @@ class CheckpointConnector:
             "classifier": trainer.classifier.kind,
             "run_id": trainer.logger.run_id,
             "fingerprint": trainer.fingerprint,
-            "callbacks": {key: cb.state_dict() for key, cb in keyed(trainer.callbacks)},
+            "callbacks": {
+                key: cb.state_dict() for key, cb in callbacks_by_state_key(trainer.callbacks)
+            },
         }
         with trainer.profiler.section("checkpoint"):
             return write(path, trainer.classifier.checkpoint_state(), meta)
@@ -99,7 +101,7 @@ class CheckpointConnector:
         with self.trainer.scope():
             classifier.load_checkpoint_state(arrays, source=path)
         states = meta.get("callbacks", {})
-        for key, cb in keyed(self.trainer.callbacks):
+        for key, cb in callbacks_by_state_key(self.trainer.callbacks):
             if key in states:
                 cb.load_state_dict(states[key])
         self.trainer.ckpt_path = path
@@ -163,7 +165,7 @@ def live_owner(folder: Path) -> str | None:
     return f"process {pid} on {host}"
 
 
-def keyed(callbacks: Sequence[Any]) -> list[tuple[str, Any]]:
+def callbacks_by_state_key(callbacks: Sequence[Any]) -> list[tuple[str, Any]]:
     """(state key, callback): each callback's `state_key`, numbered when it repeats."""
     seen: dict[str, int] = {}
     out = []

@@ -2,8 +2,8 @@
 validate and test in one run. `taco-train` (`taco.cli.train`) calls `train` for a single job and
 `taco.sweeps.job` for each job of a multirun.
 
-Only OmegaConf and taco's config helpers load at import; TensorFlow, Keras and MLflow load inside
-`build_job`, after the process is set up for them (`taco.process`).
+TensorFlow, Keras and MLflow load inside `build_job`, after the process is set up for them
+(`taco.process`); `taco-train` imports this module only once it runs a job.
 """
 
 from __future__ import annotations
@@ -25,10 +25,17 @@ from taco.config import (
     threads_per_job,
 )
 from taco.errors import ConfigError, sigterm_as_interrupt
+from taco.metrics import summary_names
+from taco.process import import_keras, limit_cpu_isa, reset_for_job, use_backend
+from taco.schema import check_config
+from taco.tracking.lineage import job_run_name, job_tags
+from taco.tracking.mlflow_logger import git_state
+from taco.training import checkpoint
+from taco.training.checkpoint import Resume
+from taco.training.hardware import check_hardware
 
 if TYPE_CHECKING:
     from taco.protocols import Classifier, DataModule, RunLogger
-    from taco.training.checkpoint import Resume
     from taco.training.trainer import Trainer
 
 
@@ -61,13 +68,6 @@ def train(cfg: DictConfig, job: Job | None = None) -> float:
 
 def build_job(cfg: DictConfig) -> Job:
     """Build and check every part: a config mistake fails here, before any data work or run."""
-    from taco.metrics import summary_names
-    from taco.process import import_keras, limit_cpu_isa, reset_for_job, use_backend
-    from taco.schema import check_config
-    from taco.tracking.lineage import job_run_name
-    from taco.training import checkpoint
-    from taco.training.hardware import check_hardware
-
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
@@ -108,8 +108,6 @@ def trainer_node(node: DictConfig) -> DictConfig:
 
 
 def _no_resume() -> Resume:
-    from taco.training.checkpoint import Resume
-
     return Resume()
 
 
@@ -127,9 +125,6 @@ def build_callbacks(node: Any) -> list[Any]:
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     """What a run is tagged with: dataset, model, task, git state, overrides, sweep, user tags."""
-    from taco.tracking.lineage import job_tags
-    from taco.tracking.mlflow_logger import git_state
-
     overrides = job_overrides()
     return {
         "dataset": cfg.dataset.name,

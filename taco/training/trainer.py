@@ -145,7 +145,7 @@ class Trainer:
     ) -> None:
         """Set the data up, build the model, train; with `ckpt_path`, continue from that
         checkpoint at its next epoch."""
-        self.logger = self.profiled(logger)
+        self.logger = self.timed_logger(logger)
         self.classifier, self.datamodule = classifier, datamodule
         self._setup_data(datamodule)
         self._setup_model(classifier, datamodule)
@@ -231,7 +231,7 @@ class Trainer:
         self._call("on_train_epoch_start", epoch)
         metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
         if self.is_validation_epoch(epoch):
-            with self.profiler.section("validation"), reading(val, "validating"):
+            with self.profiler.section("validation"), prediction_bar(val, "validating"):
                 metrics.update(
                     epoch_scores(
                         y_val, classifier.predict_scores(val), self.threshold_min_positives
@@ -270,10 +270,10 @@ class Trainer:
         """Score validation, choose the thresholds (tuned per class, or fixed), store them with
         the classifier and log them."""
         self.classifier, self.datamodule = classifier, datamodule
-        logger = self.profiled(logger or self.logger)
+        logger = self.timed_logger(logger or self.logger)
         with self.profiler.section("validate"), self.scope():
             val = self.batches(datamodule, "val")
-            with reading(val, "validating"):
+            with prediction_bar(val, "validating"):
                 y, scores = val.targets(), classifier.predict_scores(val)
         if self.threshold == "tuned":
             classifier.thresholds = tune_thresholds(
@@ -295,17 +295,17 @@ class Trainer:
         self.classifier, self.datamodule = classifier, datamodule
         if classifier.thresholds is None:
             self.validate(classifier, datamodule, logger)
-        logger = self.profiled(logger or self.logger)
+        logger = self.timed_logger(logger or self.logger)
         with self.profiler.section("test"), self.scope():
             test = self.batches(datamodule, "test")
-            with reading(test, "testing"):
+            with prediction_bar(test, "testing"):
                 y, scores = test.targets(), classifier.predict_scores(test)
         result = evaluate(y, scores, classifier.thresholds, datamodule.class_names)
         logger.log_metrics({**result.summary("test"), **result.per_class("test")})
         self._call("on_test_end", result)
         return result
 
-    def profiled(self, logger: RunLogger | None) -> RunLogger:
+    def timed_logger(self, logger: RunLogger | None) -> RunLogger:
         """The logger, timed as `logging` when the profiler is on (wrapped once)."""
         logger = logger or NullLogger()
         if not self.profiler.enabled or isinstance(logger, ProfiledLogger):
@@ -354,7 +354,7 @@ def _overrides(callback: Callback, hook: str) -> bool:
 
 
 @contextlib.contextmanager
-def reading(batches: Batches, label: str) -> Iterator[None]:
+def prediction_bar(batches: Batches, label: str) -> Iterator[None]:
     """A bar over the batches a prediction pass reads (on a terminal; see taco.progress)."""
     from taco.progress import Progress
 
