@@ -1,23 +1,25 @@
-"""The config schema: the type and the allowed range of every key users set, one dataclass per
-config group, checked on the composed config before anything is built or any run opens.
+"""The config check: the type and the allowed range of every key users set, checked on the
+composed config before anything is built or any run opens.
 
 Types are plain annotations; ranges and choices ride on them (`Annotated[int, Range(1)]`,
-`Literal["squash", "letterbox"]`). A key the schema does not name is not checked (a user's own
-callback or model family brings its own keys), except in a node built by one of a schema's
-`TARGETS` (taco's Trainer, data module, logger and callbacks): there the schema names every
-argument, and a key it does not know (`+trainer.foo=1`) is refused. A group absent from the
-config is skipped. Only the standard library loads here: the check runs in about a millisecond,
-before TensorFlow.
+`Literal["squash", "letterbox"]`). Each rule is stated once, beside what takes the value: a node
+built from its `_target_` (`Built`: the trainer, data module, generator, logger, callbacks, a
+user's own) is checked by its class's constructor annotations, so a class brings its own rules;
+one without `**kwargs` refuses a key it does not take (`+trainer.foo=1`). Keys no class takes
+(the process settings, the model table, augmentation) have their dataclass here. A group absent
+from the config is skipped. Only the standard library loads here, and the built classes' modules
+are light: the check runs in a fraction of a second, before TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from taco.errors import ConfigError
 
@@ -43,6 +45,18 @@ class Range:
         if self.high is not None:
             parts.append(f"{'<' if self.open_high else '<='} {_number(self.high)}")
         return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A node built from its `_target_`, checked by the rules its class states once, beside
+    itself: its constructor's annotations (`Annotated[int, Range(1)]`, `Literal[...]`). A class
+    without `**kwargs` refuses a key it does not take; `extra` (a dataclass) checks keys of the
+    node that are not constructor arguments (the trainer's process settings); `given` names
+    arguments the builder passes itself (the Trainer's callbacks), not config keys."""
+
+    extra: type | None = None
+    given: tuple[str, ...] = ()
 
 
 AtLeast1 = Range(1)
@@ -77,72 +91,12 @@ CPU_ISAS = (
 
 
 @dataclass
-class TrainerSchema:
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.trainer.Trainer",)
-    max_epochs: PositiveInt
-    threshold: Literal["tuned"] | Annotated[float, Probability]
-    threshold_min_positives: PositiveInt
-    seed: Seed | None
-    deterministic: bool
-    cpu_threads: PositiveInt | None
-    cpu_isa: Literal[CPU_ISAS] | None
-    limit_train_batches: PositiveInt | None
-    limit_val_batches: PositiveInt | None
-    limit_test_batches: PositiveInt | None
-    fast_dev_run: bool
-    overfit_batches: Count
-    check_val_every_n_epoch: PositiveInt
-    accelerator: Literal["auto", "cpu", "gpu"]
-    devices: Literal["auto"] | PositiveInt
-    precision: Literal[
-        32, "32", "16-mixed", "bf16-mixed", "float32", "mixed_float16", "mixed_bfloat16"
-    ]
-    backend: Literal["tensorflow", "jax", "torch"]
-    profiler: Literal["simple"] | None
+class ProcessSettings:
+    """`trainer.*` keys applied to the process before Keras loads (`taco.process`), not taken
+    by the Trainer."""
 
-
-@dataclass
-class SplitSchema:
-    train: Annotated[float, Fraction]
-    val: Annotated[float, Fraction]
-    test: Annotated[float, Fraction]
-
-
-@dataclass
-class GeneratorSchema:
-    num_images: PositiveInt
-    seed: Seed
-    image_size: list[Annotated[int, Range(8)]]
-    imbalance: Annotated[float, Probability]
-
-
-@dataclass
-class DatasetSchema:
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.data.datamodule.TacoDataModule",)
-    name: str
-    root: str
-    annotation_file: str
-    label_level: str
-    min_images: Count
-    rare: Literal["merge", "drop"]
-    unlabeled: Literal["keep", "drop"]
-    split: SplitSchema
-    batch_size: PositiveInt
-    resize: Literal["squash", "letterbox"]
-    on_bad_image: Literal["error", "skip"]
-    max_pixels: PositiveInt
-    image_size: PositiveInt
-    seed: Seed
-    split_seed: Seed
-    decode_workers: PositiveInt | None
-    num_workers: Count | Literal["auto"]
-    prefetch_factor: PositiveInt
-    generator: GeneratorSchema | None
-    folds: Annotated[int, Range(2)] | None = None
-    fold: Count = 0
-    missing_hint: str = ""
-    cache_dir: str | None = None
-    augmentation: Any = None  # the augmentation group, checked there
+    cpu_threads: PositiveInt | None = None
+    cpu_isa: Literal[CPU_ISAS] | None = None
 
 
 @dataclass
@@ -199,52 +153,10 @@ class AugmentationSchema:
 
 
 @dataclass
-class MonitorSchema:
-    monitor: str
-    mode: Mode
-
-
-@dataclass
-class EarlyStoppingSchema(MonitorSchema):
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.EarlyStopping",)
-    min_delta: Annotated[float, NonNegative]
-    patience: PositiveInt
-
-
-@dataclass
-class ModelCheckpointSchema(MonitorSchema):
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.ModelCheckpoint",)
-    dirpath: str | None
-    save_last: bool
-    save_best: bool
-    restore_best: bool
-
-
-@dataclass
-class LearningRateScheduleSchema:
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.training.callbacks.LearningRateSchedule",)
-    schedule: Literal["cosine", "step", "constant"]
-    warmup_epochs: Count
-    min_factor: Annotated[float, Range(0, 1, open_low=True)]
-    step_epochs: PositiveInt
-    gamma: Annotated[float, Range(0, 1, open_low=True)]
-
-
-@dataclass
 class CallbacksSchema:
-    early_stopping: EarlyStoppingSchema | None
-    model_checkpoint: ModelCheckpointSchema | None
-    lr_schedule: LearningRateScheduleSchema | None
-
-
-@dataclass
-class LoggerSchema:
-    TARGETS: ClassVar[tuple[str, ...]] = ("taco.tracking.mlflow_logger.MLflowLogger",)
-    tracking_uri: str | None
-    experiment_name: str
-    run_name: str | None
-    tags: dict[str, Any] | None
-    store_timeout: Annotated[float, NonNegative]
+    early_stopping: Annotated[dict, Built()] | None
+    model_checkpoint: Annotated[dict, Built()] | None
+    lr_schedule: Annotated[dict, Built()] | None
 
 
 @dataclass
@@ -254,12 +166,12 @@ class TacoSchema:
     seed: Seed
     task_name: str
     ckpt_path: str | None
-    trainer: TrainerSchema
-    dataset: DatasetSchema
+    trainer: Annotated[dict, Built(ProcessSettings, given=("callbacks",))]
+    dataset: Annotated[dict, Built()]
     model: ModelSchema
     augmentation: AugmentationSchema | None
     callbacks: CallbacksSchema | None
-    logger: LoggerSchema
+    logger: Annotated[dict, Built()]
     tags: dict[str, Any] | None = None
 
 
@@ -278,13 +190,6 @@ _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 
 def _check_fields(node: Mapping[str, Any], schema: type, prefix: str) -> tuple | None:
     hints = typing.get_type_hints(schema, include_extras=True)
-    if node.get("_target_") in getattr(schema, "TARGETS", ()):
-        known = {f.name for f in dataclasses.fields(schema)}
-        unknown = sorted(set(node) - known - _HYDRA_KEYS)
-        if unknown:
-            key = f"{prefix}{unknown[0]}"
-            allowed = f"one of the keys of {node['_target_']}: {', '.join(sorted(known))}"
-            return key, node[unknown[0]], f"{allowed} (remove {key} or correct its name)"
     for item in dataclasses.fields(schema):
         if item.name not in node:
             continue
@@ -296,6 +201,9 @@ def _check_fields(node: Mapping[str, Any], schema: type, prefix: str) -> tuple |
 
 def _check_value(value: Any, tp: Any, key: str) -> tuple | None:
     """None when `value` fits `tp`, else (key, value, what is allowed)."""
+    built = _built_rule(tp)
+    if built is not None:
+        return _check_built(value, built, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             return key, value, f"a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
@@ -314,6 +222,67 @@ def _check_value(value: Any, tp: Any, key: str) -> tuple | None:
     if _fits(value, tp):
         return None
     return key, value, _describe(tp)
+
+
+def _built_rule(tp: Any) -> Built | None:
+    if typing.get_origin(tp) is Annotated:
+        return next((r for r in typing.get_args(tp)[1:] if isinstance(r, Built)), None)
+    return None
+
+
+def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
+    if not isinstance(node, Mapping):
+        return key, node, "a mapping with a _target_"
+    target = node.get("_target_")
+    rules = constructor_rules(str(target)) if target else None
+    if rules is None:  # no class to ask (building it will say why)
+        return None
+    params, closed = rules
+    params = {name: tp for name, tp in params.items() if name not in rule.given}
+    extra = {f.name for f in dataclasses.fields(rule.extra)} if rule.extra else set()
+    if closed:
+        known = set(params) | extra
+        unknown = sorted(set(node) - known - _HYDRA_KEYS)
+        if unknown:
+            name = f"{key}.{unknown[0]}"
+            allowed = f"one of the keys of {target}: {', '.join(sorted(known))}"
+            return name, node[unknown[0]], f"{allowed} (remove {name} or correct its name)"
+    for name, tp in params.items():
+        if name in node:
+            problem = _check_value(node[name], tp, f"{key}.{name}")
+            if problem:
+                return problem
+    if rule.extra:
+        return _check_fields({k: v for k, v in node.items() if k in extra}, rule.extra, f"{key}.")
+    return None
+
+
+@functools.cache
+def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
+    """The rules a class states for its keys: each constructor argument's annotation, and
+    whether it takes no others (no `**kwargs`); None when the target cannot be imported."""
+    import importlib
+    import inspect
+
+    module, _, name = target.rpartition(".")
+    try:
+        built = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    init = built.__init__ if isinstance(built, type) else built
+    signature = inspect.signature(init)
+    try:
+        hints = typing.get_type_hints(init, include_extras=True)
+    except Exception:  # a name imported only for type checkers: that argument goes unchecked
+        hints = {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = {
+        n: hints.get(n, Any)
+        for n, p in signature.parameters.items()
+        if n != "self" and p.kind in kinds
+    }
+    closed = all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    return params, closed
 
 
 def _check_union(value: Any, arms: tuple, key: str) -> tuple | None:
@@ -343,6 +312,8 @@ def _fits(value: Any, tp: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if tp is Any:
         return True
+    if isinstance(origin, type):  # Mapping[str, Any], Sequence[int], ...: the container kind
+        return isinstance(value, origin)
     return isinstance(value, tp)
 
 

@@ -65,6 +65,9 @@ def test_switching_backends_inside_one_process_is_refused():
 @pytest.mark.backend
 @pytest.mark.parametrize("name", ["32", 32, "16-mixed", "bf16-mixed", "mixed_bfloat16"])
 def test_precision_names(name):
+    from taco.schema import check_config
+
     assert Hardware(precision=name).precision == PRECISIONS[str(name)]
-    with pytest.raises(ConfigError, match="trainer.precision"):
-        Hardware(precision="64")
+    trainer = {"_target_": "taco.training.trainer.Trainer", "precision": "64"}
+    with pytest.raises(ConfigError, match="trainer.precision='64' is not allowed: expected 32"):
+        check_config({"trainer": trainer})  # the rule: the Trainer's annotation, checked once

@@ -106,9 +106,15 @@ def test_skip_policy_keeps_the_good_rows(tmp_path):
     assert cache.bad[0][0] == 2 and str(paths[2]) in cache.bad[0][1].path
 
 
-def test_bad_config_values(tmp_path):
-    paths, sizes = _files(tmp_path, 1)
-    with pytest.raises(ConfigError, match="dataset.resize"):
-        build_cache(paths, sizes, 16, tmp_path, "h", resize="stretch")
-    with pytest.raises(ConfigError, match="dataset.on_bad_image"):
-        build_cache(paths, sizes, 16, tmp_path, "h", on_bad_image="ignore")
+def test_bad_config_values():
+    """Their rules are the data module's annotations (stated once, checked before a build)."""
+    from taco.schema import check_config
+
+    target = "taco.data.datamodule.TacoDataModule"
+    for key, value, allowed in [
+        ("resize", "stretch", "'squash' | 'letterbox'"),
+        ("on_bad_image", "ignore", "'error' | 'skip'"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            check_config({"dataset": {"_target_": target, "name": "x", "root": ".", key: value}})
+        assert str(err.value) == f"dataset.{key}={value!r} is not allowed: expected {allowed}"

@@ -208,8 +208,15 @@ def test_learning_rate_schedules():
     assert factors[-1] == pytest.approx(0.1) and factors[2:] == sorted(factors[2:], reverse=True)
     step = LearningRateSchedule("step", step_epochs=3, gamma=0.5)
     assert [step.factor(e, 9) for e in (0, 2, 3, 8)] == [1.0, 1.0, 0.5, 0.25]
-    with pytest.raises(ConfigError, match="schedule"):
-        LearningRateSchedule("linear")
+    from taco.schema import check_config
+
+    target = "taco.training.callbacks.LearningRateSchedule"  # its annotation is the rule
+    with pytest.raises(ConfigError) as err:
+        check_config({"callbacks": {"lr_schedule": {"_target_": target, "schedule": "linear"}}})
+    assert str(err.value) == (
+        "callbacks.lr_schedule.schedule='linear' is not allowed: "
+        "expected 'cosine' | 'step' | 'constant'"
+    )
 
 
 def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):

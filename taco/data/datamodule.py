@@ -8,16 +8,23 @@ and splits. The same class serves the embedded synthetic data set and real TACO;
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
 from taco.data.coco import LabelSet, load_labelset
-from taco.data.images import ImageCache, ImageLimits, build_cache, check_cache_space
-from taco.data.split import PARTS, fold_rows, split_rows
+from taco.data.images import (
+    ImageCache,
+    ImageLimits,
+    OnBadImage,
+    Resize,
+    build_cache,
+    check_cache_space,
+)
+from taco.data.split import PARTS, SplitFractions, fold_rows, split_rows
 from taco.errors import ConfigError, DataError
+from taco.schema import Built, Count, PositiveInt, Range, Seed
 
 if TYPE_CHECKING:
     from taco.data.pipeline import CachedBatches
@@ -32,27 +39,28 @@ class TacoDataModule:
         root: str | Path,
         annotation_file: str = "annotations.json",
         label_level: str = "supercategory",
-        min_images: int = 0,
-        rare: str = "merge",
-        split: Mapping[str, float] | None = None,
-        batch_size: int = 32,
-        resize: str = "squash",
-        on_bad_image: str = "error",
-        unlabeled: str = "keep",
-        max_pixels: int | None = 100_000_000,
-        generator: Any = None,
+        min_images: Count = 0,
+        rare: Literal["merge", "drop"] = "merge",
+        split: SplitFractions | None = None,
+        batch_size: PositiveInt = 32,
+        resize: Resize = "squash",
+        on_bad_image: OnBadImage = "error",
+        unlabeled: Literal["keep", "drop"] = "keep",
+        max_pixels: PositiveInt | None = 100_000_000,
+        generator: Annotated[dict, Built()] | None = None,
         missing_hint: str = "",
-        image_size: int = 64,
+        image_size: PositiveInt = 64,
         cache_dir: str | Path | None = None,
-        augmentation: Callable[..., dict] | None = None,
-        seed: int = 0,
-        decode_workers: int | None = None,
-        num_workers: int | str = "auto",
-        prefetch_factor: int = 2,
-        split_seed: int | None = None,
-        folds: int | None = None,
-        fold: int = 0,
+        augmentation: Any = None,  # a built transform, or {} (augmentation=none): none
+        seed: Seed = 0,
+        decode_workers: PositiveInt | None = None,
+        num_workers: Count | Literal["auto"] = "auto",
+        prefetch_factor: PositiveInt = 2,
+        split_seed: Seed | None = None,
+        folds: Annotated[int, Range(2)] | None = None,
+        fold: Count = 0,
     ) -> None:
+        """Each argument's annotation is its rule (`taco.schema` checks `dataset.*` by it)."""
         self.name, self.root = name, Path(root)
         self.annotation_path = self.root / annotation_file
         self.label_level, self.min_images, self.rare = label_level, int(min_images or 0), rare

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from taco.errors import ConfigError, DataError
+from taco.errors import DataError
 from taco.files import (
     damaged,
     disk_full_error,
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 RESIZE_MODES = ("squash", "letterbox")
 BAD_IMAGE_POLICIES = ("error", "skip")
+# the rules of `dataset.resize` and `dataset.on_bad_image`, stated once (the data module's
+# constructor annotations; taco-predict's --on-bad-image choices)
+Resize = Literal[RESIZE_MODES]
+OnBadImage = Literal[BAD_IMAGE_POLICIES]
 _TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -205,7 +210,6 @@ def build_cache(
 ) -> ImageCache:
     """Decode `paths` into a memory-mapped cache, or reuse the cache built for the same inputs
     (checked first: a damaged one is rebuilt)."""
-    _check_options(size, resize, on_bad_image)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(paths, content_hash, size, resize)
@@ -259,17 +263,6 @@ def _open_cache(final: Path, meta_path: Path, shape: tuple[int, ...]) -> ImageCa
     except (KeyError, TypeError, ValueError):
         return damaged(meta_path, "no valid list of bad images")
     return ImageCache(array, bad, final, built=False)
-
-
-def _check_options(size: int, resize: str, on_bad_image: str) -> None:
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"dataset.resize must be one of {RESIZE_MODES}; got {resize!r}")
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise ConfigError(
-            f"dataset.on_bad_image must be one of {BAD_IMAGE_POLICIES}; got {on_bad_image!r}"
-        )
-    if size < 8:
-        raise ConfigError(f"model.image_size must be >= 8 pixels; got {size}")
 
 
 def _decode_into(

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from taco.errors import ConfigError
+from taco.schema import Fraction
+
+
+@dataclass
+class SplitFractions:
+    """`dataset.split`: a mapping of each part's share of the images (the rule of its keys)."""
+
+    train: Annotated[float, Fraction]
+    val: Annotated[float, Fraction]
+    test: Annotated[float, Fraction]
+
 
 PARTS = ("train", "val", "test")
 

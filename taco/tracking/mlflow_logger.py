@@ -14,8 +14,9 @@ import subprocess
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from taco.schema import NonNegative
 from taco.tracking.base import BaseLogger, NullLogger  # noqa: F401  (NullLogger: old configs)
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,8 @@ class MLflowLogger(BaseLogger):
         tracking_uri: str | None = None,
         experiment_name: str = "taco",
         run_name: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        store_timeout: float = 600.0,
+        tags: Mapping[str, Any] | None = None,
+        store_timeout: Annotated[float, NonNegative] = 600.0,
     ) -> None:
         from taco.config import default_tracking_uri
 

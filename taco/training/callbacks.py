@@ -20,13 +20,14 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
 from taco.errors import ConfigError
 from taco.metrics import EPOCH_METRICS, Evaluation
 from taco.progress import Progress
+from taco.schema import Count, Mode, NonNegative, PositiveInt, Range
 from taco.training import checkpoint
 
 if TYPE_CHECKING:
@@ -82,18 +83,19 @@ class Callback:
         """Take back what `state_dict` returned, when resuming from a checkpoint."""
 
 
-def _mode(monitor: str, mode: str) -> str:
+def _mode(monitor: str, mode: Mode) -> str:
+    """`auto`: a loss is better lower, every other metric higher."""
     if mode == "auto":
         return "min" if monitor.endswith("loss") else "max"
-    if mode not in ("min", "max"):
-        raise ConfigError(f"callback mode must be auto, min or max; got {mode!r}")
     return mode
 
 
 class _Monitoring(Callback):
     """Tracks the best value of one epoch metric."""
 
-    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+    def __init__(
+        self, monitor: str, mode: Mode, min_delta: Annotated[float, NonNegative] = 0.0
+    ) -> None:
         if monitor not in EPOCH_METRICS:  # fails while the config is built, before any run
             raise ConfigError(
                 f"callbacks: monitor must be one of {sorted(EPOCH_METRICS)}; got {monitor!r}"
@@ -126,13 +128,11 @@ class EarlyStopping(_Monitoring):
     def __init__(
         self,
         monitor: str = "val/f1_macro",
-        patience: int = 10,
-        mode: str = "auto",
-        min_delta: float = 0.0,
+        patience: PositiveInt = 10,
+        mode: Mode = "auto",
+        min_delta: Annotated[float, NonNegative] = 0.0,
     ) -> None:
         super().__init__(monitor, mode, min_delta)
-        if int(patience) < 1:
-            raise ConfigError(f"callbacks.early_stopping.patience must be >= 1; got {patience}")
         self.patience = int(patience)
         self.wait = 0
         self.stopped_epoch = 0
@@ -177,7 +177,7 @@ class ModelCheckpoint(_Monitoring):
         self,
         dirpath: str | None = None,
         monitor: str = "val/f1_macro",
-        mode: str = "auto",
+        mode: Mode = "auto",
         save_last: bool = True,
         save_best: bool = True,
         restore_best: bool = True,
@@ -287,20 +287,14 @@ class LearningRateSchedule(Callback):
     by `gamma` every `step_epochs`, or `constant`. Factors multiply the stage's learning rate
     (the fine-tuning stage of a transfer model starts from its own, lower one)."""
 
-    KINDS = ("cosine", "step", "constant")
-
     def __init__(
         self,
-        schedule: str = "cosine",
-        warmup_epochs: int = 0,
-        min_factor: float = 0.01,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        schedule: Literal["cosine", "step", "constant"] = "cosine",
+        warmup_epochs: Count = 0,
+        min_factor: Annotated[float, Range(0, 1, open_low=True)] = 0.01,
+        step_epochs: PositiveInt = 10,
+        gamma: Annotated[float, Range(0, 1, open_low=True)] = 0.1,
     ) -> None:
-        if schedule not in self.KINDS:
-            raise ConfigError(
-                f"callbacks.lr_schedule.schedule must be one of {self.KINDS}; got {schedule!r}"
-            )
         self.schedule, self.warmup_epochs = schedule, int(warmup_epochs)
         self.min_factor, self.step_epochs, self.gamma = (
             float(min_factor),

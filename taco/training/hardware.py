@@ -17,10 +17,18 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from taco.errors import ConfigError
-from taco.process import backend, cpu_flags, gpu_present, native_noise_filtered, use_backend
+from taco.process import (
+    BACKENDS,
+    backend,
+    cpu_flags,
+    gpu_present,
+    native_noise_filtered,
+    use_backend,
+)
+from taco.schema import PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,11 @@ PRECISIONS = {
     "mixed_float16": "mixed_float16",
     "mixed_bfloat16": "mixed_bfloat16",
 }
+# the rules of these settings, stated once (the Trainer's and this constructor's annotations)
+Accelerator = Literal[ACCELERATORS]
+Precision = Literal[(32, *PRECISIONS)]  # YAML reads `precision: 32` as a number
+Devices = Literal["auto"] | PositiveInt
+Backend = Literal[BACKENDS]
 
 
 # oneDNN ISAs with bfloat16 convolutions: TensorFlow's CPU kernels below them abort a
@@ -72,23 +85,13 @@ def check_hardware(trainer: Any) -> None:
 class Hardware:
     def __init__(
         self,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        precision: str | int = "32",
-        backend: str | None = None,
+        accelerator: Accelerator = "auto",
+        devices: Devices = "auto",
+        precision: Precision = "32",
+        backend: Backend | None = None,
     ) -> None:
         if backend:
             use_backend(backend)  # refused if Keras already runs on another backend here
-        if accelerator not in ACCELERATORS:
-            raise ConfigError(
-                f"trainer.accelerator must be one of {ACCELERATORS}; got {accelerator!r}"
-            )
-        if str(precision) not in PRECISIONS:
-            raise ConfigError(
-                f"trainer.precision must be one of {list(PRECISIONS)}; got {precision!r}"
-            )
-        if devices != "auto" and (not isinstance(devices, int) or devices < 1):
-            raise ConfigError(f"trainer.devices must be 'auto' or a count >= 1; got {devices!r}")
         self.accelerator, self.devices = accelerator, devices
         self.precision = PRECISIONS[str(precision)]  # the Keras dtype policy
         self.strategy: Any = None  # tf.distribute.Strategy or keras.distribution.Distribution

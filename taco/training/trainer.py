@@ -15,17 +15,17 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from taco.errors import ConfigError
 from taco.metrics import Evaluation, epoch_scores, evaluate, tune_thresholds
 from taco.protocols import Batches, Classifier, DataModule, RunLogger
+from taco.schema import Count, PositiveInt, Probability, Seed
 from taco.tracking.base import NullLogger
 from taco.training.callbacks import Callback
 from taco.training.checkpoint import CheckpointConnector
-from taco.training.hardware import Hardware
+from taco.training.hardware import Accelerator, Backend, Devices, Hardware, Precision
 from taco.training.profiler import ProfiledLogger, make_profiler
 
 log = logging.getLogger(__name__)
@@ -36,25 +36,26 @@ class Trainer:
 
     def __init__(
         self,
-        max_epochs: int = 20,
+        max_epochs: PositiveInt = 20,
         callbacks: Sequence[Any] | None = None,
-        threshold: str | float = "tuned",
-        threshold_min_positives: int = 5,
-        seed: int | None = None,
+        threshold: Literal["tuned"] | Annotated[float, Probability] = "tuned",
+        threshold_min_positives: PositiveInt = 5,
+        seed: Seed | None = None,
         deterministic: bool = True,
-        limit_train_batches: int | None = None,
-        limit_val_batches: int | None = None,
-        limit_test_batches: int | None = None,
+        limit_train_batches: PositiveInt | None = None,
+        limit_val_batches: PositiveInt | None = None,
+        limit_test_batches: PositiveInt | None = None,
         fast_dev_run: bool = False,
-        overfit_batches: int = 0,
-        check_val_every_n_epoch: int = 1,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        precision: str | int = "32",
-        profiler: str | None = None,
-        backend: str | None = None,
+        overfit_batches: Count = 0,
+        check_val_every_n_epoch: PositiveInt = 1,
+        accelerator: Accelerator = "auto",
+        devices: Devices = "auto",
+        precision: Precision = "32",
+        profiler: Literal["simple"] | None = None,
+        backend: Backend | None = None,
     ) -> None:
-        _check_arguments(max_epochs, threshold, check_val_every_n_epoch)
+        """Each argument's annotation is its rule (`taco.schema` checks the config by it
+        before anything is built)."""
         self.max_epochs = 1 if fast_dev_run else int(max_epochs)
         self.threshold, self.seed, self.deterministic = threshold, seed, deterministic
         self.threshold_min_positives = int(threshold_min_positives)
@@ -332,17 +333,6 @@ def _without_tensorflow() -> Iterator[None]:
         yield
     finally:
         lazy._available = saved
-
-
-def _check_arguments(max_epochs: Any, threshold: Any, check_val_every_n_epoch: Any) -> None:
-    if threshold != "tuned" and not isinstance(threshold, int | float):
-        raise ConfigError(f"trainer.threshold must be 'tuned' or a number; got {threshold!r}")
-    if int(max_epochs) < 1:
-        raise ConfigError(f"trainer.max_epochs must be >= 1; got {max_epochs}")
-    if int(check_val_every_n_epoch) < 1:
-        raise ConfigError(
-            f"trainer.check_val_every_n_epoch must be >= 1; got {check_val_every_n_epoch}"
-        )
 
 
 def _order(callback: Callback) -> int:

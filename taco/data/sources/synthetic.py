@@ -17,10 +17,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from taco.data.taxonomy import TACO_CATEGORIES, supercategories
 from taco.errors import DataError
 from taco.files import file_lock
+from taco.schema import PositiveInt, Probability, Range, Seed
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,12 @@ class _Object:
 class SyntheticTaco:
     """Writes a TACO-format data set; `write(root)` is skipped when `root` already holds it."""
 
-    num_images: int = 800
-    seed: int = 0
-    image_size: Sequence[int] = (320, 240)  # landscape width, height; portrait images swap them
-    imbalance: float = 0.6  # exponent on TACO's image counts: 1 = TACO's imbalance, 0 = uniform
+    num_images: PositiveInt = 800
+    seed: Seed = 0
+    # landscape width, height; portrait images swap them
+    image_size: list[Annotated[int, Range(8)]] = (320, 240)
+    # exponent on TACO's image counts: 1 = TACO's imbalance, 0 = uniform
+    imbalance: Annotated[float, Probability] = 0.6
     p_portrait: float = 0.3
     p_exif: float = 0.12
     p_grayscale: float = 0.05
@@ -164,8 +167,6 @@ class SyntheticTaco:
     _probs: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.num_images < 1:
-            raise DataError(f"dataset.generator.num_images must be >= 1, got {self.num_images}")
         counts = np.array([c[3] for c in TACO_CATEGORIES], float)
         weights = np.where(counts > 0, counts, 0.0) ** self.imbalance
         weights[counts == 0] = 0.0
