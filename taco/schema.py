@@ -57,6 +57,9 @@ class Built:
 
     extra: type | None = None
     given: tuple[str, ...] = ()
+    # (target, dataclass): classes whose module is too heavy to import for a check (Keras
+    # loads TensorFlow: seconds), checked by the dataclass instead
+    instead: tuple[tuple[str, type], ...] = ()
 
 
 AtLeast1 = Range(1)
@@ -99,6 +102,12 @@ class ProcessSettings:
     cpu_isa: Literal[CPU_ISAS] | None = None
 
 
+# `model.classifier.loss`: the Keras families' losses (`taco.models.losses.make_loss`), named here
+# because their module loads TensorFlow, which this check must not
+LOSSES = ("bce", "weighted_bce", "focal")
+Loss = Literal[LOSSES]
+
+
 @dataclass
 class BuildSchema:
     """`model.classifier.build`: the Keras network (CNN or backbone + head)."""
@@ -117,7 +126,7 @@ class ClassifierSchema:
     """`model.classifier`: the keys of the Keras and the forest families (each has a subset)."""
 
     learning_rate: Annotated[float, Positive]
-    loss: Literal["bce", "weighted_bce", "focal"]
+    loss: Loss
     focal_gamma: Annotated[float, NonNegative]
     head_epochs: Count | None
     fine_tune_layers: Count
@@ -138,7 +147,16 @@ class ModelSchema:
     image_size: Annotated[int, Range(8, MAX_IMAGE_SIZE)]
     backbone: str
     weights: str | None
-    classifier: ClassifierSchema
+    # a model family's own annotations; the built-in families (Keras imports TensorFlow) here
+    classifier: Annotated[
+        dict,
+        Built(
+            instead=(
+                ("taco.models.keras_classifier.KerasClassifier", ClassifierSchema),
+                ("taco.models.forest.ForestClassifier", ClassifierSchema),
+            )
+        ),
+    ]
 
 
 @dataclass
@@ -234,6 +252,9 @@ def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
     if not isinstance(node, Mapping):
         return key, node, "a mapping with a _target_"
     target = node.get("_target_")
+    stand_in = dict(rule.instead).get(str(target))
+    if stand_in is not None:
+        return _check_fields(node, stand_in, f"{key}.")
     rules = constructor_rules(str(target)) if target else None
     if rules is None:  # no class to ask (building it will say why)
         return None

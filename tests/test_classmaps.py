@@ -71,5 +71,13 @@ def test_limit_rare_unit():
     labels, names, affected = limit_rare(y, ["a", "b", "c"], 2, "merge")
     assert names == ["a", "Other"] and affected == ["b", "c"]
     np.testing.assert_array_equal(labels, [[1, 0], [1, 1], [0, 1]])
-    with pytest.raises(ConfigError, match="dataset.rare"):
-        limit_rare(y, ["a", "b", "c"], 2, "ignore")
+    from taco.schema import check_config
+
+    node = {
+        "_target_": "taco.data.datamodule.TacoDataModule",
+        "name": "x",
+        "root": ".",
+        "rare": "ignore",
+    }
+    with pytest.raises(ConfigError, match="dataset.rare='ignore' is not allowed: expected 'merge'"):
+        check_config({"dataset": node})  # the rule: the data module's annotation, checked once

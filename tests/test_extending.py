@@ -96,3 +96,22 @@ def test_a_family_lacking_a_required_member_is_named_when_built():
     for member in ("predict_scores", "checkpoint_state", "save", "load_predictor"):
         assert member in str(err.value)
     assert isinstance(PooledLogistic(), BaseClassifier)  # the toy family writes no stubs
+
+
+def test_a_family_brings_its_own_config_rules():
+    """A family's constructor annotations are its rules: checked before anything is built."""
+    import pytest
+
+    from taco.errors import ConfigError
+    from taco.schema import check_config
+
+    toy = {"_target_": "tests.toy_family.PooledLogistic"}
+    check_config({"model": {"classifier": {**toy, "grid": 4}}})
+    with pytest.raises(ConfigError) as err:
+        check_config({"model": {"classifier": {**toy, "gird": 4}}})
+    assert str(err.value).startswith(
+        "model.classifier.gird=4 is not allowed: expected one of the keys of "
+        "tests.toy_family.PooledLogistic: C, grid"
+    )
+    with pytest.raises(ConfigError, match="model.classifier.grid='x' is not allowed"):
+        check_config({"model": {"classifier": {**toy, "grid": "x"}}})

@@ -83,6 +83,7 @@ def test_sweep_parent_children_and_comparison_with_seeds(
     # make reproduce: the committed numbers against a sweep's, each within its stated spread
     capfd.readouterr()
     check = ["--check", str(tmp_path / "study"), "--experiment", "taco", "--no-log"]
+    check += ["--out", str(tmp_path / "checked")]  # not the checkout's outputs/compare
     assert compare_main(check) == 0
     out = capfd.readouterr().out
     assert "mode: identical (same CPU fingerprint (" in out  # the machine that wrote the report
@@ -307,7 +308,8 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     assert "compare/classes_with_significant_winner" in metrics
     # make reproduce on a cross-validation: within the committed intervals
     capfd.readouterr()
-    assert compare_main(["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]) == 0
+    check = ["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]
+    assert compare_main([*check, "--out", str(tmp_path / "checked")]) == 0
     assert "identical mode: all " in capfd.readouterr().out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from taco.errors import ConfigError
 
 BUILTIN = ("supercategory", "category", "taco10")
 RARE_POLICIES = ("merge", "drop")
+Rare = Literal[RARE_POLICIES]  # `dataset.rare`'s rule (the data module's annotation)
 MAPS_DIR = Path(__file__).parent / "maps"
 
 
@@ -109,14 +111,12 @@ def _from_doc(name: str, doc: Mapping, cats: list[Mapping]) -> ClassMap:
 
 
 def limit_rare(
-    labels: np.ndarray, class_names: list[str], min_images: int, rare: str = "merge"
+    labels: np.ndarray, class_names: list[str], min_images: int, rare: Rare = "merge"
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Classes in fewer than `min_images` images are merged into 'Other' or dropped.
 
     Returns the new labels, the new class names and the names of the classes affected.
     """
-    if rare not in RARE_POLICIES:
-        raise ConfigError(f"dataset.rare must be one of {RARE_POLICIES}; got {rare!r}")
     if not min_images:
         return labels, class_names, []
     counts = labels.sum(0)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
+from taco.data.classmaps import Rare
 from taco.data.coco import LabelSet, load_labelset
 from taco.data.images import (
     ImageCache,
@@ -40,7 +41,7 @@ class TacoDataModule:
         annotation_file: str = "annotations.json",
         label_level: str = "supercategory",
         min_images: Count = 0,
-        rare: Literal["merge", "drop"] = "merge",
+        rare: Rare = "merge",
         split: SplitFractions | None = None,
         batch_size: PositiveInt = 32,
         resize: Resize = "squash",

@@ -22,8 +22,9 @@ import numpy as np
 
 from taco.errors import ConfigError, DataError
 from taco.models.base import BaseClassifier
-from taco.models.losses import LOSSES, make_loss
+from taco.models.losses import make_loss
 from taco.protocols import Batches, BatchHooks
+from taco.schema import Loss
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,12 @@ class KerasClassifier(BaseClassifier):
         self,
         build: Callable[..., keras.Model],
         learning_rate: float = 1e-3,
-        loss: str = "bce",
+        loss: Loss = "bce",
         focal_gamma: float = 2.0,
         head_epochs: int | None = None,
         fine_tune_layers: int = 0,
         fine_tune_lr_factor: float = 0.1,
     ) -> None:
-        if loss not in LOSSES:
-            raise ConfigError(f"model.classifier.loss must be one of {LOSSES}; got {loss!r}")
         self.build = build
         self.learning_rate = float(learning_rate)
         self.loss_name = loss

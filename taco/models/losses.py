@@ -9,8 +9,7 @@ import keras
 import numpy as np
 
 from taco.errors import ConfigError
-
-LOSSES = ("bce", "weighted_bce", "focal")
+from taco.schema import LOSSES  # the allowed names, stated once
 
 
 @keras.saving.register_keras_serializable(package="taco")

@@ -121,7 +121,14 @@ def test_sigterm_stops_a_parallel_sweep_cleanly(tmp_path, tiny_overrides, mlflow
 @pytest.mark.subprocess
 def test_ctrl_c_stops_a_sequential_sweep_cleanly(tmp_path, tiny_overrides, mlflow_uri):
     code, output = _signal_once(
-        _cmd(tiny_overrides, tmp_path, "seed=1,2", "trainer.max_epochs=300"), signal.SIGINT
+        _cmd(
+            tiny_overrides,
+            tmp_path,
+            "seed=1,2",
+            "trainer.max_epochs=300",
+            "callbacks.early_stopping=null",  # training still under way when the signal lands
+        ),
+        signal.SIGINT,
     )
     assert code == 130, output[-4000:]
     assert output.strip().splitlines()[-1].startswith("taco-train: interrupted by SIGINT")
