@@ -37,12 +37,23 @@ def _family(uri):
     ]
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    """A shell's background job (`make test &`, nohup) ignores SIGINT, and Python keeps an
+    inherited SIG_IGN: the command gets SIGINT handled, as a user's Ctrl-C finds it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _signal_once(cmd, signum, marker="epoch 2/", count=1, wait=300):
     """Start `cmd`, send `signum` to its main process once `marker` has shown `count` times (so
     many jobs are training), return (exit code, output)."""
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=_sigint_as_a_terminal_gives_it,
     )
     lines, deadline = [], time.time() + wait
     for line in proc.stdout:
