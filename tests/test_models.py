@@ -49,9 +49,10 @@ def _tiny(tiny_overrides, tmp_path, extra):
     "family",
     [
         pytest.param("vgg16", marks=pytest.mark.backend),  # the transfer path, on both backends
-        "xception",  # the same path at 71 px
+        # the same paths at Xception's 71 px minimum: 18 s and 12 s, `make test-all`
+        pytest.param("xception", marks=pytest.mark.slow),
         "vgg16_rf",  # backbone features + forest, at 32 px
-        "xception_rf",  # the same at 71 px
+        pytest.param("xception_rf", marks=pytest.mark.slow),
     ],
 )
 def test_family_trains_and_logs_per_class_f1(
