@@ -37,10 +37,11 @@ def contained_tempdir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session", autouse=True)
 def users_folders_untouched():
-    """No test writes into the checkout's own outputs/, multirun/ or mlflow.db (a command run
-    without `hydra.run.dir` would): checked when the session ends."""
+    """No test writes into the checkout's own outputs/, multirun/, mlflow.db or mlruns/ (a
+    command run without `hydra.run.dir`, an experiment made without an artifact location
+    would): checked when the session ends."""
     root = Path(__file__).resolve().parents[1]
-    watched = [root / "outputs", root / "multirun", root / "mlflow.db", root / "mlartifacts"]
+    watched = [root / n for n in ("outputs", "multirun", "mlflow.db", "mlartifacts", "mlruns")]
 
     def state() -> set[str]:
         found = {str(p) for p in watched if p.is_file()}

@@ -4,6 +4,8 @@ cross-validation's corrected t-test, and the reproduce check, on fabricated numb
 import mlflow
 import pytest
 
+from taco.tracking.mlflow_logger import get_or_create_experiment  # artifacts beside the store
+
 
 def test_a_win_inside_the_seed_spread_or_on_too_few_positives_is_not_bold():
     from taco.reports.seeds import Comparison
@@ -38,7 +40,7 @@ def test_a_fold_job_without_logged_predictions_is_named_with_what_to_do(mlflow_u
     from taco.reports.cross_validation import pool_runs
 
     client = mlflow.MlflowClient(mlflow_uri)
-    run = client.create_run(client.create_experiment("old"))
+    run = client.create_run(get_or_create_experiment(client, "old"))
     client.set_terminated(run.info.run_id)
     with pytest.raises(DataError, match=f"run {run.info.run_id} has no predictions/test.npz"):
         pool_runs(client, [client.get_run(run.info.run_id)], "cnn")
@@ -51,7 +53,7 @@ def test_pooling_refuses_an_image_held_out_twice(mlflow_uri, tmp_path):
     from taco.reports.cross_validation import pool_runs
 
     client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.create_experiment("twice")
+    experiment = get_or_create_experiment(client, "twice")
     folder = tmp_path / "predictions"
     folder.mkdir()
     y = np.array([[1, 0], [0, 1]], np.uint8)

@@ -2,7 +2,11 @@ import mlflow
 import pytest
 
 from taco.metrics import sanitize
-from taco.tracking.mlflow_logger import MLflowLogger, artifact_location_for
+from taco.tracking.mlflow_logger import (
+    MLflowLogger,
+    artifact_location_for,
+    get_or_create_experiment,  # artifacts beside the store
+)
 
 
 def test_sanitize_class_names():
@@ -111,7 +115,7 @@ def test_a_model_is_found_by_the_first_characters_of_its_run_id(mlflow_uri):
     from taco.tracking.logged_model import model_uri
 
     client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.create_experiment("refs")
+    experiment = get_or_create_experiment(client, "refs")
     ids = [client.create_run(experiment).info.run_id for _ in range(40)]
     unique = next(i for i in ids if sum(j.startswith(i[:3]) for j in ids) == 1)
     assert model_uri(unique[:3], client) == f"runs:/{unique}/model"

@@ -257,6 +257,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_ove
 def test_data_parallel_on_two_logical_cpus(tmp_path, tiny_overrides, mlflow_uri):
     exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
     cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]
+    cmd.append(f"hydra.run.dir={tmp_path}/run")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data-parallel training on 2 devices" in proc.stdout + proc.stderr
