@@ -1,1 +1,1 @@
-"""Tracking: the MLflow run logger, the sweep's parent run, and reading runs back (comparison)."""
+"""Tracking: MLflow logging and stores, a run's lineage in a sweep, logged models."""

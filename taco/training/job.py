@@ -49,7 +49,7 @@ class Job:
     logger: RunLogger
     tags: dict[str, str]
     resolved: dict  # the config, resolved once
-    resume: Resume = field(default_factory=lambda: _no_resume())  # what ckpt_path resolved to
+    resume: Resume = field(default_factory=Resume)  # what ckpt_path resolved to
 
 
 def train(cfg: DictConfig, job: Job | None = None) -> float:
@@ -105,10 +105,6 @@ def trainer_node(node: DictConfig) -> DictConfig:
     """`trainer` without the keys `taco.process` applies (the Trainer never sees them)."""
     resolved = OmegaConf.to_container(node, resolve=True)  # `${seed}` needs the whole config
     return OmegaConf.create({k: v for k, v in resolved.items() if k not in PROCESS_SETTINGS})
-
-
-def _no_resume() -> Resume:
-    return Resume()
 
 
 def build_callbacks(node: Any) -> list[Any]:
