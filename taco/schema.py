@@ -4,11 +4,12 @@ composed config before anything is built or any run opens.
 Types are plain annotations; ranges and choices ride on them (`Annotated[int, Range(1)]`,
 `Literal["squash", "letterbox"]`). Each rule is stated once, beside what takes the value: a node
 built from its `_target_` (`Built`: the trainer, data module, generator, logger, callbacks, a
-user's own) is checked by its class's constructor annotations, so a class brings its own rules;
-one without `**kwargs` refuses a key it does not take (`+trainer.foo=1`). Keys no class takes
-(the process settings, the model table, augmentation) have their dataclass here. A group absent
-from the config is skipped. Only the standard library loads here, and the built classes' modules
-are light: the check runs in a fraction of a second, before TensorFlow.
+model family and its network builder, a user's own) is checked by its class's constructor
+annotations, so a class brings its own rules; one without `**kwargs` refuses a key it does not
+take (`+trainer.foo=1`). Keys no class takes (the process settings, the model table,
+augmentation) have their dataclass here. A group absent from the config is skipped. Only the
+standard library loads here, and the built classes' modules are light (Keras loads inside their
+methods): the check runs in a fraction of a second, before TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -57,15 +58,13 @@ class Built:
 
     extra: type | None = None
     given: tuple[str, ...] = ()
-    # (target, dataclass): classes whose module is too heavy to import for a check (Keras
-    # loads TensorFlow: seconds), checked by the dataclass instead
-    instead: tuple[tuple[str, type], ...] = ()
 
 
 AtLeast1 = Range(1)
 NonNegative = Range(0)
 Positive = Range(0, open_low=True)
 Probability = Range(0, 1)
+DropoutRate = Annotated[float, Range(0, 1, open_high=True)]
 Fraction = Range(0, 1, open_low=True, open_high=True)
 
 PositiveInt = Annotated[int, AtLeast1]
@@ -102,61 +101,14 @@ class ProcessSettings:
     cpu_isa: Literal[CPU_ISAS] | None = None
 
 
-# `model.classifier.loss`: the Keras families' losses (`taco.models.losses.make_loss`), named here
-# because their module loads TensorFlow, which this check must not
-LOSSES = ("bce", "weighted_bce", "focal")
-Loss = Literal[LOSSES]
-
-
-@dataclass
-class BuildSchema:
-    """`model.classifier.build`: the Keras network (CNN or backbone + head)."""
-
-    filters: list[PositiveInt]
-    convs_per_block: PositiveInt
-    dense_units: Count
-    dropout: Annotated[float, Range(0, 1, open_high=True)]
-    batch_norm: bool
-    backbone: str
-    weights: str | None
-
-
-@dataclass
-class ClassifierSchema:
-    """`model.classifier`: the keys of the Keras and the forest families (each has a subset)."""
-
-    learning_rate: Annotated[float, Positive]
-    loss: Loss
-    focal_gamma: Annotated[float, NonNegative]
-    head_epochs: Count | None
-    fine_tune_layers: Count
-    fine_tune_lr_factor: Annotated[float, Positive]
-    build: BuildSchema
-    n_estimators: PositiveInt
-    max_depth: PositiveInt | None
-    min_samples_leaf: PositiveInt
-    max_features: Literal["sqrt", "log2"] | Annotated[float, Range(0, 1, open_low=True)] | None
-    n_jobs: int
-    random_state: Seed
-    batch_size: PositiveInt
-
-
 @dataclass
 class ModelSchema:
     name: str
     image_size: Annotated[int, Range(8, MAX_IMAGE_SIZE)]
     backbone: str
     weights: str | None
-    # a model family's own annotations; the built-in families (Keras imports TensorFlow) here
-    classifier: Annotated[
-        dict,
-        Built(
-            instead=(
-                ("taco.models.keras_classifier.KerasClassifier", ClassifierSchema),
-                ("taco.models.forest.ForestClassifier", ClassifierSchema),
-            )
-        ),
-    ]
+    # checked by the family's own constructor annotations (its module loads Keras lazily)
+    classifier: Annotated[dict, Built()]
 
 
 @dataclass
@@ -229,7 +181,7 @@ def _check_value(value: Any, tp: Any, key: str) -> tuple | None:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return _check_union(value, typing.get_args(tp), key)
-    if origin is list:
+    if origin in (list, Sequence):
         if not isinstance(value, list | tuple):
             return key, value, f"a list of {_describe(typing.get_args(tp)[0])}"
         for i, element in enumerate(value):
@@ -252,9 +204,6 @@ def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
     if not isinstance(node, Mapping):
         return key, node, "a mapping with a _target_"
     target = node.get("_target_")
-    stand_in = dict(rule.instead).get(str(target))
-    if stand_in is not None:
-        return _check_fields(node, stand_in, f"{key}.")
     rules = constructor_rules(str(target)) if target else None
     if rules is None:  # no class to ask (building it will say why)
         return None
@@ -292,10 +241,7 @@ def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
         return None
     init = built.__init__ if isinstance(built, type) else built
     signature = inspect.signature(init)
-    try:
-        hints = typing.get_type_hints(init, include_extras=True)
-    except Exception:  # a name imported only for type checkers: that argument goes unchecked
-        hints = {}
+    hints = _hints(init)
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     params = {
         n: hints.get(n, Any)
@@ -304,6 +250,23 @@ def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
     }
     closed = all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     return params, closed
+
+
+def _hints(function: Any) -> dict[str, Any]:
+    """Each argument's annotation, resolved one by one: a name imported only for type checkers
+    (`keras.Model` in a module that loads Keras lazily) leaves only that argument unchecked."""
+    try:
+        return typing.get_type_hints(function, include_extras=True)
+    except Exception:
+        pass
+    namespace = getattr(function, "__globals__", {})
+    hints = {}
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+        except Exception:
+            hints[name] = Any
+    return hints
 
 
 def _check_union(value: Any, arms: tuple, key: str) -> tuple | None:
@@ -348,7 +311,7 @@ def _describe(tp: Any) -> str:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if origin is list:
+    if origin in (list, Sequence):
         return f"a list of {_describe(typing.get_args(tp)[0])}"
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return "null" if tp is type(None) else names.get(tp, getattr(tp, "__name__", str(tp)))

@@ -1,5 +1,7 @@
 """Every model family through the same Trainer, metrics and MLflow logging, on tiny images."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -210,8 +212,54 @@ def test_losses():
     got = float(WeightedBinaryCrossentropy(w.tolist())(y, p))
     assert got == pytest.approx(want, rel=1e-5)
     assert isinstance(make_loss("focal", None), keras.losses.BinaryFocalCrossentropy)
-    with pytest.raises(ConfigError, match="loss must be one of"):
-        make_loss("hinge", None)
+    # another name is refused by the config check, from the classifier's own annotation
+    from taco.schema import check_config
+
+    keras_family = {"_target_": "taco.models.keras_classifier.KerasClassifier", "loss": "hinge"}
+    with pytest.raises(ConfigError, match=r"loss='hinge' is not allowed: expected 'bce' \| "):
+        check_config({"model": {"classifier": keras_family}})
+
+
+@pytest.mark.parametrize(
+    "family, key, value, says",
+    [
+        ("cnn", "build.dropout", 1.5, "expected a number >= 0 and < 1"),
+        ("cnn", "build.filters", [16, 0], "build.filters[1]=0 is not allowed: expected an integer"),
+        ("cnn", "fine_tune_layers", -1, "expected an integer >= 0"),
+        ("vgg16", "build.weigths", "x", "the keys of taco.models.transfer.build_transfer: "),
+        ("xception_rf", "max_features", 1.5, "expected 'sqrt' | 'log2' or a number > 0 and <= 1"),
+        ("xception_rf", "n_estimators", 0, "n_estimators=0 is not allowed: expected an integer"),
+        ("xception_rf", "loss", "bce", "the keys of taco.models.forest.ForestClassifier: "),
+    ],
+)
+def test_each_family_states_its_own_config_rules(family, key, value, says, compose_cfg):
+    """A family's rules are its constructor's (and its network builder's) annotations: a key of
+    one family is not allowed in another, and a value out of range is named before a build."""
+    from taco.config import resolved_config
+    from taco.schema import check_config
+
+    cfg = resolved_config(compose_cfg([f"model={family}"]))
+    node = cfg["model"]["classifier"]
+    *path, last = key.split(".")
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert f"model.classifier.{key}" in str(err.value) and says in str(err.value)
+
+
+@pytest.mark.subprocess
+def test_family_rules_are_read_without_loading_keras():
+    code = (
+        "import sys; from taco.schema import check_config; "
+        "build = {'_target_': 'taco.models.cnn.build_cnn', '_partial_': True, 'dropout': 0.2}; "
+        "check_config({'model': {'classifier': {'_target_': "
+        "'taco.models.keras_classifier.KerasClassifier', 'build': build}}}); "
+        "heavy = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("loss", ["weighted_bce", "focal"])

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import keras
-from keras import layers
+from taco.schema import Count, DropoutRate, PositiveInt
+
+if TYPE_CHECKING:
+    import keras
 
 
 def build_cnn(
     num_classes: int,
     image_size: int,
-    filters: Sequence[int] = (16, 32, 64, 128),
-    convs_per_block: int = 1,
-    dense_units: int = 128,
-    dropout: float = 0.3,
+    filters: Sequence[PositiveInt] = (16, 32, 64, 128),
+    convs_per_block: PositiveInt = 1,
+    dense_units: Count = 128,
+    dropout: DropoutRate = 0.3,
     batch_norm: bool = True,
 ) -> keras.Model:
     """Conv blocks (3x3 convs, max-pool) -> global average pool -> dense -> sigmoid."""
+    import keras  # here, not above: the config check reads this signature before Keras loads
+    from keras import layers
+
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 255.0)(inputs)
     for i, f in enumerate(filters):

@@ -16,15 +16,19 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from taco.errors import ConfigError, DataError
+from taco.errors import DataError
 from taco.models.base import BaseClassifier
 from taco.protocols import Batches, BatchHooks
+from taco.schema import PositiveInt, Range, Seed
 
 log = logging.getLogger(__name__)
+
+# features tried per split: a rule, a share of them, or all (None)
+MaxFeatures = Literal["sqrt", "log2"] | Annotated[float, Range(0, 1, open_low=True)] | None
 
 
 class ForestClassifier(BaseClassifier):
@@ -36,13 +40,13 @@ class ForestClassifier(BaseClassifier):
         backbone: str = "Xception",
         weights: str | None = "imagenet",
         features_dir: str | Path = "data/cache/features",
-        n_estimators: int = 200,
-        max_depth: int | None = None,
-        min_samples_leaf: int = 2,
-        max_features: str | float | None = "sqrt",
+        n_estimators: PositiveInt = 200,
+        max_depth: PositiveInt | None = None,
+        min_samples_leaf: PositiveInt = 2,
+        max_features: MaxFeatures = "sqrt",
         n_jobs: int = -1,
-        random_state: int = 0,
-        batch_size: int = 64,
+        random_state: Seed = 0,
+        batch_size: PositiveInt = 64,
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -64,15 +68,9 @@ class ForestClassifier(BaseClassifier):
 
     # ------------------------------------------------------------------ protocol
     def check(self, image_size: int) -> None:
-        from sklearn.ensemble import RandomForestClassifier
-
         from taco.models.backbones import check_backbone
 
         check_backbone(self.backbone, image_size, self.weights)
-        try:
-            RandomForestClassifier(**self.forest_params)._validate_params()
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"model.classifier forest parameters: {exc}") from None
 
     def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
         self.num_classes, self.image_size = num_classes, image_size

@@ -15,18 +15,23 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import keras
 import numpy as np
 
 from taco.errors import ConfigError, DataError
 from taco.models.base import BaseClassifier
-from taco.models.losses import make_loss
 from taco.protocols import Batches, BatchHooks
-from taco.schema import Loss
+from taco.schema import Built, Count, NonNegative, Positive
 
+if TYPE_CHECKING:
+    import keras
+
+# Keras loads in the methods, not here: the config check reads the constructor's annotations
+# (the rules of `model.classifier`) before TensorFlow loads
 log = logging.getLogger(__name__)
+
+Loss = Literal["bce", "weighted_bce", "focal"]  # taco.models.losses.make_loss
 
 
 class KerasClassifier(BaseClassifier):
@@ -35,13 +40,14 @@ class KerasClassifier(BaseClassifier):
 
     def __init__(
         self,
-        build: Callable[..., keras.Model],
-        learning_rate: float = 1e-3,
+        # the network: its builder's own annotations check `model.classifier.build`
+        build: Annotated[Callable[..., Any], Built(given=("num_classes", "image_size"))],
+        learning_rate: Annotated[float, Positive] = 1e-3,
         loss: Loss = "bce",
-        focal_gamma: float = 2.0,
-        head_epochs: int | None = None,
-        fine_tune_layers: int = 0,
-        fine_tune_lr_factor: float = 0.1,
+        focal_gamma: Annotated[float, NonNegative] = 2.0,
+        head_epochs: Count | None = None,
+        fine_tune_layers: Count = 0,
+        fine_tune_lr_factor: Annotated[float, Positive] = 0.1,
     ) -> None:
         self.build = build
         self.learning_rate = float(learning_rate)
@@ -68,6 +74,8 @@ class KerasClassifier(BaseClassifier):
             check_backbone(backbone, image_size, _keyword(self.build, "weights"))
 
     def use_callbacks(self, callbacks: Sequence[Any]) -> None:
+        import keras
+
         for callback in callbacks:
             if not isinstance(callback, keras.callbacks.Callback):
                 kind = f"{type(callback).__module__}.{type(callback).__qualname__}"
@@ -80,6 +88,8 @@ class KerasClassifier(BaseClassifier):
     def setup(
         self, num_classes: int, image_size: int, train_labels: np.ndarray | None = None
     ) -> None:
+        from taco.models.losses import make_loss
+
         self.model = self.build(num_classes=num_classes, image_size=image_size)
         self.thresholds = None
         self._loss = make_loss(self.loss_name, train_labels, self.focal_gamma)
@@ -92,6 +102,10 @@ class KerasClassifier(BaseClassifier):
 
     def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
         """One `model.fit` epoch (the batches shuffle themselves, seeded by epoch)."""
+        import keras
+
+        from taco.models.keras_bridge import BatchBridge
+
         model = self._model()
         if self._starts_fine_tuning(epoch):
             self._unfreeze_top()
@@ -109,7 +123,7 @@ class KerasClassifier(BaseClassifier):
             batches,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=[_BatchBridge(batches, hooks, self._user_callbacks)],
+            callbacks=[BatchBridge(batches, hooks, self._user_callbacks)],
             shuffle=False,
             verbose=0,
         )
@@ -194,6 +208,8 @@ class KerasClassifier(BaseClassifier):
     @staticmethod
     def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
         """A saved model as a function: (n, size, size, 3) uint8-range images -> scores."""
+        import keras
+
         import taco.models.backbones  # noqa: F401  (registers the custom layers)
         import taco.models.losses  # noqa: F401
 
@@ -207,6 +223,8 @@ class KerasClassifier(BaseClassifier):
 
     @property
     def backbone(self) -> keras.Model | None:
+        import keras
+
         nested = [layer for layer in self._model().layers if isinstance(layer, keras.Model)]
         return nested[0] if nested else None
 
@@ -221,41 +239,14 @@ class KerasClassifier(BaseClassifier):
         self._compile(self.stage_learning_rate)
 
     def _compile(self, learning_rate: float) -> None:
+        import keras
+
         self._model().compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self._loss)
 
     def _model(self) -> keras.Model:
         if self.model is None:
             raise RuntimeError("call setup() before using the classifier")
         return self.model
-
-
-class _BatchBridge(keras.callbacks.Callback):
-    """Inside `model.fit`: batch events to the Trainer's hooks and to the user's Keras
-    callbacks (whose epoch and train events `KerasClassifier` drives itself)."""
-
-    def __init__(
-        self,
-        batches: Batches,
-        hooks: BatchHooks,
-        user_callbacks: Sequence[keras.callbacks.Callback],
-    ) -> None:
-        super().__init__()
-        self.batches, self.hooks, self.user_callbacks = batches, hooks, list(user_callbacks)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        # `fit` draws a batch to build an unbuilt optimizer before the epoch starts: seed the
-        # epoch's order and augmentation again, so it draws what (seed, epoch) says
-        self.batches.set_epoch(epoch)
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self.hooks.batch_started(batch)
-        for callback in self.user_callbacks:
-            callback.on_train_batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.hooks.batch_ended(batch, logs or {})
-        for callback in self.user_callbacks:
-            callback.on_train_batch_end(batch, logs)
 
 
 def _keyword(build: Callable, name: str) -> Any:

@@ -6,10 +6,12 @@ layers (`taco.models.keras_classifier`).
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
-from taco.models.backbones import backbone_features
+from taco.schema import Count, DropoutRate
+
+if TYPE_CHECKING:
+    import keras
 
 
 def build_transfer(
@@ -17,10 +19,15 @@ def build_transfer(
     image_size: int,
     backbone: str = "VGG16",
     weights: str | None = "imagenet",
-    dense_units: int = 256,
-    dropout: float = 0.3,
+    dense_units: Count = 256,
+    dropout: DropoutRate = 0.3,
 ) -> keras.Model:
     """uint8 image -> preprocess_input -> backbone (pooled) -> dense -> sigmoid scores."""
+    import keras  # here, not above: the config check reads this signature before Keras loads
+    from keras import layers
+
+    from taco.models.backbones import backbone_features
+
     inputs, x = backbone_features(backbone, image_size, weights)
     if dense_units:
         x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
