@@ -87,7 +87,9 @@ class DataModule(Protocol):
 
     def sample(self, part: str, n: int) -> np.ndarray: ...
     def record(self) -> tuple[dict[str, str], dict[str, Any]]:
-        """(tags, split record) to log with a run: content hash, image ids per part, skips."""
+        """(tags, split record) to log with a run: name, source, content hash, class names,
+        image ids per part, skips (`dataset`, `source`, `annotation_sha256`, `class_names`,
+        `train`/`val`/`test`: the keys the logger names the data by)."""
 
     def split_labels(self) -> tuple[list[str], dict[str, np.ndarray]]:
         """(class names, each part's labels) as a run with this config splits them, from the
@@ -176,6 +178,10 @@ class RunLogger(Protocol):
     def log_text(self, text: str, name: str) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
     def log_artifacts(self, folder: str | Path, name: str | None = None) -> None: ...
+    def log_dataset(self, record: Mapping[str, Any]) -> None:
+        """The run's data as a dataset input (a DataModule's split record: name, source, the
+        annotations' hash, the class names and each part's image ids)."""
+
     def log_model(self, folder: Path, example: np.ndarray) -> None:
         """A saved model folder (a classifier's `save`) as the run's model, with one or more
         images (uint8) as its input example."""

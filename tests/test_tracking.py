@@ -155,3 +155,33 @@ def test_logger_none_works_with_a_study_that_names_its_experiment(compose_cfg):
     check_config(resolved_config(cfg))
     logger = build(cfg.logger)
     assert type(logger) is NullLogger and not logger.active
+
+
+def test_the_data_digest_tells_splits_and_class_maps_apart(mlflow_uri):
+    from taco.tracking.datasets import data_digest
+
+    record = {
+        "dataset": "synthetic",
+        "source": "/data/annotations.json",
+        "annotation_sha256": "ab" * 32,
+        "class_names": ["Bottle", "Can"],
+        "train": [1, 2, 3],
+        "val": [4],
+        "test": [5],
+        "split_seed": 0,
+    }
+    assert data_digest(record) == data_digest(dict(record, split_seed=9))  # ids decide, not seed
+    others = [
+        dict(record, train=[1, 2, 5], test=[3]),
+        dict(record, class_names=["Bottle", "Other"]),
+        dict(record, annotation_sha256="cd" * 32),
+    ]
+    assert len({data_digest(r) for r in [record, *others]}) == 4
+
+    logger = MLflowLogger(tracking_uri=mlflow_uri, experiment_name="data")
+    with logger.run():
+        logger.log_dataset(record)
+    run = mlflow.MlflowClient(mlflow_uri).get_run(logger.run_id)
+    (given,) = run.inputs.dataset_inputs
+    assert (given.dataset.name, given.dataset.digest) == ("synthetic", data_digest(record))
+    assert given.dataset.source == '{"uri": "/data/annotations.json"}'

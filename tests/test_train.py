@@ -65,6 +65,20 @@ def test_cli_run_finishes_with_per_class_metrics(
     split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")
     ids = split["train"] + split["val"] + split["test"]
     assert sorted(ids) == list(range(48))
+    # the data as the run's dataset input: the runs table's Dataset column names it
+    import json
+
+    from taco.tracking.datasets import data_digest
+
+    (given,) = run.inputs.dataset_inputs
+    dataset = given.dataset
+    assert dataset.name == "synthetic" and dataset.digest == data_digest(split)
+    assert dataset.source_type == "local" and "annotations.json" in dataset.source
+    columns = [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]]
+    assert columns == split["class_names"]  # the class map
+    profile = json.loads(dataset.profile)
+    assert profile["images"] == {p: len(split[p]) for p in ("train", "val", "test")}
+    assert {t.key: t.value for t in given.tags}["mlflow.data.context"] == "training"
     # the test predictions: every metric recomputes from them (scikit-learn, same thresholds)
     import numpy as np
     from sklearn.metrics import f1_score

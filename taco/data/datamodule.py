@@ -236,6 +236,7 @@ class TacoDataModule:
             "images_unlabeled": f"{len(unlabeled)} ({self.unlabeled})",
         }, {
             "dataset": self.name,
+            "source": str(self.annotation_path.resolve()),
             "seed": self.seed,
             "split_seed": self.split_seed,
             "fractions": self.fractions,

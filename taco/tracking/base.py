@@ -55,6 +55,9 @@ class BaseLogger(RunLogger):
     def log_artifacts(self, folder: str | Path, name: str | None = None) -> None:
         return None
 
+    def log_dataset(self, record: Mapping[str, Any]) -> None:
+        return None
+
     def log_model(self, folder: Path, example: np.ndarray) -> None:
         return None
 

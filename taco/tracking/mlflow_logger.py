@@ -362,6 +362,15 @@ class MLflowLogger(BaseLogger):
 
         self._store(str(name or folder), lambda: mlflow.log_artifacts(str(folder), name), False)
 
+    def log_dataset(self, record: Mapping[str, Any]) -> None:
+        import mlflow
+
+        from taco.tracking.datasets import mlflow_dataset
+
+        dataset = mlflow_dataset(record)
+        tags = {"split_seed": str(record.get("split_seed")), "fold": str(record.get("fold", 0))}
+        self._store("dataset", lambda: mlflow.log_input(dataset, "training", tags), keep=True)
+
     def log_model(self, folder: Path, example: Any) -> None:
         from taco.models.registry import INFO_NAME
         from taco.process import native_noise_filtered

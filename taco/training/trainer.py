@@ -182,6 +182,7 @@ class Trainer:
         tags, record = datamodule.record()
         self.logger.set_tags(tags)
         self.logger.log_dict(record, "split.json")
+        self.logger.log_dataset(record)
         skipped = record.get("skipped", [])
         self.logger.log_metrics({"data/skipped_images": len(skipped)})
         if skipped:
