@@ -86,6 +86,14 @@ class DataModule(Protocol):
         only), `limit_batches`, and a `Profiler` to time batch reading."""
 
     def sample(self, part: str, n: int) -> np.ndarray: ...
+    def images(self, part: str) -> np.ndarray:
+        """A part's images as the model sees them (uint8), in the order of its labels."""
+
+    def boxes(self, part: str) -> list[np.ndarray]:
+        """Each image's object boxes as (class column, x0, y0, x1, y1) rows in model-input
+        pixels; a data module without boxes returns []: where a model looks is then shown,
+        not checked."""
+
     def record(self) -> tuple[dict[str, str], dict[str, Any]]:
         """(tags, split record) to log with a run: name, source, content hash, class names,
         image ids per part, skips (`dataset`, `source`, `annotation_sha256`, `class_names`,

@@ -60,6 +60,19 @@ def test_cli_run_finishes_with_per_class_metrics(
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"split.json", "thresholds.json", "per_class_test.md", "plots", ".hydra"} <= artifacts
     assert {"config"} <= artifacts
+    # why a class fails: curves, galleries, what is predicted instead, where the model looks
+    analysis = {a.path for a in client.list_artifacts(run.info.run_id, "analysis")}
+    assert {
+        "analysis/per_class_curves.png",
+        "analysis/missed_instead.png",
+        "analysis/errors.json",
+        "analysis/pointing_game.md",
+        "analysis/galleries",
+    } <= analysis
+    galleries = client.list_artifacts(run.info.run_id, "analysis/galleries")
+    assert galleries and all(a.path.endswith(".png") and a.file_size > 1000 for a in galleries)
+    assert m["test/pointing/pairs"] >= 1
+    assert all(0 <= m[f"test/pointing/{k}"] <= 1 for k in ("model", "centre", "random"))
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
     assert ".hydra/config.yaml" in hydra_files and ".hydra/overrides.yaml" in hydra_files
     split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")

@@ -36,6 +36,9 @@ class LabelSet:
     class_names: list[str]
     content_hash: str = ""  # sha256 of the annotation file
     meta: dict = field(default_factory=dict)
+    # per row, (k, 5) float32: class column, x, y, width, height (COCO `bbox`, the image's frame);
+    # an object of a category the class map drops has none
+    boxes: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -56,6 +59,7 @@ class LabelSet:
             class_names=list(self.class_names),
             content_hash=self.content_hash,
             meta=dict(self.meta),
+            boxes=[self.boxes[i] for i in rows] if self.boxes else [],
         )
 
     def image_counts(self) -> dict[str, int]:
@@ -271,6 +275,7 @@ def load_labelset(
         class_map.apply(per_category), class_map.class_names, min_images, rare
     )
     images = [coco.imgs[int(i)] for i in image_ids]
+    columns = _class_columns(class_map.matrix, class_map.class_names, class_names, rare)
     return LabelSet(
         image_ids=image_ids,
         file_names=[im["file_name"] for im in images],
@@ -288,4 +293,33 @@ def load_labelset(
             "malformed_geometry": len(malformed),
             "unlabeled_ids": image_ids[per_category.sum(1) == 0].tolist(),
         },
+        boxes=[_boxes(coco, int(i), categories, columns) for i in image_ids],
     )
+
+
+def _class_columns(
+    matrix: np.ndarray, mapped: list[str], kept: list[str], rare: str
+) -> list[list[int]]:
+    """For each category (in id order), the final class columns its objects belong to: through
+    the class map, then rare classes merged into 'Other' or dropped."""
+    final = {name: j for j, name in enumerate(kept)}
+    other = final.get("Other") if rare == "merge" else None
+    columns = []
+    for row in matrix:
+        names = [mapped[k] for k in np.flatnonzero(row)]
+        found = {final[n] if n in final else other for n in names}
+        columns.append(sorted(c for c in found if c is not None))
+    return columns
+
+
+def _boxes(
+    coco: Any, image_id: int, categories: list[dict], columns: list[list[int]]
+) -> np.ndarray:
+    position = {c["id"]: i for i, c in enumerate(categories)}
+    rows = [
+        [column, *ann["bbox"]]
+        for ann in coco.imgToAnns.get(image_id, [])
+        if ann.get("bbox") is not None and _geometry_ok(ann)
+        for column in columns[position[ann["category_id"]]]
+    ]
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)

@@ -222,6 +222,21 @@ class TacoDataModule:
             cache_path=self._cache().path,
         )
 
+    def boxes(self, part: str) -> list[np.ndarray]:
+        """Each image's object boxes in the picture the model sees: (k, 5) rows of class
+        column, x0, y0, x1, y1 in pixels of the image_size x image_size input."""
+        from taco.data.images import boxes_in_frame
+
+        labelset = self._labels()
+        return [
+            boxes_in_frame(labelset.boxes[r], *labelset.sizes[r], self.image_size, self.resize)
+            for r in self.rows[part]
+        ]
+
+    def images(self, part: str) -> np.ndarray:
+        """A part's cached images (uint8), in the order of its labels."""
+        return np.asarray(self._cache().array[self.rows[part]])
+
     def sample(self, part: str, n: int) -> np.ndarray:
         """The first `n` cached images of a part (uint8), e.g. for previews."""
         return np.asarray(self._cache().array[np.sort(self.rows[part][:n])])

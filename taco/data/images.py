@@ -169,6 +169,21 @@ def _resize(im: Image.Image, size: int, mode: str) -> np.ndarray:
     return canvas
 
 
+def boxes_in_frame(boxes: np.ndarray, width: int, height: int, size: int, mode: str) -> np.ndarray:
+    """COCO boxes (class, x, y, w, h) of a width x height image -> (class, x0, y0, x1, y1) in
+    the size x size picture a model sees, resized as `_resize` does (`squash` or `letterbox`)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+    if mode == "squash":
+        sx, sy, left, top = size / width, size / height, 0, 0
+    else:
+        scale = size / max(width, height)
+        nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+        sx, sy, left, top = nw / width, nh / height, (size - nw) // 2, (size - nh) // 2
+    x0, y0 = boxes[:, 1] * sx + left, boxes[:, 2] * sy + top
+    x1, y1 = x0 + boxes[:, 3] * sx, y0 + boxes[:, 4] * sy
+    return np.stack([boxes[:, 0], x0, y0, x1, y1], axis=1)
+
+
 def cache_key(paths: Sequence[Path], content_hash: str, size: int, resize: str) -> str:
     """Changes when the annotation file, any image file (size, mtime), the size or mode change."""
     h = hashlib.sha256()

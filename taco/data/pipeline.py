@@ -207,6 +207,22 @@ class CachedBatches(keras.utils.PyDataset):
         return values[self.ordered_rows()]
 
 
+class ArrayBatches(CachedBatches):
+    """Images held in memory (occluded copies for a saliency map, a folder), in order, without
+    labels; what a family derives from them (forest features) is computed, never cached on
+    disk: the cache is keyed on the data set's images, not these."""
+
+    def __init__(self, images: np.ndarray, num_classes: int, batch_size: int = 64) -> None:
+        labels = np.zeros((len(images), num_classes), np.float32)
+        super().__init__(np.asarray(images), labels, np.arange(len(images)), batch_size)
+
+    def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
+        images = self.images_array
+        return np.concatenate(
+            [compute(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+        )
+
+
 def _padded(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[np.ndarray, ...]:
     """A batch whose size is not a multiple of `multiple` gets copies of its last image with
     sample weight 0 (data-parallel JAX splits every batch evenly across its devices);

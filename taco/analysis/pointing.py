@@ -1,0 +1,96 @@
+"""The pointing game: does a saliency map's peak fall on an object of the class? Scored over
+(image, true class) pairs that have a box of that class, against two baselines that never look
+at the image: its centre, and a point drawn uniformly (the share of the image the class's boxes
+cover, computed exactly rather than drawn)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PointingScore:
+    name: str
+    pairs: int
+    hits: int
+    centre_hits: int
+    random_hits: float  # expected hits of a uniform random point
+
+    @property
+    def rates(self) -> tuple[float, float, float]:
+        if not self.pairs:
+            return (float("nan"),) * 3
+        return self.hits / self.pairs, self.centre_hits / self.pairs, self.random_hits / self.pairs
+
+
+def inside(x: float, y: float, boxes: np.ndarray) -> bool:
+    """Whether (x, y) lies in any (x0, y0, x1, y1) box (edges included)."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return bool(
+        np.any((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
+    )
+
+
+def covered_share(boxes: np.ndarray, size: int) -> float:
+    """The share of a size x size image's pixel centres inside any of the boxes."""
+    centres = np.arange(size) + 0.5
+    mask = np.zeros((size, size), bool)
+    for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):
+        cols = (centres >= x0) & (centres <= x1)
+        rows = (centres >= y0) & (centres <= y1)
+        mask |= rows[:, None] & cols[None, :]
+    return float(mask.mean())
+
+
+def pointing_game(
+    peaks: np.ndarray,
+    y_true: np.ndarray,
+    boxes: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    size: int,
+) -> list[PointingScore]:
+    """Per class: of the (image, class) pairs with a true label and a box of the class, how many
+    have their saliency peak (`peaks[image, class]` = (x, y)) in one of those boxes, how many
+    the image centre would hit, and how many a uniform random point would be expected to."""
+    centre = size / 2
+    scores = []
+    for c, name in enumerate(class_names):
+        pairs = hits = centre_hits = 0
+        random_hits = 0.0
+        for i in np.flatnonzero(np.asarray(y_true)[:, c]):
+            rows = np.asarray(boxes[i]).reshape(-1, 5)
+            own = rows[rows[:, 0] == c, 1:]
+            if not len(own):
+                continue
+            pairs += 1
+            hits += inside(*peaks[i, c], own)
+            centre_hits += inside(centre, centre, own)
+            random_hits += covered_share(own, size)
+        scores.append(PointingScore(name, pairs, hits, centre_hits, random_hits))
+    return scores
+
+
+def overall(scores: Sequence[PointingScore]) -> PointingScore:
+    """All pairs pooled (each pair counts once, so frequent classes weigh more)."""
+    return PointingScore(
+        "all",
+        sum(s.pairs for s in scores),
+        sum(s.hits for s in scores),
+        sum(s.centre_hits for s in scores),
+        sum(s.random_hits for s in scores),
+    )
+
+
+def pointing_table(scores: Sequence[PointingScore]) -> str:
+    """Markdown: per class with pairs, then all pairs pooled."""
+    lines = [
+        "| class | pairs | model | centre | random |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in [*sorted((s for s in scores if s.pairs), key=lambda s: -s.pairs), overall(scores)]:
+        model, centre, random = s.rates
+        lines.append(f"| {s.name} | {s.pairs} | {model:.3f} | {centre:.3f} | {random:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""The analysis written to a folder: what the training callbacks log under `analysis/` and what
+`taco-explain` writes, by one code path (curves, galleries and what is predicted instead, the
+saliency pass and the pointing game)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taco.analysis.saliency import Occlusion, Predict, peak
+
+
+def write_curves(
+    folder: Path,
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    class_names: Sequence[str],
+) -> Path:
+    """`per_class_curves.png`."""
+    from taco.analysis.figures import _pyplot, per_class_curves
+
+    path = Path(folder) / "per_class_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = per_class_curves(y_true, scores, thresholds, class_names)
+    figure.savefig(path)
+    _pyplot().close(figure)
+    return path
+
+
+@dataclass
+class Saliency:
+    """Occlusion maps of a set of images, kept as drops per square (small), with every class's
+    peak."""
+
+    occlusion: Occlusion
+    drops: np.ndarray  # (images, squares, classes)
+    peaks: np.ndarray  # (images, classes, 2): (x, y), nan where a map is flat
+
+    def maps(self, row: int) -> np.ndarray:
+        """(classes, size, size) maps of one image."""
+        return self.occlusion.render(self.drops[row])
+
+
+def saliency(
+    predict: Predict, images: np.ndarray, num_classes: int, patch: int = 16, stride: int = 8
+) -> Saliency:
+    occlusion = Occlusion(images.shape[1], patch, stride)
+    drops = np.zeros((len(images), len(occlusion.squares), num_classes), np.float32)
+    peaks = np.zeros((len(images), num_classes, 2), np.float32)
+    for i, _, found in occlusion.drops(predict, images, images_per_call=32):
+        drops[i] = found
+        peaks[i] = [peak(m) for m in occlusion.render(found)]
+    return Saliency(occlusion, drops, peaks)
+
+
+def write_pointing(
+    folder: Path,
+    looks: Saliency,
+    y_true: np.ndarray,
+    boxes: Sequence[np.ndarray],
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """`pointing_game.md` (per class and pooled); returns the pooled figures."""
+    from taco.analysis.pointing import overall, pointing_game, pointing_table
+
+    size = looks.occlusion.size
+    scores = pointing_game(looks.peaks, y_true, boxes, class_names, size)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "pointing_game.md").write_text(pointing_table(scores) + "\n")
+    pooled = overall(scores)
+    model, centre, random = pooled.rates
+    return {"pairs": float(pooled.pairs), "model": model, "centre": centre, "random": random}
+
+
+def write_errors(
+    folder: Path,
+    images: np.ndarray,
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    class_names: Sequence[str],
+    image_ids: Sequence[int],
+    per_class: int = 6,
+    looks: Saliency | None = None,
+    boxes: Sequence[np.ndarray] | None = None,
+) -> list[Path]:
+    """`galleries/<class>.png` (with `looks`: saliency overlaid, boxes drawn), `errors.json`
+    (the gallery images' ids) and `missed_instead.png`."""
+    from taco.analysis.errors import class_errors, decisions, missed_instead
+    from taco.analysis.figures import _pyplot, error_gallery, missed_instead_heatmap
+    from taco.metrics import sanitize
+
+    folder = Path(folder)
+    (folder / "galleries").mkdir(parents=True, exist_ok=True)
+    errors = class_errors(y_true, scores, thresholds, class_names, per_class)
+    written = []
+    for e in errors:
+        overlays = None
+        if looks is not None:
+            rows = {int(r) for r in (*e.false_positives, *e.false_negatives)}
+            overlays = {r: looks.maps(r)[e.column] for r in rows}
+        sheet = error_gallery(e, images, y_true, scores, class_names, overlays, boxes)
+        written.append(folder / "galleries" / f"{sanitize(e.name)}.png")
+        sheet.save(written[-1])
+    ids = np.asarray(image_ids)
+    listed = {
+        e.name: {
+            "threshold": e.threshold,
+            "false_positives": ids[e.false_positives].tolist(),
+            "missed": ids[e.false_negatives].tolist(),
+        }
+        for e in errors
+    }
+    (folder / "errors.json").write_text(json.dumps(listed, indent=1))
+    figure = missed_instead_heatmap(
+        missed_instead(y_true, decisions(scores, thresholds)), class_names
+    )
+    figure.savefig(folder / "missed_instead.png")
+    _pyplot().close(figure)
+    return [*written, folder / "errors.json", folder / "missed_instead.png"]

@@ -1,0 +1,114 @@
+"""Callbacks that show why a class fails, on the test part (each can be dropped in
+`conf/callbacks/`): `PerClassCurves` (precision-recall and F1 against threshold per class),
+`ErrorGallery` (each class's worst false positives and misses, and what is predicted instead
+of a missed class), `WhereItLooks` (occlusion saliency over the gallery images, and the
+pointing game against the data's boxes: `test/pointing/*`). All go under `analysis/` in the
+run, written by `taco.analysis.report` as `taco-explain` writes them."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taco.metrics import Evaluation
+from taco.schema import PositiveInt
+from taco.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from taco.analysis.report import Saliency
+    from taco.protocols import Classifier
+    from taco.training.trainer import Trainer
+
+
+class PerClassCurves(Callback):
+    """`analysis/per_class_curves.png`: per class with test positives, precision-recall with the
+    tuned threshold marked and test F1 against the threshold."""
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        from taco.analysis.report import write_curves
+
+        if not trainer.logger.active or not len(result.y_true):
+            return
+        with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:
+            write_curves(Path(tmp), result.y_true, result.scores, result.thresholds,
+                         result.class_names)  # fmt: skip
+            trainer.logger.log_artifacts(tmp, "analysis")
+
+
+class WhereItLooks(Callback):
+    """Occlusion saliency of every test image (a `patch`-pixel grey square every `stride`
+    pixels; through `predict`, so for every family): the pointing game against the data's
+    boxes (`test/pointing/{model,centre,random}` hit rates over `test/pointing/pairs`, the
+    per-class table `analysis/pointing_game.md`), and the maps `ErrorGallery` overlays."""
+
+    def __init__(self, patch: PositiveInt = 16, stride: PositiveInt = 8) -> None:
+        self.patch, self.stride = patch, stride
+        self.looks: Saliency | None = None
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        from taco.analysis.report import saliency, write_pointing
+
+        logger, datamodule = trainer.logger, trainer.datamodule
+        if not logger.active or not len(result.y_true):
+            return
+        with trainer.profiler.section("saliency"):
+            names = result.class_names
+            predict = scorer(classifier, datamodule.batch_size, len(names))
+            images = datamodule.images("test")
+            self.looks = saliency(predict, images, len(names), self.patch, self.stride)
+            boxes = datamodule.boxes("test")
+            if not boxes:
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                pooled = write_pointing(Path(tmp), self.looks, result.y_true, boxes, names)
+                logger.log_artifacts(tmp, "analysis")
+            logger.log_metrics({f"test/pointing/{k}": v for k, v in pooled.items()})
+            print(
+                f"\nWhere the model looks (occlusion peak inside a box of the class, "
+                f"{int(pooled['pairs'])} test pairs): model {pooled['model']:.3f}, image centre "
+                f"{pooled['centre']:.3f}, random point {pooled['random']:.3f}"
+            )
+
+
+class ErrorGallery(Callback):
+    """`analysis/galleries/<class>.png` (the `per_class` most confident false positives and
+    misses of each class with test positives), `analysis/errors.json` (their image ids) and
+    `analysis/missed_instead.png`. With `WhereItLooks` on, its maps are laid over them."""
+
+    order = 10  # after WhereItLooks, whose maps it shows
+
+    def __init__(self, per_class: PositiveInt = 6) -> None:
+        self.per_class = per_class
+
+    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+        from taco.analysis.report import write_errors
+
+        logger, datamodule = trainer.logger, trainer.datamodule
+        if not logger.active or not len(result.y_true):
+            return
+        found = [c for c in trainer.callbacks if isinstance(c, WhereItLooks) and c.looks]
+        looks = found[0].looks if found else None
+        with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:
+            write_errors(
+                Path(tmp),
+                datamodule.images("test"),
+                result.y_true,
+                result.scores,
+                result.thresholds,
+                result.class_names,
+                datamodule.record()[1]["test"],
+                self.per_class,
+                looks,
+                datamodule.boxes("test") if looks is not None else None,
+            )
+            logger.log_artifacts(tmp, "analysis")
+
+
+def scorer(classifier: Classifier, batch_size: int, num_classes: int) -> Any:
+    """The classifier's scores of in-memory images (any family)."""
+    from taco.data.pipeline import ArrayBatches
+
+    return lambda images: classifier.predict_scores(
+        ArrayBatches(images, num_classes, max(batch_size, 64))
+    )
