@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce download stats bench bench-models bench-trainer \
+.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce explain download stats bench bench-models bench-trainer \
 	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults lint format ui ui-shots chromium serve clean
 
 setup: $(STAMP)
@@ -61,6 +61,10 @@ report: setup
 reproduce: setup
 	$(BIN)/taco-train experiment=$(STUDY) $(ARGS)
 	$(BIN)/taco-compare --check experiments/$(STUDY)
+
+# why a model fails: `make explain ARGS="run_id=<run or models:/NAME/VERSION>"` (or sweep=<parent>)
+explain: setup
+	$(BIN)/taco-explain $(ARGS)
 
 download: setup
 	$(BIN)/taco-download $(ARGS)

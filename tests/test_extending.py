@@ -78,6 +78,47 @@ def test_a_new_model_family_from_one_module_and_one_config(
         assert predict_main(["--model", model, "--cpu-isa", "none", str(images)]) == 0
         assert len(capfd.readouterr().out.strip().splitlines()) == 48
 
+    # why they fail: the registered model on its test split (logged to its run), on a folder,
+    # and the sweep's two families side by side on the same images
+    explain = tmp_path / "explain"
+    run = command(
+        "taco-explain",
+        "run_id=models:/litter/1",
+        f"output={explain}",
+        "log=true",
+        f"hydra.run.dir={tmp_path}/explain_run",
+        *keep,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    written = {p.relative_to(explain).as_posix() for p in explain.rglob("*.png")}
+    assert {"per_class_curves.png", "missed_instead.png"} <= written
+    assert any(p.startswith("galleries/") for p in written)
+    assert "| all |" in (explain / "pointing_game.md").read_text()
+    logged = {a.path for a in client.list_artifacts(version.run_id, "explain/test")}
+    assert "explain/test/per_class_curves.png" in logged and "explain/test/galleries" in logged
+    run = command(
+        "taco-explain",
+        "run_id=models:/litter/1",
+        f"images={images}",
+        f"output={tmp_path}/photos",
+        f"hydra.run.dir={tmp_path}/explain_run",
+        *keep,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert len(list((tmp_path / "photos" / "overlays").glob("*.png"))) == 48
+    parent = next(r for r in runs if r.data.tags.get("taco.sweep") == "parent")
+    run = command(
+        "taco-explain",
+        f"sweep={parent.info.run_id[:8]}",
+        f"output={tmp_path}/sweep",
+        f"hydra.run.dir={tmp_path}/explain_run",
+        *keep,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    compared = list((tmp_path / "sweep" / "compare").glob("*.png"))
+    assert compared and all(p.stat().st_size > 5000 for p in compared)
+    assert len([p for p in (tmp_path / "sweep").iterdir() if (p / "summary.json").is_file()]) == 2
+
 
 def test_a_family_lacking_a_required_member_is_named_when_built():
     """`BaseClassifier` gives the optional members; the required ones are named if missing."""

@@ -140,6 +140,77 @@ def error_gallery(
     return sheet
 
 
+def _thumbnail(picture: np.ndarray, saliency: np.ndarray | None, side: int) -> Any:
+    from PIL import Image
+
+    shown = _blend(np.asarray(picture, np.uint8), saliency) if saliency is not None else picture
+    return Image.fromarray(np.asarray(shown, np.uint8)).resize((side, side), Image.NEAREST)
+
+
+def image_overlays(
+    image: np.ndarray,
+    maps: np.ndarray,
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    class_names: Sequence[str],
+    shown: int = 3,
+) -> Any:
+    """A PIL sheet for one unlabelled image: the image, then where the model looks for each
+    class it predicts (at most `shown`, highest score first; the top-scored class if none)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    predicted = [c for c in np.argsort(-scores, kind="stable") if scores[c] >= thresholds[c]]
+    classes = (predicted or [int(np.argmax(scores))])[:shown]
+    side, line, pad = 160, 13, 6
+    font = ImageFont.load_default(size=11)
+    sheet = Image.new("RGB", ((len(classes) + 1) * (side + pad) + pad, side + line + 2 * pad),
+                      "white")  # fmt: skip
+    draw = ImageDraw.Draw(sheet)
+    sheet.paste(_thumbnail(image, None, side), (pad, pad))
+    draw.text((pad, pad + side + 1), "image", fill="black", font=font)
+    for k, c in enumerate(classes, start=1):
+        left = pad + k * (side + pad)
+        sheet.paste(_thumbnail(image, maps[c], side), (left, pad))
+        mark = ">=" if scores[c] >= thresholds[c] else "<"
+        label = f"{str(class_names[c])[:14]} {scores[c]:.2f} {mark} {thresholds[c]:.2f}"
+        draw.text((left, pad + side + 1), label, fill="black", font=font)
+    return sheet
+
+
+def comparison_sheet(
+    title: str,
+    models: Sequence[str],
+    pictures: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray | None]],
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    captions: Sequence[str],
+) -> Any:
+    """Models side by side on the same images for one class: row m is model m's saliency for
+    the class over picture k (each model at its own input size), with its score and threshold."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    side, line, pad, label_w = 120, 13, 6, 110
+    font = ImageFont.load_default(size=11)
+    width = label_w + len(captions) * (side + pad) + pad
+    height = 2 * line + len(models) * (side + line + pad) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 2), title, fill="black", font=font)
+    for k, caption in enumerate(captions):
+        draw.text((label_w + k * (side + pad), line + 2), caption, fill="#444444", font=font)
+    for m, name in enumerate(models):
+        top = 2 * line + m * (side + line + pad)
+        draw.text((pad, top + side // 2), str(name)[:16], fill="black", font=font)
+        for k in range(len(captions)):
+            left = label_w + k * (side + pad)
+            sheet.paste(_thumbnail(pictures[m][k], maps[m][k], side), (left, top))
+            mark = ">=" if scores[m, k] >= thresholds[m] else "<"
+            draw.text((left, top + side + 1), f"{scores[m, k]:.2f} {mark} {thresholds[m]:.2f}",
+                      fill="black", font=font)  # fmt: skip
+    return sheet
+
+
 def _blend(picture: np.ndarray, saliency: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     import matplotlib
 

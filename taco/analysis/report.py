@@ -45,6 +45,10 @@ class Saliency:
         """(classes, size, size) maps of one image."""
         return self.occlusion.render(self.drops[row])
 
+    def map(self, row: int, column: int) -> np.ndarray:
+        """(size, size) map of one image for one class."""
+        return self.occlusion.render(self.drops[row][:, [column]])[0]
+
 
 def saliency(
     predict: Predict, images: np.ndarray, num_classes: int, patch: int = 16, stride: int = 8
@@ -52,7 +56,8 @@ def saliency(
     occlusion = Occlusion(images.shape[1], patch, stride)
     drops = np.zeros((len(images), len(occlusion.squares), num_classes), np.float32)
     peaks = np.zeros((len(images), num_classes, 2), np.float32)
-    for i, _, found in occlusion.drops(predict, images, images_per_call=32):
+    per_call = max(1, 2048 // (len(occlusion.squares) + 1))  # about 2048 copies a call
+    for i, _, found in occlusion.drops(predict, images, per_call):
         drops[i] = found
         peaks[i] = [peak(m) for m in occlusion.render(found)]
     return Saliency(occlusion, drops, peaks)
@@ -103,7 +108,7 @@ def write_errors(
         overlays = None
         if looks is not None:
             rows = {int(r) for r in (*e.false_positives, *e.false_negatives)}
-            overlays = {r: looks.maps(r)[e.column] for r in rows}
+            overlays = {r: looks.map(r, e.column) for r in rows}
         sheet = error_gallery(e, images, y_true, scores, class_names, overlays, boxes)
         written.append(folder / "galleries" / f"{sanitize(e.name)}.png")
         sheet.save(written[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -54,12 +55,7 @@ def evaluate_model(cfg: DictConfig) -> float:
     )
     datamodule.prepare_data()
     datamodule.setup()
-    if datamodule.class_names != model.class_names:
-        raise ConfigError(
-            f"the model predicts {len(model.class_names)} classes {model.class_names[:3]}...; "
-            f"dataset {cfg.dataset.name} with label_level={cfg.dataset.label_level} has "
-            f"{datamodule.num_classes} {datamodule.class_names[:3]}...: use the same class map"
-        )
+    check_same_classes(model, datamodule, cfg)
     tags = {"task": "eval", "dataset": cfg.dataset.name, "model": model.info.get("model", "?")}
     if cfg.run_id:
         tags["source_run_id"] = str(cfg.run_id)
@@ -74,6 +70,16 @@ def evaluate_model(cfg: DictConfig) -> float:
     print(f"\nTest set of {cfg.dataset.name}, model {model.info.get('model', '?')}:")
     print(result.table())
     return result.f1_macro
+
+
+def check_same_classes(model: Any, datamodule: Any, cfg: DictConfig) -> None:
+    """Refuse data labelled under another class map than the model was trained on."""
+    if datamodule.class_names != model.class_names:
+        raise ConfigError(
+            f"the model predicts {len(model.class_names)} classes {model.class_names[:3]}...; "
+            f"dataset {cfg.dataset.name} with label_level={cfg.dataset.label_level} has "
+            f"{datamodule.num_classes} {datamodule.class_names[:3]}...: use the same class map"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

@@ -114,6 +114,18 @@ def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
         return load_model(Path(folder))  # a loader reads its files here, not later
 
 
+def source_run_id(reference: str, client: Any) -> str | None:
+    """The training run a model reference comes from (None for a logged model without one)."""
+    uri = model_uri(reference, client)
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/") :].partition("/")[0]
+    path = uri[len("models:/") :]
+    if "/" in path:  # NAME/VERSION
+        name, _, version = path.partition("/")
+        return client.get_model_version(name, version).run_id
+    return client.get_logged_model(path).source_run_id
+
+
 def artifact_location(client: Any, uri: str) -> str:
     """Where a model URI's files are, asked of `client`'s store (MLflow's own resolution of
     `runs:/` and `models:/` reads the process-wide tracking URI)."""

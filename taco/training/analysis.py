@@ -42,7 +42,7 @@ class WhereItLooks(Callback):
     boxes (`test/pointing/{model,centre,random}` hit rates over `test/pointing/pairs`, the
     per-class table `analysis/pointing_game.md`), and the maps `ErrorGallery` overlays."""
 
-    def __init__(self, patch: PositiveInt = 16, stride: PositiveInt = 8) -> None:
+    def __init__(self, patch: PositiveInt = 16, stride: PositiveInt = 16) -> None:
         self.patch, self.stride = patch, stride
         self.looks: Saliency | None = None
 

@@ -1,0 +1,255 @@
+"""`taco-explain`: why a trained model fails, per class, on a split of a dataset config or on a
+folder of images; for a sweep parent, its models side by side on the same images.
+
+The model (a run's logged model, a registered version, or a model folder) brings its classes,
+thresholds and input size; the dataset config brings the images, labels, boxes and the seeded
+split, as for `taco-eval`. What it writes is what a training run logs under `analysis/`
+(`taco.analysis.report`), in `output` (and with `log=true` in the model's run, `explain/`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
+from taco.errors import ConfigError, TacoError, cli_errors, interrupts
+
+log = logging.getLogger("taco.explain")
+
+
+@dataclass
+class Explained:
+    """One model on one split: what the side-by-side sheets need."""
+
+    label: str
+    ids: np.ndarray
+    images: np.ndarray
+    y_true: np.ndarray
+    scores: np.ndarray
+    thresholds: np.ndarray
+    class_names: list[str]
+    looks: Any
+
+
+def explain(cfg: DictConfig) -> Path:
+    """Writes the analysis of the model(s) `cfg` names to `cfg.output`; returns that folder."""
+    from taco.process import limit_cpu_isa, use_backend
+    from taco.schema import check_config
+
+    check_config(resolved_config(cfg))
+    given = [k for k in ("run_id", "model_dir", "sweep") if cfg.get(k)]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of run_id=<run or model>, model_dir=<model folder> "
+                          "or sweep=<parent run id>")  # fmt: skip
+    if cfg.split not in ("train", "val", "test"):
+        raise ConfigError(f"split={cfg.split!r} is not allowed: expected 'train' | 'val' | 'test'")
+    use_backend(cfg.trainer.get("backend") or "tensorflow")  # before a model loads Keras
+    limit_cpu_isa(cfg.trainer.get("cpu_isa"))
+    uri = build(cfg.logger).tracking_uri or default_tracking_uri()
+    out = Path(cfg.output)
+    started = time.perf_counter()
+    if cfg.sweep:
+        explained = [
+            explain_model(load(run_id, uri), cfg, out / label, label)
+            for label, run_id in sweep_models(str(cfg.sweep), uri)
+        ]
+        if not cfg.images:
+            side_by_side(out / "compare", explained, int(cfg.per_class))
+    else:
+        model = load(str(cfg.run_id), uri) if cfg.run_id else _from_folder(cfg.model_dir)
+        explain_model(model, cfg, out, model.info.get("model", "model"))
+    seconds = time.perf_counter() - started
+    print(f"taco-explain: wrote {out} in {seconds:.1f} s")
+    if cfg.log:
+        _log(cfg, out, uri)
+    return out
+
+
+def load(reference: str, uri: str) -> Any:
+    from taco.tracking.logged_model import load_logged_model
+
+    return load_logged_model(reference, uri)
+
+
+def _from_folder(folder: str) -> Any:
+    from taco.models.registry import load_model
+
+    return load_model(Path(folder))
+
+
+def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Explained | None:
+    """One model's curves, galleries, saliency and pointing game on the split (or overlays for
+    each image of `cfg.images`)."""
+    from taco.analysis.report import saliency, write_curves, write_errors, write_pointing
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(model.class_names)
+    if cfg.images:
+        _explain_folder(model, Path(cfg.images), folder, cfg)
+        return None
+    from taco.cli.evaluate import check_same_classes
+    from taco.metrics import evaluate
+
+    datamodule = build(
+        cfg.dataset, image_size=model.image_size, resize=model.resize, augmentation=None
+    )
+    datamodule.prepare_data()
+    datamodule.setup()
+    check_same_classes(model, datamodule, cfg)
+    part = str(cfg.split)
+    images, y_true = datamodule.images(part), datamodule.labels(part)
+    scores = np.asarray(model.predict(images), np.float64)
+    thresholds = model.thresholds
+    looks = saliency(model.predict, images, len(names), int(cfg.patch), int(cfg.stride))
+    boxes = datamodule.boxes(part)
+    summary: dict[str, Any] = {
+        "model": label,
+        "split": part,
+        "images": len(images),
+        "f1_macro": evaluate(y_true, scores, thresholds, names).f1_macro,
+    }
+    write_curves(folder, y_true, scores, thresholds, names)
+    if boxes:
+        summary["pointing"] = write_pointing(folder, looks, y_true, boxes, names)
+    ids = np.asarray(datamodule.record()[1][part])
+    write_errors(folder, images, y_true, scores, thresholds, names, ids, int(cfg.per_class),
+                 looks, boxes or None)  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    pointing = summary.get("pointing")
+    if pointing:
+        print(
+            f"{label}: {part} macro F1 {summary['f1_macro']:.3f}; saliency peak inside a box of "
+            f"the class in {pointing['model']:.3f} of {int(pointing['pairs'])} pairs (image "
+            f"centre {pointing['centre']:.3f}, random point {pointing['random']:.3f})"
+        )
+    return Explained(label, ids, images, y_true, scores, thresholds, names, looks)
+
+
+def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig) -> None:
+    from taco.analysis.figures import image_overlays
+    from taco.analysis.report import saliency
+    from taco.cli.predict import predict_folder
+
+    paths, scores = predict_folder(model, images_dir)
+    from taco.data.images import decode_image
+
+    images = np.stack([decode_image(p, model.image_size, model.resize) for p in paths])
+    looks = saliency(model.predict, images, len(model.class_names), int(cfg.patch),
+                     int(cfg.stride))  # fmt: skip
+    (folder / "overlays").mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(paths):
+        sheet = image_overlays(images[i], looks.maps(i), scores[i], model.thresholds,
+                               model.class_names)  # fmt: skip
+        sheet.save(folder / "overlays" / f"{i:04d}_{path.stem}.png")
+
+
+def sweep_models(parent: str, uri: str) -> list[tuple[str, str]]:
+    """(label, run id) of each finished job of a sweep parent that logged a model."""
+    import mlflow
+
+    from taco.tracking.logged_model import model_uri
+
+    client = mlflow.MlflowClient(uri)
+    parent_id = model_uri(parent, client)[len("runs:/") :].partition("/")[0]
+    experiment = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    found = [
+        (f"{run.data.tags.get('model', 'model')}-{run.info.run_id[:8]}", run.info.run_id)
+        for run in children
+        if run.outputs.model_outputs
+    ]
+    if not found:
+        raise TacoError(f"no finished job of sweep {parent_id} logged a model (in {uri})")
+    return found
+
+
+def side_by_side(folder: Path, explained: list[Explained], per_class: int) -> None:
+    """`compare/<class>.png`: per class, the same images under every model: the positives the
+    models score lowest on average (the shared misses), then the negatives they score highest."""
+    from taco.analysis.figures import comparison_sheet
+    from taco.metrics import sanitize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    first = explained[0]
+    rows = [
+        {int(image_id): r for r, image_id in enumerate(e.ids)} for e in explained
+    ]  # each model's split, by image id (models may see it at other sizes)
+    shared = [i for i in first.ids.tolist() if all(i in r for r in rows)]
+    for c, name in enumerate(first.class_names):
+        truth = np.array([first.y_true[rows[0][i], c] for i in shared], bool)
+        if not truth.any():
+            continue
+        mean = np.mean([[e.scores[r[i], c] for i in shared] for e, r in zip(explained, rows,
+                        strict=True)], axis=0)  # fmt: skip
+        positives = np.flatnonzero(truth)[np.argsort(mean[truth], kind="stable")][:per_class]
+        negatives = np.flatnonzero(~truth)[np.argsort(-mean[~truth], kind="stable")][:per_class]
+        chosen = [shared[k] for k in (*positives, *negatives)]
+        captions = [("has it" if first.y_true[rows[0][i], c] else "hasn't") + f" #{i}"
+                    for i in chosen]  # fmt: skip
+        pictures = [[e.images[r[i]] for i in chosen] for e, r in zip(explained, rows, strict=True)]
+        maps = [
+            [e.looks.map(r[i], c) for i in chosen] for e, r in zip(explained, rows, strict=True)
+        ]
+        scores = np.array([[e.scores[r[i], c] for i in chosen] for e, r in zip(explained, rows,
+                           strict=True)])  # fmt: skip
+        sheet = comparison_sheet(
+            f"{name}: the same images under each model (score vs its threshold)",
+            [e.label for e in explained],
+            pictures,
+            maps,
+            scores,
+            np.array([e.thresholds[c] for e in explained]),
+            captions,
+        )
+        sheet.save(folder / f"{sanitize(name)}.png")
+
+
+def _log(cfg: DictConfig, out: Path, uri: str) -> None:
+    """The folder into the model's run (or the sweep parent), under `explain/<split>`."""
+    import mlflow
+
+    from taco.tracking.logged_model import model_uri, source_run_id
+
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    if cfg.sweep:
+        run_id = model_uri(str(cfg.sweep), client)[len("runs:/") :].partition("/")[0]
+    elif cfg.run_id:
+        run_id = source_run_id(str(cfg.run_id), client)
+    else:
+        raise ConfigError("log=true needs a model from the store (run_id= or sweep=)")
+    name = f"explain/{'images' if cfg.images else cfg.split}"
+    client.log_artifacts(run_id, str(out), name)
+    print(f"taco-explain: logged to run {run_id} under {name}/")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="explain")
+def hydra_main(cfg: DictConfig) -> None:
+    from taco.process import native_noise_filtered
+    from taco.tracking.store import store_errors
+
+    uri = str(cfg.get("logger", {}).get("tracking_uri") or default_tracking_uri())
+    with cli_errors("taco-explain"), store_errors(uri), native_noise_filtered():
+        explain(cfg)
+
+
+def main() -> None:
+    """`taco-explain`: Ctrl-C or SIGTERM ends it with one line."""
+    with interrupts("taco-explain"):
+        hydra_main()
+
+
+if __name__ == "__main__":
+    main()
