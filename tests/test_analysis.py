@@ -145,3 +145,35 @@ def test_the_data_boxes_lie_on_the_labelled_classes(tiny_data: Path, compose_cfg
         assert (found[:, 1:] >= -0.01).all() and (found[:, 1:] <= dm.image_size + 0.01).all()
         pairs += len(set(found[:, 0].astype(int)))
     assert pairs >= len(labels)  # every labelled object has its box
+
+
+@pytest.mark.backend
+def test_gradient_saliency_runs_on_this_backend(compose_cfg, tmp_path, tiny_overrides, mlflow_uri):
+    """`method=gradient`: the input gradients of a Keras family (TensorFlow's tape or
+    `jax.grad`), the same pointing game and galleries."""
+    import mlflow
+
+    from taco.training.job import train
+
+    train(compose_cfg([*tiny_overrides(tmp_path), "callbacks.where_it_looks.method=gradient"]))
+    client = mlflow.MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["test/pointing/pairs"] >= 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "analysis")}
+    assert {"analysis/pointing_game.md", "analysis/galleries"} <= artifacts
+
+
+def test_a_forest_asked_for_gradients_is_refused_before_a_run(
+    compose_cfg, tmp_path, tiny_overrides
+):
+    from taco.errors import ConfigError
+    from taco.training.job import build_job
+
+    overrides = [
+        *(o for o in tiny_overrides(tmp_path) if not o.startswith("model.")),
+        "model=vgg16_rf",
+        "model.weights=null",
+        "callbacks.where_it_looks.method=gradient",
+    ]
+    with pytest.raises(ConfigError, match="method=gradient needs a Keras family.*use method="):
+        build_job(compose_cfg(overrides))

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
+from taco.errors import ConfigError
 from taco.metrics import Evaluation
 from taco.schema import PositiveInt
 from taco.training.callbacks import Callback
 
 if TYPE_CHECKING:
+    from taco.analysis.gradients import GradientSaliency
     from taco.analysis.report import Saliency
     from taco.protocols import Classifier
     from taco.training.trainer import Trainer
@@ -37,14 +41,27 @@ class PerClassCurves(Callback):
 
 
 class WhereItLooks(Callback):
-    """Occlusion saliency of every test image (a `patch`-pixel grey square every `stride`
-    pixels; through `predict`, so for every family): the pointing game against the data's
+    """Saliency of the test images: `occlusion` (a `patch`-pixel grey square every `stride`
+    pixels; through `predict`, so for every family) or `gradient` (the input gradient of the
+    class's score, a Keras family on TensorFlow or JAX); the pointing game against the data's
     boxes (`test/pointing/{model,centre,random}` hit rates over `test/pointing/pairs`, the
     per-class table `analysis/pointing_game.md`), and the maps `ErrorGallery` overlays."""
 
-    def __init__(self, patch: PositiveInt = 16, stride: PositiveInt = 16) -> None:
-        self.patch, self.stride = patch, stride
-        self.looks: Saliency | None = None
+    def __init__(
+        self,
+        method: Literal["occlusion", "gradient"] = "occlusion",
+        patch: PositiveInt = 16,
+        stride: PositiveInt = 16,
+    ) -> None:
+        self.method, self.patch, self.stride = method, patch, stride
+        self.looks: Saliency | GradientSaliency | None = None
+
+    def check(self, classifier: Classifier) -> None:
+        if self.method == "gradient" and getattr(classifier, "kind", "") != "keras":
+            raise ConfigError(
+                f"callbacks.where_it_looks.method=gradient needs a Keras family; "
+                f"{type(classifier).__name__} has no gradients: use method=occlusion"
+            )
 
     def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
         from taco.analysis.report import saliency, write_pointing
@@ -54,9 +71,16 @@ class WhereItLooks(Callback):
             return
         with trainer.profiler.section("saliency"):
             names = result.class_names
-            predict = scorer(classifier, datamodule.batch_size, len(names))
             images = datamodule.images("test")
-            self.looks = saliency(predict, images, len(names), self.patch, self.stride)
+            if self.method == "gradient":
+                from taco.analysis.gradients import GradientSaliency
+
+                pairs = {int(i): set(np.flatnonzero(row).tolist())
+                         for i, row in enumerate(result.y_true)}  # fmt: skip
+                self.looks = GradientSaliency(classifier.model, images, pairs, len(names))
+            else:
+                predict = scorer(classifier, datamodule.batch_size, len(names))
+                self.looks = saliency(predict, images, len(names), self.patch, self.stride)
             boxes = datamodule.boxes("test")
             if not boxes:
                 return
@@ -65,7 +89,7 @@ class WhereItLooks(Callback):
                 logger.log_artifacts(tmp, "analysis")
             logger.log_metrics({f"test/pointing/{k}": v for k, v in pooled.items()})
             print(
-                f"\nWhere the model looks (occlusion peak inside a box of the class, "
+                f"\nWhere the model looks ({self.method} peak inside a box of the class, "
                 f"{int(pooled['pairs'])} test pairs): model {pooled['model']:.3f}, image centre "
                 f"{pooled['centre']:.3f}, random point {pooled['random']:.3f}"
             )

@@ -47,6 +47,10 @@ class Callback:
         """The key of this callback's state in a checkpoint."""
         return type(self).__qualname__
 
+    def check(self, classifier: Classifier) -> None:
+        """Refuse (ConfigError) a classifier this callback cannot serve: called when the job is
+        built, before a run opens or any data work."""
+
     def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
         """Data set up, model built (and restored when resuming), before the first epoch."""
 

@@ -93,8 +93,11 @@ class Trainer:
 
     def connect(self, classifier: Classifier) -> None:
         """Hand the classifier the callbacks of its own framework (plain Keras callbacks); one
-        it cannot drive fails here, before any data work."""
+        it cannot drive, or a callback that cannot serve this classifier, fails here, before
+        any data work."""
         classifier.use_callbacks(self.model_callbacks)
+        for callback in self.callbacks:
+            callback.check(classifier)
 
     def configure_hardware(self) -> None:
         """Choose devices once, before the backend first uses one (an impossible choice fails
