@@ -1,4 +1,4 @@
-"""`make ui-shots`, end to end: a sweep, MLflow's UI on 127.0.0.1, four pages in Chromium."""
+"""`make ui-shots`, end to end: a sweep, MLflow's UI on 127.0.0.1, five pages in Chromium."""
 
 from pathlib import Path
 
@@ -30,3 +30,4 @@ def test_the_ui_pages_hold_the_sweep(tmp_path):
     table_page = texts["ui_table.png"]
     assert all(f"{m} mean" in table_page for m in ("cnn", "vgg16"))
     assert "macro F1" in table_page or "support" in table_page
+    assert "galleries" in texts["ui_gallery.png"]

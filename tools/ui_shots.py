@@ -3,9 +3,10 @@
 A small sweep (CNN and VGG16, two seeds each, tiny images) runs into a throwaway store,
 `taco-compare` logs its table to the parent, `mlflow server` serves the store on 127.0.0.1 on a
 free port, and headless Chromium (Debian's `/usr/bin/chromium`, driven by Playwright) opens the
-experiment page with the parent expanded, the parent run, the compare view of the children and
-the parent's table, saving `docs/ui_*.png`. Each page is checked by its DOM (the run names and
-table rows it must hold), not by pixels; the server stops at the end, whatever happens.
+experiment page with the parent expanded, the parent run, the compare view of the children, the
+parent's table and a child's error gallery, saving `docs/ui_*.png`. Each page is checked by its
+DOM (the run names and table rows it must hold), not by pixels; the server stops at the end,
+whatever happens.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ SWEEP = [
     "dataset.num_workers=0",
     f"logger.experiment_name={EXPERIMENT}",
 ]
-SHOTS = ("ui_experiment.png", "ui_parent_run.png", "ui_compare.png", "ui_table.png")
+SHOTS = (
+    "ui_experiment.png",
+    "ui_parent_run.png",
+    "ui_compare.png",
+    "ui_table.png",
+    "ui_gallery.png",
+)
 
 
 def run_sweep(workdir: Path) -> str:
@@ -131,7 +138,7 @@ def shoot(base: str, uri: str, out: Path, chromium: str = CHROMIUM) -> dict[str,
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 940})
-            pages = Pages(page, base, experiment_id, parent, children)
+            pages = Pages(page, base, experiment_id, parent, children, uri)
             for name, visit in zip(SHOTS, pages.visits(), strict=True):
                 texts[name] = visit()
                 page.screenshot(path=str(out / name))
@@ -144,13 +151,13 @@ class Pages:
     """How a user reaches each page, with what must be on it before the shot."""
 
     def __init__(
-        self, page: Any, base: str, experiment_id: str, parent: Any, children: list
+        self, page: Any, base: str, experiment_id: str, parent: Any, children: list, uri: str
     ) -> None:
         self.page, self.base, self.experiment_id = page, base, experiment_id
-        self.parent, self.children = parent, children
+        self.parent, self.children, self.uri = parent, children, uri
 
     def visits(self) -> list:
-        return [self.experiment, self.parent_run, self.compare, self.table]
+        return [self.experiment, self.parent_run, self.compare, self.table, self.gallery]
 
     def _open(self, route: str, expect: str) -> None:
         self.page.goto(f"{self.base}/#/{route}")
@@ -206,6 +213,19 @@ class Pages:
         )
         self._open(route, "View as table")
         self.page.get_by_text("cnn mean").first.wait_for(timeout=30_000)
+        return self._text()
+
+    def gallery(self) -> str:
+        """A child's error gallery for its most frequent class, in the artifact view."""
+        import mlflow
+
+        child = self.children[0]
+        client = mlflow.MlflowClient(self.uri)
+        sheets = [a.path for a in client.list_artifacts(child.info.run_id, "analysis/galleries")]
+        shown = next((p for p in sheets if p.endswith("/Plastic bag and wrapper.png")), sheets[0])
+        route = f"experiments/{self.experiment_id}/runs/{child.info.run_id}/artifacts/{shown}"
+        self._open(route, "galleries")
+        self.page.locator("img").last.wait_for(timeout=30_000)
         return self._text()
 
 
