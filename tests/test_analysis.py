@@ -164,8 +164,10 @@ def test_gradient_saliency_runs_on_this_backend(compose_cfg, tmp_path, tiny_over
 
 
 def test_a_forest_asked_for_gradients_is_refused_before_a_run(
-    compose_cfg, tmp_path, tiny_overrides
+    compose_cfg, tmp_path, tiny_overrides, mlflow_uri
 ):
+    import mlflow
+
     from taco.errors import ConfigError
     from taco.training.job import build_job
 
@@ -177,3 +179,5 @@ def test_a_forest_asked_for_gradients_is_refused_before_a_run(
     ]
     with pytest.raises(ConfigError, match="method=gradient needs a Keras family.*use method="):
         build_job(compose_cfg(overrides))
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
