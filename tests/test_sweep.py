@@ -31,12 +31,14 @@ def _family(uri, experiment="taco"):
 
 
 def test_sweep_parent_children_and_comparison_with_seeds(
-    tmp_path, tiny_overrides, mlflow_uri, command, capfd
+    tmp_path, tiny_overrides, mlflow_uri, command, capfd, monkeypatch
 ):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)  # as in a shell
     proc = _sweep(
         command, tiny_overrides, tmp_path, "model.classifier.build.dense_units=8,16", "seed=1,2"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Downloading artifacts" not in proc.stdout + proc.stderr  # each job's console: quiet
     client, parent, children = _family(mlflow_uri)
     assert parent.info.status == "FINISHED" and len(children) == 4
     # names a person can tell apart: the study and its start; model-dataset and what varies

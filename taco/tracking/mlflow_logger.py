@@ -201,8 +201,10 @@ class MLflowLogger(BaseLogger):
         self.waiter: Any = None
 
     def check(self) -> None:
+        from taco.tracking.console import quiet_mlflow
         from taco.tracking.store import ensure_store
 
+        quiet_mlflow()  # every job, whichever launcher started it: only taco's lines
         ensure_store(self.tracking_uri)
 
     @contextlib.contextmanager
