@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from taco.analysis.errors import class_errors, decisions, missed_instead
-from taco.analysis.pointing import covered_share, overall, pointing_game, pointing_table
+from taco.analysis.pointing import (
+    covered_share,
+    hit_share,
+    overall,
+    pointing_game,
+    pointing_table,
+)
 from taco.analysis.saliency import Occlusion, peak
 from taco.data.images import boxes_in_frame
 
@@ -61,10 +67,12 @@ def test_the_pointing_game_counts_peaks_inside_the_class_boxes():
     maps[0, 0, 1, 1] = 1  # Bottle's peak (x=1.5, y=1.5): in its box
     maps[0, 1, 1, 1] = 1  # Can's peak at the same place: outside Can's box
     maps[1, 0, 9, 0] = 1  # Bottle's peak at (0.5, 9.5): outside
-    peaks = np.array([[peak(m) for m in image] for image in maps])
-    assert tuple(peaks[0, 0]) == (1.5, 1.5) and tuple(peaks[1, 0]) == (0.5, 9.5)
+    assert peak(maps[0, 0]) == (1.5, 1.5) and peak(maps[1, 0]) == (0.5, 9.5)
 
-    scores = {s.name: s for s in pointing_game(peaks, y_true, boxes, NAMES, size)}
+    def saliency(image, column):
+        return maps[image, column]
+
+    scores = {s.name: s for s in pointing_game(saliency, y_true, boxes, NAMES, size)}
     bottle, can = scores["Bottle"], scores["Can"]
     assert (bottle.pairs, bottle.hits, bottle.centre_hits) == (2, 1, 1)  # centre (5, 5) in box 2
     assert (can.pairs, can.hits, can.centre_hits) == (1, 0, 1)  # (5, 5) is on Can's box edge
@@ -73,6 +81,13 @@ def test_the_pointing_game_counts_peaks_inside_the_class_boxes():
     assert pooled.pairs == 3 and pooled.rates[0] == pytest.approx(1 / 3)
     assert "| all | 3 | 0.333 | 0.667 |" in pointing_table(list(scores.values()))
     assert covered_share(np.array([[0, 0, 10, 10]]), 10) == 1.0
+    # a tie on the peak scores the share of the tied pixels in a box: a flat map scores as a
+    # random point does, not as the centre (which a "nearest the middle" rule would give it)
+    box = np.array([[3, 3, 7, 7]])
+    assert hit_share(np.zeros((size, size)), box) == pytest.approx(covered_share(box, size))
+    plateau = np.zeros((size, size))
+    plateau[0:2, 2:4] = 1  # four tied pixels, two of them (x 2.5 and 3.5, y 1.5) ...
+    assert hit_share(plateau, np.array([[0, 1, 10, 10]])) == pytest.approx(0.5)  # ... at y >= 1
 
 
 def test_occlusion_finds_what_the_score_depends_on():

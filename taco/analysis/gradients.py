@@ -64,18 +64,13 @@ def smoothed(maps: np.ndarray, width: int) -> np.ndarray:
 
 
 class GradientSaliency:
-    """Input-gradient maps of chosen (image, class) pairs, with their peaks (nan elsewhere);
-    the same reading interface as the occlusion `Saliency` of `taco.analysis.report`."""
+    """Input-gradient maps of chosen (image, class) pairs, computed in one backward pass per
+    class (others on request); read as the occlusion `Saliency` of `taco.analysis.report`."""
 
-    def __init__(
-        self, model: Any, images: np.ndarray, pairs: dict[int, set[int]], num_classes: int
-    ) -> None:
-        from taco.analysis.saliency import peak
-
+    def __init__(self, model: Any, images: np.ndarray, pairs: dict[int, set[int]]) -> None:
         self.images = np.asarray(images)
         self.size = self.images.shape[1]
         self.width = max(3, self.size // 16)
-        self.peaks = np.full((len(images), num_classes, 2), np.nan, np.float32)
         self.kept: dict[tuple[int, int], np.ndarray] = {}
         rows_of: dict[int, list[int]] = {}
         for row, columns in pairs.items():
@@ -87,7 +82,6 @@ class GradientSaliency:
             maps = smoothed(input_gradients(self.model, self.images[rows], column), self.width)
             for row, found in zip(rows, maps, strict=True):
                 self.kept[(row, column)] = found
-                self.peaks[row, column] = peak(found)
 
     def map(self, row: int, column: int) -> np.ndarray:
         """One pair's map (computed now if it was not chosen)."""

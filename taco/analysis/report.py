@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.analysis.saliency import Occlusion, Predict, peak
+from taco.analysis.saliency import Occlusion, Predict
 
 # zlib's fastest level: a few percent larger files, a third of the encoding time (the analysis
 # runs in every training job)
@@ -39,13 +39,12 @@ def write_curves(
 
 @dataclass
 class Saliency:
-    """Occlusion maps of a set of images, kept as drops per square (small), with every class's
-    peak. What the writers read of it (`size`, `peaks`, `map(row, column)`) a
-    `taco.analysis.gradients.GradientSaliency` offers too."""
+    """Occlusion maps of a set of images, kept as drops per square (small). What the writers
+    read of it (`size`, `map(row, column)`) a `taco.analysis.gradients.GradientSaliency`
+    offers too."""
 
     occlusion: Occlusion
     drops: np.ndarray  # (images, squares, classes)
-    peaks: np.ndarray  # (images, classes, 2): (x, y), nan where a map is flat
 
     @property
     def size(self) -> int:
@@ -65,12 +64,10 @@ def saliency(
 ) -> Saliency:
     occlusion = Occlusion(images.shape[1], patch, stride)
     drops = np.zeros((len(images), len(occlusion.squares), num_classes), np.float32)
-    peaks = np.zeros((len(images), num_classes, 2), np.float32)
     per_call = max(1, 2048 // (len(occlusion.squares) + 1))  # about 2048 copies a call
     for i, _, found in occlusion.drops(predict, images, per_call):
         drops[i] = found
-        peaks[i] = [peak(m) for m in occlusion.render(found)]
-    return Saliency(occlusion, drops, peaks)
+    return Saliency(occlusion, drops)
 
 
 def write_pointing(
@@ -83,7 +80,7 @@ def write_pointing(
     """`pointing_game.md` (per class and pooled); returns the pooled figures."""
     from taco.analysis.pointing import overall, pointing_game, pointing_table
 
-    scores = pointing_game(looks.peaks, y_true, boxes, class_names, looks.size)
+    scores = pointing_game(looks.map, y_true, boxes, class_names, looks.size)
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / "pointing_game.md").write_text(pointing_table(scores) + "\n")
     pooled = overall(scores)

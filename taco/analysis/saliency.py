@@ -54,12 +54,9 @@ class Occlusion:
 
 
 def peak(saliency: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the map's maximum at the pixel's centre; where several pixels share it (a
-    square's plateau), the one nearest their centroid. A flat map points nowhere: (nan, nan),
-    never the centre (which would score as the centre baseline does)."""
-    top = float(np.max(saliency))
-    if top == float(np.min(saliency)):
-        return float("nan"), float("nan")
-    rows, cols = np.nonzero(saliency >= top)
+    """(x, y) of the map's maximum at the pixel's centre, where a figure marks it; where
+    several pixels share it (a square's plateau), the one nearest their centroid (the pointing
+    game scores all of them: `taco.analysis.pointing.hit_share`)."""
+    rows, cols = np.nonzero(saliency >= np.max(saliency))
     nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
     return float(cols[nearest]) + 0.5, float(rows[nearest]) + 0.5

@@ -77,7 +77,7 @@ class WhereItLooks(Callback):
 
                 pairs = {int(i): set(np.flatnonzero(row).tolist())
                          for i, row in enumerate(result.y_true)}  # fmt: skip
-                self.looks = GradientSaliency(classifier.model, images, pairs, len(names))
+                self.looks = GradientSaliency(classifier.model, images, pairs)
             else:
                 predict = scorer(classifier, datamodule.batch_size, len(names))
                 self.looks = saliency(predict, images, len(names), self.patch, self.stride)
