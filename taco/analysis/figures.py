@@ -257,9 +257,11 @@ def missed_instead_heatmap(counts: np.ndarray, class_names: Sequence[str]) -> An
     ax.imshow(shown, cmap="Reds", aspect="auto")
     ax.set_xticks(range(len(columns)), [names[j] for j in columns], rotation=90, fontsize=6)
     ax.set_yticks(range(len(rows)), [class_names[i] for i in rows], fontsize=6)
+    dark = 0.6 * shown.max()
     for (r, c), v in np.ndenumerate(shown):
         if v:
-            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=5)
+            colour = "white" if v > dark else "black"
+            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=5, color=colour)
     ax.set_xlabel("predicted instead (absent from the image)", fontsize=8)
     ax.set_ylabel("missed", fontsize=8)
     ax.set_title("When a class is missed, what is predicted instead (test images)", fontsize=9)
