@@ -222,10 +222,12 @@ class Pages:
         child = self.children[0]
         client = mlflow.MlflowClient(self.uri)
         sheets = [a.path for a in client.list_artifacts(child.info.run_id, "analysis/galleries")]
-        shown = next((p for p in sheets if p.endswith("/Plastic bag and wrapper.png")), sheets[0])
+        # a name without spaces: the artifact route does not decode %20
+        plain = [p for p in sheets if " " not in p]
+        shown = next((p for p in plain if p.endswith("/Bottle.png")), plain[0])
         route = f"experiments/{self.experiment_id}/runs/{child.info.run_id}/artifacts/{shown}"
         self._open(route, "galleries")
-        self.page.locator("img").last.wait_for(timeout=30_000)
+        self.page.locator("img[src^='blob:']").first.wait_for(timeout=30_000)
         return self._text()
 
 
