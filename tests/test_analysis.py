@@ -196,3 +196,13 @@ def test_a_forest_asked_for_gradients_is_refused_before_a_run(
         build_job(compose_cfg(overrides))
     client = mlflow.MlflowClient(mlflow_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_explain_without_a_model_is_one_line(tmp_path, mlflow_uri, command):
+    out = command("taco-explain", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 2  # a usage error, as every taco-* command answers one
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "taco-explain: error: give exactly one of run_id=<run or model>, model_dir=<model folder> or "
+        "sweep=<parent run id>"
+    ], out.stderr

@@ -77,6 +77,7 @@ def test_conf_groups_exist():
         ("taco-train", ["train one model", "Examples:", "hparams_search: optuna"], []),
         ("taco-stats", ["without training", "Examples:"], ["hparams_search: optuna"]),
         ("taco-eval", ["run_id=<MLflow run id>", "Examples:"], ["debug: fdr, limit"]),
+        ("taco-explain", ["why a trained model fails", "sweep=<parent run id>", "Examples:"], []),
         ("taco-download", ["(default: 8)", "(default: <repo>/data/taco)"], []),
         ("taco-compare", ["outputs/compare/<date>/<time>"], []),
         ("taco-predict", ["$MLFLOW_TRACKING_URI or <repo>/mlflow.db"], []),
