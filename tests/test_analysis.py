@@ -203,6 +203,6 @@ def test_explain_without_a_model_is_one_line(tmp_path, mlflow_uri, command):
     assert out.returncode == 2  # a usage error, as every taco-* command answers one
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines == [
-        "taco-explain: error: give exactly one of run_id=<run or model>, model_dir=<model folder> or "
-        "sweep=<parent run id>"
+        "taco-explain: error: give exactly one of run_id=<run or model>, "
+        "model_dir=<model folder> or sweep=<parent run id>"
     ], out.stderr

@@ -33,6 +33,9 @@ _PASSING = (
     "response code 502",
     "response code 503",
     "response code 504",
+    # two jobs logging the same dataset at once: MLflow looks it up, then inserts it, so the
+    # later insert collides with the earlier; tried again, it finds the dataset and links it
+    "unique constraint failed: datasets.",
 )
 _DAMAGED = ("database disk image is malformed", "file is not a database")
 

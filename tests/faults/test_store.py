@@ -293,3 +293,49 @@ def test_the_waiter_keeps_writes_in_order_and_gives_up_in_one_line(caplog):
         StoreWaiter("sqlite:///x.db", 1.0).write(
             "m", lambda: (_ for _ in ()).throw(Exception("database disk image is malformed")), True
         )
+
+
+def _log_same_dataset(uri: str, record: dict, barrier) -> str:
+    from taco.tracking.mlflow_logger import MLflowLogger
+
+    logger = MLflowLogger(tracking_uri=uri, experiment_name="together")
+    logger.check()
+    with logger.run():
+        barrier.wait(timeout=60)
+        logger.log_dataset(record)
+    return logger.run_id
+
+
+@pytest.mark.subprocess
+def test_jobs_logging_the_same_dataset_at_once_all_finish(tmp_path):
+    """Parallel jobs of a sweep name the same data at the same moment: MLflow's look-up-then-
+    insert lets one insert collide (UNIQUE constraint on datasets); the waiter tries it again,
+    it finds the dataset, and every job keeps its run and its dataset input."""
+    import multiprocessing
+
+    import mlflow
+
+    from taco.tracking.store import ensure_store
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ensure_store(uri)
+    record = {
+        "dataset": "synthetic",
+        "source": str(tmp_path / "annotations.json"),
+        "annotation_sha256": "ab" * 32,
+        "class_names": ["Bottle", "Can"],
+        "train": [1, 2],
+        "val": [3],
+        "test": [4],
+    }
+    jobs = 6
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(jobs)
+        with context.Pool(jobs) as pool:
+            run_ids = pool.starmap(_log_same_dataset, [(uri, record, barrier)] * jobs)
+    client = mlflow.MlflowClient(uri)
+    runs = [client.get_run(r) for r in run_ids]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+    assert len({r.inputs.dataset_inputs[0].dataset.digest for r in runs}) == 1
