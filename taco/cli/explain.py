@@ -137,12 +137,10 @@ def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Expl
 def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig) -> None:
     from taco.analysis.figures import image_overlays
     from taco.analysis.report import saliency
-    from taco.cli.predict import predict_folder
+    from taco.cli.predict import read_folder
 
-    paths, scores = predict_folder(model, images_dir)
-    from taco.data.images import decode_image
-
-    images = np.stack([decode_image(p, model.image_size, model.resize) for p in paths])
+    paths, images = read_folder(model, images_dir)
+    scores = model.predict(images)
     looks = saliency(model.predict, images, len(model.class_names), int(cfg.patch),
                      int(cfg.stride))  # fmt: skip
     (folder / "overlays").mkdir(parents=True, exist_ok=True)

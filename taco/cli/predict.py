@@ -26,11 +26,11 @@ from taco.schema import CPU_ISAS
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def predict_folder(
+def read_folder(
     model: LoadedModel, folder: Path, on_bad_image: str = "error"
 ) -> tuple[list[Path], np.ndarray]:
-    """Scores of every image under `folder`; with `on_bad_image="skip"` an unreadable one is
-    left out (named on stderr) instead of refusing the folder."""
+    """Every image under `folder` as the model sees it (uint8); with `on_bad_image="skip"` an
+    unreadable one is left out (named on stderr) instead of refusing the folder."""
     from taco.data.images import decode_image
 
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -55,7 +55,15 @@ def predict_folder(
         print("  - " + "\n  - ".join(bad), file=sys.stderr)
     if not good:
         raise TacoError(f"none of the {len(paths)} images in {folder} could be read")
-    return good, model.predict(np.stack(images).astype(np.uint8))
+    return good, np.stack(images).astype(np.uint8)
+
+
+def predict_folder(
+    model: LoadedModel, folder: Path, on_bad_image: str = "error"
+) -> tuple[list[Path], np.ndarray]:
+    """Scores of every image under `folder` (see `read_folder` for unreadable ones)."""
+    paths, images = read_folder(model, folder, on_bad_image)
+    return paths, model.predict(images)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
