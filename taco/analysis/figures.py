@@ -125,10 +125,8 @@ def error_gallery(
         draw.text((pad, top), kind if len(rows) else f"{kind}: none", fill="#444444", font=font)
         for k, i in enumerate(int(i) for i in rows):
             left, y = pad + k * cell_w, top + line
-            picture = np.asarray(images[i], np.uint8)
-            if overlays is not None and i in overlays:
-                picture = _blend(picture, overlays[i])
-            sheet.paste(Image.fromarray(picture).resize((thumb, thumb), Image.NEAREST), (left, y))
+            saliency = overlays.get(i) if overlays is not None else None
+            sheet.paste(_thumbnail(images[i], saliency, thumb), (left, y))
             if overlays is not None and i in overlays:
                 _mark(draw, overlays[i], boxes[i] if boxes else None, errors.column, left, y, scale)
             score = scores[i, errors.column]

@@ -19,6 +19,15 @@ from taco.analysis.saliency import Occlusion, Predict
 FAST_PNG = {"compress_level": 1}
 
 
+def save_figure(figure: Any, path: Path) -> Path:
+    """A matplotlib figure as a PNG at `path`, then closed (its memory freed)."""
+    import matplotlib.pyplot as plt
+
+    figure.savefig(path, pil_kwargs=FAST_PNG)
+    plt.close(figure)
+    return path
+
+
 def write_curves(
     folder: Path,
     y_true: np.ndarray,
@@ -27,14 +36,11 @@ def write_curves(
     class_names: Sequence[str],
 ) -> Path:
     """`per_class_curves.png`."""
-    from taco.analysis.figures import _pyplot, per_class_curves
+    from taco.analysis.figures import per_class_curves
 
-    path = Path(folder) / "per_class_curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
     figure = per_class_curves(y_true, scores, thresholds, class_names)
-    figure.savefig(path, pil_kwargs=FAST_PNG)
-    _pyplot().close(figure)
-    return path
+    return save_figure(figure, Path(folder) / "per_class_curves.png")
 
 
 @dataclass
@@ -60,8 +66,10 @@ class Saliency:
 
 
 def saliency(
-    predict: Predict, images: np.ndarray, num_classes: int, patch: int = 16, stride: int = 8
+    predict: Predict, images: np.ndarray, num_classes: int, patch: int, stride: int
 ) -> Saliency:
+    """Occlusion maps of `images` (squares of `patch` pixels every `stride`: the settings of
+    `conf/callbacks/where_it_looks.yaml`)."""
     occlusion = Occlusion(images.shape[1], patch, stride)
     drops = np.zeros((len(images), len(occlusion.squares), num_classes), np.float32)
     per_call = max(1, 2048 // (len(occlusion.squares) + 1))  # about 2048 copies a call
@@ -103,7 +111,7 @@ def write_errors(
     """`galleries/<class>.png` (with `looks`: saliency overlaid, boxes drawn), `errors.json`
     (the gallery images' ids) and `missed_instead.png`."""
     from taco.analysis.errors import class_errors, decisions, missed_instead
-    from taco.analysis.figures import _pyplot, error_gallery, missed_instead_heatmap
+    from taco.analysis.figures import error_gallery, missed_instead_heatmap
     from taco.metrics import sanitize
 
     folder = Path(folder)
@@ -131,6 +139,5 @@ def write_errors(
     figure = missed_instead_heatmap(
         missed_instead(y_true, decisions(scores, thresholds)), class_names
     )
-    figure.savefig(folder / "missed_instead.png", pil_kwargs=FAST_PNG)
-    _pyplot().close(figure)
+    save_figure(figure, folder / "missed_instead.png")
     return [*written, folder / "errors.json", folder / "missed_instead.png"]

@@ -50,6 +50,9 @@ def explain(cfg: DictConfig) -> Path:
     if len(given) != 1:
         raise ConfigError("give exactly one of run_id=<run or model>, model_dir=<model folder> "
                           "or sweep=<parent run id>")  # fmt: skip
+    if cfg.log and not (cfg.run_id or cfg.sweep):
+        raise ConfigError("log=true needs a model from the store (run_id= or sweep=), not "
+                          "model_dir=: a folder has no run to log to")  # fmt: skip
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not allowed: expected 'train' | 'val' | 'test'")
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before a model loads Keras
@@ -224,10 +227,8 @@ def _log(cfg: DictConfig, out: Path, uri: str) -> None:
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     if cfg.sweep:
         run_id = model_uri(str(cfg.sweep), client)[len("runs:/") :].partition("/")[0]
-    elif cfg.run_id:
+    else:  # run_id= (explain() refused log=true with model_dir=)
         run_id = source_run_id(str(cfg.run_id), client)
-    else:
-        raise ConfigError("log=true needs a model from the store (run_id= or sweep=)")
     name = f"explain/{'images' if cfg.images else cfg.split}"
     client.log_artifacts(run_id, str(out), name)
     print(f"taco-explain: logged to run {run_id} under {name}/")
