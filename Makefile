@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui lock train compare report reproduce explain download stats bench bench-models bench-trainer \
-	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults lint format ui ui-shots chromium serve clean
+.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
+	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
+	slurm-wlm serve clean
 
 setup: $(STAMP)
 
@@ -19,10 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# opt-in launchers and sweepers: hparams_search=optuna, hydra/launcher=submitit_*, ray
-setup-optuna setup-slurm setup-ui: setup-%: $(VENV)/.installed-%
+# opt-in launchers and sweepers: hparams_search=optuna, hydra/launcher=submitit_*, ray; the
+# PostgreSQL driver of a team server (postgres)
+setup-optuna setup-slurm setup-ui setup-postgres: setup-%: $(VENV)/.installed-%
 
-$(VENV)/.installed-optuna $(VENV)/.installed-slurm $(VENV)/.installed-ui: $(VENV)/.installed-%: $(STAMP)
+$(VENV)/.installed-optuna $(VENV)/.installed-slurm $(VENV)/.installed-ui \
+$(VENV)/.installed-postgres: $(VENV)/.installed-%: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,$*]'
 	touch $@
 
@@ -37,7 +40,7 @@ $(VENV)/.installed-ray: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet -e '.[dev,optuna,slurm,ui]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,optuna,slurm,ui,postgres]'
 	( echo "# Versions \`make setup\` installs (pip constraints): every machine gets what CI tested."; \
 	  echo "# Refresh with \`make lock\` after changing pyproject.toml's dependencies."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' \
@@ -121,7 +124,15 @@ test-fast: setup
 test-faults: setup
 	$(BIN)/python -m pytest -m '' tests/faults $(ARGS)
 
-test-all: setup-optuna setup-slurm setup-ray setup-ui chromium
+# beyond one machine, on real engines started on 127.0.0.1 (tests/scale/): a team server on
+# PostgreSQL, a Ray cluster, a one-node SLURM cluster; Debian's packages installed when missing.
+# setup-ray comes last: an install under constraints.txt would lift its cloudpickle < 3 pin
+setup-scale: setup-slurm setup-postgres setup-ray postgresql slurm-wlm
+
+test-scale: setup-scale
+	$(BIN)/python -m pytest -m scale $(ARGS)
+
+test-all: setup-optuna setup-ui setup-scale chromium
 	$(BIN)/python -m pytest -m '' $(ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend $(ARGS)
 
@@ -154,6 +165,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+# Debian's PostgreSQL server programs (initdb, pg_ctl), for a team server's database
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  --no-install-recommends postgresql; }
+
+# Debian's SLURM daemons and munge, for a one-node cluster on this machine (tools/engines.py)
+slurm-wlm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged \
+	  >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) \
+	  apt-get install -y -qq --no-install-recommends slurm-wlm munge; }
 
 # a logged or registered model behind MLflow's scoring server (POST /invocations), this venv's env
 serve: setup

@@ -1,0 +1,163 @@
+"""Real engines on 127.0.0.1, for the scale tests (`make test-scale`) and `make bench-store`:
+PostgreSQL in a folder of its own, an `mlflow server` over any backend, a Ray head node and a
+one-node SLURM cluster. Each is a context manager that starts the real program, waits until it
+answers and stops it again, leaving no process behind. A program that is not installed raises
+`EngineMissing` with the make target that installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+class EngineMissing(RuntimeError):
+    """The engine's program is not on this machine; the message names what installs it."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, seconds: float, what: str, process: subprocess.Popen | None = None) -> None:
+    """Poll `check()` until it is true; fail naming `what` (and the process's exit) otherwise."""
+    deadline = time.time() + seconds
+    while not check():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it answered")
+        if time.time() > deadline:
+            raise RuntimeError(f"{what} did not answer within {seconds:.0f} s")
+        time.sleep(0.3)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def _program(name: str, *patterns: str, install: str) -> str:
+    found = shutil.which(name) or next(
+        (p for pattern in patterns for p in sorted(glob.glob(pattern)) if os.access(p, os.X_OK)),
+        None,
+    )
+    if found is None:
+        raise EngineMissing(f"{name} is not installed: run `{install}`")
+    return found
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse to run as root: there, run them as Debian's `postgres` user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as err:
+        raise EngineMissing("no `postgres` user to run PostgreSQL as: run `make postgres`") from err
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@contextlib.contextmanager
+def postgres(database: str = "mlflow", user: str = "taco") -> Iterator[str]:
+    """A PostgreSQL server of its own (initdb + pg_ctl) on a free loopback port, trusting local
+    connections; yields the SQLAlchemy URI of a new, empty `database`."""
+    initdb = _program("initdb", "/usr/lib/postgresql/*/bin/initdb", install="make postgres")
+    bindir = Path(initdb).resolve().parent
+    pg_ctl, createdb = str(bindir / "pg_ctl"), str(bindir / "createdb")
+    as_postgres = _as_postgres_user()
+    # under /tmp, not the caller's tmp_path: pytest's base folder is closed to other users
+    folder = Path(tempfile.mkdtemp(prefix="taco-postgres-", dir="/tmp"))
+    data, port = folder / "data", free_port()
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+    try:
+        subprocess.run(
+            [*as_postgres, initdb, "-D", str(data), "-U", user, "--auth=trust", "--no-sync"],
+            **quiet,
+        )
+        options = f"-h 127.0.0.1 -p {port} -k {folder}"
+        subprocess.run(
+            [*as_postgres, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-o", options]
+            + ["-w", "-t", "60", "start"],
+            **quiet,
+        )
+        try:
+            subprocess.run(
+                [createdb, "-h", "127.0.0.1", "-p", str(port), "-U", user, database], **quiet
+            )
+            yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
+        finally:
+            subprocess.run(
+                [*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"{err.cmd[len(as_postgres)]}: {err.stderr.decode()[-1500:]}") from err
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- MLflow server
+def mlflow_server_command(backend: str, artifacts: Path, port: int, workers: int = 0) -> list[str]:
+    """The README's command: a server over `backend` that proxies artifacts into `artifacts`."""
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend]
+    command += ["--artifacts-destination", str(artifacts), "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    return command + (["--workers", str(workers)] if workers else [])
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, artifacts: Path, workers: int = 0) -> Iterator[str]:
+    """`mlflow server` on a free loopback port until the block ends; yields its http:// URI."""
+    port = free_port()
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        mlflow_server_command(backend, artifacts, port, workers),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until(lambda: _answers(f"{uri}/health"), 180, "mlflow server", server)
+        except RuntimeError as err:
+            log.flush()
+            tail = Path(log.name).read_bytes()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{err}: {tail}") from err
+        yield uri
+    finally:
+        _stop_group(server)
+        log.close()
+
+
+def _stop_group(process: subprocess.Popen, seconds: float = 30) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
