@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from taco.training.callbacks import Callback
 
 
@@ -68,3 +72,21 @@ class SigkillAtEpoch(Callback):
 
         if epoch == self.epoch and self.seed == self.victim:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HoldAtEpoch(Callback):
+    """The job whose `seed` is `victim` holds at the start of `epoch` (0-based) for up to
+    `seconds`, after writing its SLURM job id into `marker`, so that a scheduler's signal finds
+    it training; once `marker` exists (the same job, requeued) it does not hold again."""
+
+    def __init__(self, epoch: int, seed: int, victim: int, marker: str, seconds: float = 120):
+        self.epoch, self.seed, self.victim = epoch, seed, victim
+        self.marker, self.seconds = Path(marker), seconds
+
+    def on_train_epoch_start(self, trainer, classifier, epoch: int) -> None:
+        if epoch != self.epoch or self.seed != self.victim or self.marker.exists():
+            return
+        self.marker.write_text(os.environ.get("SLURM_JOB_ID", str(os.getpid())))
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.1)

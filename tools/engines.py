@@ -161,3 +161,153 @@ def _stop_group(process: subprocess.Popen, seconds: float = 30) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# ---------------------------------------------------------------------------- Ray
+@contextlib.contextmanager
+def ray_cluster(folder: Path, cpus: int = 2, workers: int = 0) -> Iterator[str]:
+    """`ray start --head` on 127.0.0.1 (plus `workers` worker nodes of 1 CPU each), its
+    dashboard off; yields the address jobs connect to (`hydra.launcher.ray.init.address`)."""
+    ray = BIN / "ray"
+    if not ray.exists():
+        raise EngineMissing("Ray is not installed: run `make setup-ray`")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [str(ray), "start", "--disable-usage-stats", "--include-dashboard=false"]
+    temp = ["--temp-dir", str(folder)]
+    try:
+        subprocess.run(
+            [*start, "--head", "--node-ip-address=127.0.0.1", f"--port={port}"]
+            + [f"--num-cpus={cpus}", *temp],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        for _ in range(workers):
+            subprocess.run(
+                [*start, f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
+        yield address
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"ray start: {err.stderr.decode()[-1500:]}") from err
+    finally:
+        subprocess.run(
+            [str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
+        )
+
+
+# ---------------------------------------------------------------------------- SLURM
+SLURM_CONF = """\
+ClusterName=taco
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire: also how long a requeued job waits before it may start again (default 120 s)
+AuthInfo=socket={munge}/munge.socket,cred_expire=10
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+JobRequeue=1
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@contextlib.contextmanager
+def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
+    """A one-node SLURM cluster of this machine: munged with a key of its own, slurmctld and
+    slurmd on free loopback ports, one partition `debug`. Yields the environment its clients
+    (sbatch, squeue, scancel: submitit calls them) need: `SLURM_CONF`."""
+    daemons = {
+        name: _program(name, f"/usr/sbin/{name}", install="make slurm-wlm")
+        for name in ("munged", "mungekey", "slurmctld", "slurmd")
+    }
+    if os.geteuid() != 0:
+        raise EngineMissing("a SLURM cluster of this machine needs root: slurmd starts jobs")
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir(exist_ok=True)
+    munge = folder / "munge"
+    munge.mkdir(mode=0o700, exist_ok=True)
+    host = socket.gethostname().split(".")[0]
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 * 9 // 10
+    conf = folder / "slurm.conf"
+    conf.write_text(
+        SLURM_CONF.format(
+            host=host,
+            ctld_port=free_port(),
+            slurmd_port=free_port(),
+            folder=folder,
+            munge=munge,
+            cpus=os.cpu_count(),
+            memory_mb=memory_mb,
+        )
+    )
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    run = {"check": True, "capture_output": True, "timeout": 60, "env": env}
+    started: list[str] = []
+    try:
+        subprocess.run([daemons["mungekey"], "-c", "-k", str(munge / "munge.key")], **run)
+        munged = [daemons["munged"], "-f", f"--key-file={munge}/munge.key"]
+        munged += [f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid"]
+        munged += [f"--log-file={munge}/munged.log", f"--seed-file={munge}/seed"]
+        subprocess.run(munged, **run)
+        started.append(str(munge / "munged.pid"))
+        subprocess.run([daemons["slurmctld"], "-i"], **run)  # -i: no state from before
+        started.append(str(folder / "slurmctld.pid"))
+        subprocess.run([daemons["slurmd"]], **run)
+        started.append(str(folder / "slurmd.pid"))
+        sinfo = ["sinfo", "-h", "-o", "%t"]
+        wait_until(
+            lambda: subprocess.run(sinfo, capture_output=True, text=True, env=env).stdout.strip()
+            == "idle",
+            60,
+            "slurmd (node idle in sinfo)",
+        )
+        yield {"SLURM_CONF": str(conf)}
+    except subprocess.CalledProcessError as err:
+        logs = "".join(p.read_text()[-800:] for p in folder.glob("*.log") if p.is_file())
+        raise RuntimeError(f"{err.cmd[0]}: {err.stderr.decode()[-800:]} {logs}") from err
+    finally:
+        subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True)
+        for pid_file in reversed(started):
+            _kill_from(Path(pid_file))
+
+
+def _kill_from(pid_file: Path, seconds: float = 30) -> None:
+    """Stop the daemon whose pid `pid_file` holds, and wait until it is gone."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,50 @@
+"""`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher, whose job resumes from its
+own checkpoint when SLURM preempts it or its time limit comes.
+
+SLURM warns a job before either with a signal (submitit asks for USR2 `signal_delay_s` ahead).
+Here that signal stops training as Ctrl-C does: the job saves its checkpoint and closes its run
+KILLED. Then submitit's checkpointing takes over: it asks this launcher what to run again
+(`checkpoint`: the same job with `ckpt_path=last`), requeues the job (`scontrol requeue`), and the
+requeued job finds its checkpoint in its own folder and continues the same MLflow run to the
+numbers an uninterrupted job ends with. Imported only when that launcher is chosen.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+RESUME = "ckpt_path=last"
+
+
+class ResumingSlurmLauncher(SlurmLauncher):
+    """SLURM jobs that save, requeue and resume on preemption or at their time limit."""
+
+    def __call__(self, sweep_overrides: list[str], *args: Any) -> Any:
+        """In the job's process, after submitit has set its signal handlers."""
+        from submitit.core.job_environment import JobEnvironment
+
+        from taco.errors import interrupt_once
+
+        warning = JobEnvironment._usr_sig()
+        requeue = signal.getsignal(warning)  # submitit's checkpoint_and_try_requeue
+        warned: list[int] = []
+
+        def stop(signum: int, frame: Any) -> None:
+            warned.append(signum)
+            interrupt_once(signum, frame)
+
+        signal.signal(warning, stop)
+        try:
+            return super().__call__(sweep_overrides, *args)
+        except KeyboardInterrupt:
+            if warned and callable(requeue):
+                requeue(warned[0], None)  # calls `checkpoint`, requeues, exits
+            raise
+
+    def checkpoint(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> Any:
+        """What submitit runs when the job is requeued: the same job, resumed."""
+        again = [o for o in sweep_overrides if not o.startswith("ckpt_path=")] + [RESUME]
+        return super().checkpoint(again, *args, **kwargs)
