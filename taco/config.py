@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-# conf/hydra/launcher/joblib.yaml replaces the joblib plugin's launcher under the same name, on
-# purpose; Hydra warns that such a file is checked against the plugin's schema (it matches it)
+# conf/hydra/launcher/joblib.yaml and ray.yaml replace the plugins' launchers under the same
+# names, on purpose; Hydra warns that such a file is checked against the plugin's schema (it
+# matches it)
 warnings.filterwarnings(
-    "ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema"
+    "ignore", message=r"\s*'hydra/launcher/(joblib|ray)' is validated against ConfigStore schema"
 )
 
 

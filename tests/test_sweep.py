@@ -204,7 +204,7 @@ def test_ray_launcher_on_a_local_instance_keeps_jobs_children(
         "hydra/launcher=ray",
         "+hydra.launcher.ray.init.num_cpus=2",
         "+hydra.launcher.ray.init.include_dashboard=false",
-        "+hydra.launcher.ray.remote.num_cpus=1",
+        "hydra.launcher.ray.remote.num_cpus=1",
         "seed=1,2",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

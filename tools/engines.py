@@ -164,42 +164,40 @@ def _stop_group(process: subprocess.Popen, seconds: float = 30) -> None:
 
 
 # ---------------------------------------------------------------------------- Ray
+# what every process joining the cluster needs: `ray start --head` turns on token authentication
+# (the token in ~/.ray/auth_token); a worker node or a sweep without RAY_AUTH_MODE=token is refused
+RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 @contextlib.contextmanager
-def ray_cluster(folder: Path, cpus: int = 2, workers: int = 0) -> Iterator[str]:
-    """`ray start --head` on 127.0.0.1 (plus `workers` worker nodes of 1 CPU each), its
-    dashboard off; yields the address jobs connect to (`hydra.launcher.ray.init.address`)."""
+def ray_cluster(
+    cpus: int = 2, workers: int = 0, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`ray start --head` on 127.0.0.1 (plus `workers` worker nodes of 1 CPU each), no
+    dashboard; yields the address a sweep connects to (`hydra.launcher.ray.init.address`).
+    `env`: what its worker processes see (they inherit `ray start`'s, not the sweep's)."""
     ray = BIN / "ray"
     if not ray.exists():
         raise EngineMissing("Ray is not installed: run `make setup-ray`")
+    # a short folder: Ray's sockets live under it, and a socket path has at most 107 bytes
+    folder = tempfile.mkdtemp(prefix="taco-ray-", dir="/tmp")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = [str(ray), "start", "--disable-usage-stats", "--include-dashboard=false"]
-    temp = ["--temp-dir", str(folder)]
+    env = {**os.environ, **RAY_CLIENT_ENV, **(env or {})}
+    start = [str(ray), "start", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000"]
+    run = {"env": env, "check": True, "capture_output": True, "timeout": 180}
     try:
-        subprocess.run(
-            [*start, "--head", "--node-ip-address=127.0.0.1", f"--port={port}"]
-            + [f"--num-cpus={cpus}", *temp],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        head = [*start, "--head", f"--port={port}", f"--num-cpus={cpus}", f"--temp-dir={folder}"]
+        head += ["--include-dashboard=false"]
+        subprocess.run(head, **run)
         for _ in range(workers):
-            subprocess.run(
-                [*start, f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
-                env=env,
-                check=True,
-                capture_output=True,
-                timeout=180,
-            )
+            subprocess.run([*start, f"--address={address}", "--num-cpus=1"], **run)
         yield address
     except subprocess.CalledProcessError as err:
         raise RuntimeError(f"ray start: {err.stderr.decode()[-1500:]}") from err
     finally:
-        subprocess.run(
-            [str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
-        )
+        subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- SLURM
@@ -280,8 +278,10 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
         started.append(str(folder / "slurmd.pid"))
         sinfo = ["sinfo", "-h", "-o", "%t"]
         wait_until(
-            lambda: subprocess.run(sinfo, capture_output=True, text=True, env=env).stdout.strip()
-            == "idle",
+            lambda: (
+                subprocess.run(sinfo, capture_output=True, text=True, env=env).stdout.strip()
+                == "idle"
+            ),
             60,
             "slurmd (node idle in sinfo)",
         )

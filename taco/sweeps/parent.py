@@ -85,9 +85,12 @@ def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
-def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], reason: str) -> None:
-    """A job whose process died: its run (found by pid) closed FAILED with `reason`, or a FAILED
-    run made for it when it died before opening one, so the parent run names it."""
+def close_dead_job(
+    sweep_dir: Path, num: int, pid: int | None, overrides: list[str], reason: str
+) -> None:
+    """A job whose process died: its run (found by pid, or by job number where the process is
+    on another machine) closed FAILED with `reason`, or a FAILED run made for it when it died
+    before opening one, so the parent run names it."""
     record = parent_record(sweep_dir)
     if record is None:  # no tracking (logger=none)
         return
@@ -98,7 +101,12 @@ def close_dead_job(sweep_dir: Path, num: int, pid: int, overrides: list[str], re
         mine = [
             r
             for r in child_runs(client, record["run_id"])
-            if r.data.tags.get("pid") == str(pid) and r.info.status == "RUNNING"
+            if r.info.status == "RUNNING"
+            and (
+                r.data.tags.get("pid") == str(pid)
+                if pid
+                else r.data.tags.get("sweep_job") == str(num)
+            )
         ]
         if not mine:
             parent = client.get_run(record["run_id"])

@@ -1,0 +1,22 @@
+"""Registers the class `conf/hydra/launcher/ray.yaml` names (the code is in
+`taco.sweeps.ray_launcher.py`), or, without hydra-ray-launcher installed, one that says how to
+install it: Hydra imports every module here for every command."""
+
+from typing import Any
+
+from hydra.plugins.launcher import Launcher
+
+try:
+    from taco.sweeps.ray_launcher import TaskPerJobRayLauncher
+except ImportError:
+
+    class TacoRayLauncher(Launcher):  # type: ignore[no-redef]
+        def __init__(self, **settings: Any) -> None:
+            from taco.errors import ConfigError
+
+            raise ConfigError("hydra/launcher=ray needs hydra-ray-launcher: run `make setup-ray`")
+
+else:
+
+    class TacoRayLauncher(TaskPerJobRayLauncher):  # type: ignore[no-redef]
+        """Ray jobs collected one by one: a dead worker costs one job, Ctrl-C cancels them all."""
