@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
-	bench-store bench-store-wait bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
+	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
 	slurm-wlm serve clean
 
 setup: $(STAMP)
@@ -92,9 +92,14 @@ bench-repro: setup
 bench-models: setup
 	$(BIN)/python benchmarks/models.py $(ARGS)
 
-# 8 processes log a full run each at once to a new SQLite store and to a local mlflow server
-bench-store: setup
+# 8, then 16 processes log a full run each at once: a new SQLite store, a local mlflow server on
+# SQLite, one on PostgreSQL
+bench-store: setup-postgres postgresql
 	$(BIN)/python benchmarks/store.py $(ARGS)
+
+# one 4-job sweep on the basic, joblib, Ray and SLURM launchers (engines of this machine): wall
+bench-launchers: setup-scale
+	$(BIN)/python benchmarks/launchers.py $(ARGS)
 
 # the cost of the store waiter on a store that is not busy: taco's logger vs MLflow's calls
 bench-store-wait: setup

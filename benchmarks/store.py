@@ -1,6 +1,7 @@
 """Store load (`make bench-store`): N processes each log a full run at the same moment, through
-taco's own `MLflowLogger`, to a new SQLite store and to a local `mlflow server` (SQLite backend,
-proxied artifacts), one after the other in one invocation.
+taco's own `MLflowLogger`, to a new SQLite store, to a local `mlflow server` on a SQLite backend
+and to one on PostgreSQL (both proxying artifacts), one after the other in one invocation, for
+each N of `--processes` (8 and 16).
 
 A full run: 80 params, 50 epochs x 30 per-class metrics (one batch per epoch), a config file, a
 per-class table and a 1 MB binary artifact. Afterwards every run must be FINISHED with every
@@ -12,22 +13,24 @@ missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, run as a script
+from tools.engines import EngineMissing, mlflow_server, postgres  # noqa: E402
 
 EPOCHS, CLASSES, PARAMS = 50, 30, 80
 
 ONE_RUN = f"""
 import os, sys, tempfile, time
 from taco.tracking.mlflow_logger import MLflowLogger
-uri, start = sys.argv[1], float(sys.argv[2])
-logger = MLflowLogger(uri, experiment_name="bench-store")
+uri, start, experiment = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+logger = MLflowLogger(uri, experiment_name=experiment)
 while time.time() < start:
     time.sleep(0.001)
 began = time.perf_counter()
@@ -47,13 +50,13 @@ print("TIMING", run.run_id, time.perf_counter() - began, flush=True)
 """
 
 
-def load(uri: str, processes: int) -> dict:
+def load(uri: str, processes: int, experiment: str) -> dict:
     """Start `processes` runs at one moment; returns wall time, per-run times and failures."""
-    start = time.time() + 10  # every process has imported MLflow by then
+    start = time.time() + 5 + processes  # every process has imported MLflow by then (2 cores)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", ONE_RUN, uri, str(start)],
+            [sys.executable, "-c", ONE_RUN, uri, str(start), experiment],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -81,13 +84,13 @@ def _timing(stdout: str) -> float | None:
     return None
 
 
-def verify(uri: str, processes: int) -> list[str]:
+def verify(uri: str, processes: int, experiment: str) -> list[str]:
     """What is missing from the store: runs, metric steps, artifacts."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("bench-store")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
     problems = [] if len(runs) == processes else [f"{len(runs)} runs of {processes}"]
     for run in runs:
         name = run.info.run_id[:8]
@@ -107,71 +110,46 @@ def verify(uri: str, processes: int) -> list[str]:
     return problems
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder}/server.db",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            return server, uri
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit("mlflow server did not start")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--processes", default="8,16", help="writers at once, comma-separated")
     args = parser.parse_args()
+    counts = [int(n) for n in args.processes.split(",")]
     print(
-        f"{args.processes} processes x 1 run ({PARAMS} params, {EPOCHS} epochs x {CLASSES} "
-        f"metrics, 3 artifacts incl. 1 MB) on {os.cpu_count()} CPU cores\n"
+        f"N processes x 1 run ({PARAMS} params, {EPOCHS} epochs x {CLASSES} metrics, "
+        f"3 artifacts incl. 1 MB) on {os.cpu_count()} CPU cores\n"
     )
-    print("| store | runs recorded | wall s | runs/s | slowest run s | median run s | missing |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| store | N | runs recorded | wall s | runs/s | slowest run s | median run s | missing")
+    print("|---|---:|---:|---:|---:|---:|---:|---")
     bad = False
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         folder = Path(tmp)
-        server, server_uri = start_server(folder / "server")
+        (folder / "sqlite").mkdir()
+        stores = {"new SQLite file": lambda n: f"sqlite:///{folder}/sqlite/{n}.db"}
+        backend = f"sqlite:///{folder}/server.db"
+        on_sqlite = servers.enter_context(mlflow_server(backend, folder / "sqlite-artifacts"))
+        stores["mlflow server (SQLite backend)"] = lambda n: on_sqlite
         try:
-            stores = {
-                "new SQLite file": f"sqlite:///{folder}/sqlite/mlflow.db",
-                "mlflow server (SQLite backend)": server_uri,
-            }
-            for label, uri in stores.items():
-                result = load(uri, args.processes)
-                problems = verify(uri, args.processes) + [str(f) for f in result["failed"]]
+            database = servers.enter_context(postgres())
+            on_pg = servers.enter_context(mlflow_server(database, folder / "pg-artifacts"))
+            stores["mlflow server (PostgreSQL backend)"] = lambda n: on_pg
+        except EngineMissing as err:
+            print(f"(PostgreSQL left out: {err})\n")
+        for label, store in stores.items():
+            for n in counts:
+                uri = store(n)
+                experiment = f"bench-store-{n}"
+                result = load(uri, n, experiment)
+                problems = verify(uri, n, experiment) + [str(f) for f in result["failed"]]
                 bad |= bool(problems)
                 times = sorted(result["times"])
                 median = times[len(times) // 2] if times else float("nan")
                 print(
-                    f"| {label} | {len(times)}/{args.processes} | {result['wall']:.1f} | "
+                    f"| {label} | {n} | {len(times)}/{n} | {result['wall']:.1f} | "
                     f"{len(times) / result['wall']:.2f} | {max(times, default=float('nan')):.1f} "
-                    f"| {median:.1f} | {'; '.join(problems[:3]) or 'nothing'} |"
+                    f"| {median:.1f} | {'; '.join(problems[:3]) or 'nothing'} |",
+                    flush=True,
                 )
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=30)
     return 1 if bad else 0
 
 

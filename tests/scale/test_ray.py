@@ -16,6 +16,7 @@ import pytest
 
 from tools.engines import RAY_CLIENT_ENV, EngineMissing, ray_cluster, wait_until
 
+from .commands import ray_sweep
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.subprocess]
@@ -34,11 +35,12 @@ def ray_address():
 
 
 def _sweep(tmp_path, tiny_overrides, address, *overrides):
+    """The README's Ray sweep at `address`, on the tiny settings; `overrides` replace its keys."""
+    replaced = {o.split("=")[0] for o in overrides}
+    ray = [o for o in ray_sweep(address) if o.split("=")[0] not in replaced]
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
-    command = [os.path.join(os.path.dirname(sys.executable), "taco-train"), "-m", *base]
-    command += [f"hydra.sweep.dir={tmp_path}/multirun", "hydra/launcher=ray"]
-    command += [f"hydra.launcher.ray.init.address={address}", *overrides]
-    return command
+    command = [os.path.join(os.path.dirname(sys.executable), "taco-train"), *ray, *base]
+    return [*command, f"hydra.sweep.dir={tmp_path}/multirun", *overrides]
 
 
 def _family(uri, experiment="taco"):
@@ -53,10 +55,9 @@ def _family(uri, experiment="taco"):
 def test_a_ray_cluster_sweep_gives_the_basic_launchers_numbers(
     tmp_path, tiny_overrides, mlflow_uri, ray_address, process
 ):
-    setting = ["seed=1,2", "hydra.launcher.ray.remote.num_cpus=1"]
     began = time.perf_counter()
     ray = subprocess.run(
-        _sweep(tmp_path / "ray", tiny_overrides, ray_address, *setting),
+        _sweep(tmp_path / "ray", tiny_overrides, ray_address),
         env={**os.environ, **RAY_CLIENT_ENV},
         capture_output=True,
         text=True,
@@ -93,7 +94,7 @@ def test_a_killed_ray_worker_costs_only_its_job(tmp_path, tiny_overrides, mlflow
     kill = ["+callbacks.kill._target_=tests.helpers.SigkillAtEpoch", "+callbacks.kill.epoch=1"]
     kill += ["+callbacks.kill.seed=${seed}", "+callbacks.kill.victim=1"]
     run = subprocess.run(
-        _sweep(tmp_path, tiny_overrides, ray_address, "seed=1,2", *kill),
+        _sweep(tmp_path, tiny_overrides, ray_address, *kill),
         env={**os.environ, **RAY_CLIENT_ENV},
         capture_output=True,
         text=True,

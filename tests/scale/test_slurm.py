@@ -15,6 +15,7 @@ import pytest
 
 from tools.engines import slurm_cluster, wait_until
 
+from .commands import PREEMPT, SLURM_SWEEP
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.subprocess]
@@ -32,10 +33,8 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
     hold = ["+callbacks.hold._target_=tests.helpers.HoldAtEpoch", "+callbacks.hold.epoch=2"]
     hold += ["+callbacks.hold.seed=${seed}", "+callbacks.hold.victim=1"]
     hold += [f"+callbacks.hold.marker={marker}"]
-    sweep = [os.path.join(os.path.dirname(sys.executable), "taco-train"), "-m"]
-    sweep += ["hydra/launcher=slurm"]
-    sweep += ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
-    sweep += ["hydra.launcher.mem_gb=2", "seed=1,2", f"hydra.sweep.dir={tmp_path}/multirun"]
+    sweep = [os.path.join(os.path.dirname(sys.executable), "taco-train"), *SLURM_SWEEP]
+    sweep += [f"hydra.sweep.dir={tmp_path}/multirun"]
 
     began = time.perf_counter()
     proc = subprocess.Popen(
@@ -44,7 +43,7 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
     try:
         wait_until(marker.exists, 300, "the job of seed=1 at its third epoch", proc)
         held = marker.read_text().strip()
-        subprocess.run(["scancel", "--signal=USR2", held], env=env, check=True)  # preempted
+        subprocess.run([*PREEMPT, held], env=env, check=True)  # preempted
         out, _ = proc.communicate(timeout=600)
     finally:
         proc.kill()

@@ -11,6 +11,7 @@ import pytest
 
 from tools.engines import mlflow_server, postgres
 
+from .commands import PREDICT, REGISTER, RESUME, TEAM_SWEEP
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.subprocess]
@@ -29,15 +30,7 @@ def test_a_team_server_on_postgresql_takes_sweeps_registry_and_resume(
 
     began = time.perf_counter()
     sweep = process(
-        "taco-train",
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "logger=team",
-        "seed=1,2,3,4",
-        f"hydra.sweep.dir={tmp_path}/multirun",
-        *tiny,
-        env=env,
+        "taco-train", *TEAM_SWEEP, f"hydra.sweep.dir={tmp_path}/multirun", *tiny, env=env
     )
     print(f"4-job joblib sweep into the server: {time.perf_counter() - began:.1f} s")
     assert sweep.returncode == 0, sweep.stderr[-3000:]
@@ -55,17 +48,10 @@ def test_a_team_server_on_postgresql_takes_sweeps_registry_and_resume(
     assert model and any(p.name.endswith("model") for p in (tmp_path / "artifacts").rglob("*"))
 
     # the sweep's best model registered on the server, and used from it by name
-    register = ["--out", str(tmp_path / "cmp"), "--register", "litter"]
-    compare = process("taco-compare", *register, env=env)
+    compare = process("taco-compare", "--out", str(tmp_path / "cmp"), *REGISTER, env=env)
     assert compare.returncode == 0, compare.stderr[-3000:]
     assert "registered models:/litter/1" in compare.stdout
-    predict = process(
-        "taco-predict",
-        "--model",
-        "models:/litter/1",
-        str(tiny_data / "synthetic" / "batch_1"),
-        env=env,
-    )
+    predict = process("taco-predict", *PREDICT, str(tiny_data / "synthetic" / "batch_1"), env=env)
     assert predict.returncode == 0, predict.stderr[-3000:]
     assert len(predict.stdout.strip().splitlines()) == 48
 
@@ -85,7 +71,7 @@ def test_a_team_server_on_postgresql_takes_sweeps_registry_and_resume(
         "taco-train",
         *single,
         f"paths.output_dir={tmp_path}/outputs/second",
-        "ckpt_path=last",
+        *RESUME,
         env=env,
     )
     assert again.returncode == 0, again.stderr[-3000:]
