@@ -2,11 +2,9 @@
 down, an impossible SQLite path, and a real `mlflow server` taking a parallel sweep over HTTP."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import mlflow
 import pytest
@@ -75,49 +73,13 @@ def test_a_sqlite_path_under_a_file_is_one_line(tmp_path, tiny_overrides, comman
     assert f"taco-train: error: MLflow store {uri}: {tmp_path}/afile is a file" in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not start")
-            time.sleep(0.5)
-    yield uri
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    from tools.engines import mlflow_server
+
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts", 1) as uri:
+        yield uri
 
 
 @pytest.mark.subprocess
