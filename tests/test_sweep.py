@@ -329,3 +329,38 @@ def test_a_model_the_study_does_not_list_takes_its_default(compose_cfg):
         "study.image_size has no entry for model 'vgg16_rf' and no default: add "
         "study.image_size.vgg16_rf=<value> (or study.image_size.default) to the experiment"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "module", "target"),
+    [("ray", "ray_launcher", "make setup-ray"), ("slurm", "slurm_launcher", "make setup-slurm")],
+)
+def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch, option, module, target):
+    """Without hydra-ray-launcher (or hydra-submitit-launcher), the class Hydra registers for
+    `hydra/launcher=ray` (or `slurm`) is a stand-in, refused before the sweep opens a run."""
+    import importlib
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taco.config import CONF_DIR, register_resolvers
+    from taco.errors import ConfigError
+    from taco.sweeps.parent import check_launcher_installed
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", [f"hydra/launcher={option}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    shim = importlib.import_module(f"hydra_plugins.taco_launcher.{module}")
+    if not getattr(shim, "MissingLauncher", None):  # the plugin is installed: nothing to say
+        check_launcher_installed(cfg.hydra.launcher)
+    monkeypatch.setitem(sys.modules, f"taco.sweeps.{module}", None)  # as if not installed
+    try:
+        importlib.reload(shim)
+        with pytest.raises(ConfigError, match=f"hydra/launcher={option} needs .*: run `{target}`"):
+            check_launcher_installed(cfg.hydra.launcher)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(shim)

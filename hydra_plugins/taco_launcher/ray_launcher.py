@@ -2,19 +2,13 @@
 `taco.sweeps.ray_launcher.py`), or, without hydra-ray-launcher installed, one that says how to
 install it: Hydra imports every module here for every command."""
 
-from typing import Any
-
-from hydra.plugins.launcher import Launcher
-
 try:
     from taco.sweeps.ray_launcher import TaskPerJobRayLauncher
 except ImportError:
+    from hydra_plugins.taco_launcher._missing import MissingLauncher
 
-    class TacoRayLauncher(Launcher):  # type: ignore[no-redef]
-        def __init__(self, **settings: Any) -> None:
-            from taco.errors import ConfigError
-
-            raise ConfigError("hydra/launcher=ray needs hydra-ray-launcher: run `make setup-ray`")
+    class TacoRayLauncher(MissingLauncher):  # type: ignore[no-redef]
+        needs = "hydra/launcher=ray needs hydra-ray-launcher: run `make setup-ray`"
 
 else:
 

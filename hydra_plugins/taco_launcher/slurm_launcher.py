@@ -2,21 +2,13 @@
 `taco.sweeps.slurm_launcher.py`), or, without hydra-submitit-launcher installed, one that says
 how to install it: Hydra imports every module here for every command."""
 
-from typing import Any
-
-from hydra.plugins.launcher import Launcher
-
 try:
     from taco.sweeps.slurm_launcher import ResumingSlurmLauncher
 except ImportError:
+    from hydra_plugins.taco_launcher._missing import MissingLauncher
 
-    class TacoSlurmLauncher(Launcher):  # type: ignore[no-redef]
-        def __init__(self, **settings: Any) -> None:
-            from taco.errors import ConfigError
-
-            raise ConfigError(
-                "hydra/launcher=slurm needs hydra-submitit-launcher: run `make setup-slurm`"
-            )
+    class TacoSlurmLauncher(MissingLauncher):  # type: ignore[no-redef]
+        needs = "hydra/launcher=slurm needs hydra-submitit-launcher: run `make setup-slurm`"
 
 else:
 

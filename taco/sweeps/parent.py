@@ -72,6 +72,18 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     return [list(job) for job in jobs]
 
 
+def check_launcher_installed(launcher: Any) -> None:
+    """`hydra/launcher=ray` or `slurm` without its plugin: the stand-in class registered for it
+    (`hydra_plugins/taco_launcher/_missing.py`) says what to install."""
+    target = str(launcher.get("_target_", ""))
+    if target.startswith("hydra_plugins.taco_launcher."):
+        from hydra.utils import get_class
+
+        needs = getattr(get_class(target), "needs", "")
+        if needs:
+            raise ConfigError(needs)
+
+
 def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
     """The override keys whose value differs between the sweep's jobs (the planned grid's), or
     the sweeper's own parameters when it chooses values as it goes (Optuna)."""
@@ -203,6 +215,7 @@ class MLflowSweepParent(Callback):
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
+            check_launcher_installed(config.hydra.launcher)
             if "n_jobs" in config.hydra.launcher:
                 from taco.sweeps.joblib_launcher import check_n_jobs
 

@@ -1,0 +1,25 @@
+"""A launcher that stands in for one whose plugin is not installed: choosing it is one line that
+says what to install (`_`: Hydra's plugin scan does not import this module by itself)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+
+
+class MissingLauncher(Launcher):
+    needs = ""  # the refusal: "hydra/launcher=X needs PACKAGE: run `make setup-X`"
+
+    def __init__(self, **settings: Any) -> None:
+        from taco.errors import ConfigError
+
+        raise ConfigError(self.needs)
+
+    def setup(self, **kwargs: Any) -> None:  # never reached: Hydra's scan needs a whole class
+        raise NotImplementedError
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        raise NotImplementedError
