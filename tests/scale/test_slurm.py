@@ -1,7 +1,8 @@
 """SLURM: a one-node cluster of this machine (munge, slurmctld, slurmd from Debian's packages)
-takes `hydra/launcher=slurm`: a 2-job sweep under one parent run, one job preempted (the
-signal SLURM sends before preemption or the time limit, as `scancel --signal=USR2`), requeued and
-resumed from its checkpoint, ending with the numbers of an uninterrupted job."""
+takes `hydra/launcher=slurm`: a 2-job sweep under one parent run, one job stopped by the signal
+SLURM sends before a preemption (`scancel --signal=USR2`) or before its time limit (SLURM's own,
+a 3-minute limit), requeued and resumed from its checkpoint, ending with the numbers of an
+uninterrupted job."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from .conftest import ROOT
 pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.subprocess]
 
 
-def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
-    tmp_path, tiny_overrides, mlflow_uri, engine, process
+@pytest.mark.parametrize("stopped_by", ["preemption", "time limit"])
+def test_a_slurm_sweep_keeps_one_parent_and_a_stopped_job_resumes(
+    tmp_path, tiny_overrides, mlflow_uri, engine, process, stopped_by
 ):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="make setup-slurm")
     cluster = engine(slurm_cluster(tmp_path / "slurm"))
@@ -32,9 +34,11 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
     job = [o for o in job if not o.startswith("paths.output_dir")]
     hold = ["+callbacks.hold._target_=tests.helpers.HoldAtEpoch", "+callbacks.hold.epoch=2"]
     hold += ["+callbacks.hold.seed=${seed}", "+callbacks.hold.victim=1"]
-    hold += [f"+callbacks.hold.marker={marker}"]
+    hold += [f"+callbacks.hold.marker={marker}", "+callbacks.hold.seconds=300"]
     sweep = [os.path.join(os.path.dirname(sys.executable), "taco-train"), *SLURM_SWEEP]
     sweep += [f"hydra.sweep.dir={tmp_path}/multirun"]
+    if stopped_by == "time limit":  # SLURM signals 60 s ahead, give or take its 60 s resolution
+        sweep += ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60"]
 
     began = time.perf_counter()
     proc = subprocess.Popen(
@@ -42,12 +46,13 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
     )
     try:
         wait_until(marker.exists, 300, "the job of seed=1 at its third epoch", proc)
-        held = marker.read_text().strip()
-        subprocess.run([*PREEMPT, held], env=env, check=True)  # preempted
+        if stopped_by == "preemption":
+            subprocess.run([*PREEMPT, marker.read_text().strip()], env=env, check=True)
         out, _ = proc.communicate(timeout=600)
     finally:
         proc.kill()
-    print(f"2-job SLURM sweep, one job preempted and resumed: {time.perf_counter() - began:.1f} s")
+    wall = time.perf_counter() - began
+    print(f"2-job SLURM sweep, one job stopped by its {stopped_by}: {wall:.1f} s")
     assert proc.returncode == 0, out[-4000:]
 
     client = mlflow.MlflowClient(mlflow_uri)
@@ -62,7 +67,8 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_preempted_job_resumes(
     assert resumed.data.tags["resumed_from"].endswith("last.ckpt (epoch 2)"), resumed.data.tags
     assert "resumed_from" not in children["2"].data.tags
     log = (tmp_path / "multirun" / ".submitit").rglob("*_log.err")
-    assert any("this job is preempted" in p.read_text() for p in log)
+    case = "preempted" if stopped_by == "preemption" else "timed-out"
+    assert any(f"this job is {case}" in p.read_text() for p in log)  # submitit's word for it
 
     # the same job never interrupted, on this machine without SLURM: the same numbers
     straight = process(
