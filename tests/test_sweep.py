@@ -364,3 +364,15 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch, option,
     finally:
         monkeypatch.undo()
         importlib.reload(shim)
+
+
+def test_a_sweep_that_ends_on_a_launcher_error_closes_its_parent_failed(
+    tmp_path, tiny_overrides, mlflow_uri, command
+):
+    """Not KILLED, as an interrupted sweep: the launcher could not start (here a setting the
+    basic launcher does not take, refused after the parent run opened)."""
+    run = _sweep(command, tiny_overrides, tmp_path, "+hydra.launcher.foo=1", "seed=1,2")
+    assert run.returncode == 1
+    client = mlflow.MlflowClient(mlflow_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "exit code 1"

@@ -23,10 +23,24 @@ def resume_command() -> str:
     return shlex.join(["taco-train", *args, "ckpt_path=last"])
 
 
+def in_multirun_command() -> bool:
+    import sys
+
+    return any(a in ("-m", "--multirun") for a in sys.argv[1:])
+
+
 def main() -> None:
     """`taco-train`: Ctrl-C or SIGTERM ends it with one line naming the command that resumes."""
     with interrupts("taco-train", resume_command()):
-        hydra_main()
+        try:
+            hydra_main()
+        except SystemExit as exc:  # Hydra ends a sweep's uncaught error this way too
+            if exc.code not in (0, None) and in_multirun_command():
+                from taco.sweeps.parent import fail_open_parents
+
+                code = exc.code
+                fail_open_parents(code if isinstance(code, str) else f"exit code {code}")
+            raise
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

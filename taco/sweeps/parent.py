@@ -39,6 +39,7 @@ from taco.tracking.lineage import (
 log = logging.getLogger(__name__)
 
 NOT_STARTED_FILE = "jobs_not_started.json"
+_OPEN: list[MLflowSweepParent] = []  # this process's sweep parents, for fail_open_parents
 
 
 def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
@@ -70,6 +71,12 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
         except Exception as exc:  # not a value the schema refuses: the job itself will say
             log.debug("sweep check skipped job #%d: %s", num, exc)
     return [list(job) for job in jobs]
+
+
+def fail_open_parents(reason: str) -> None:
+    """`taco-train -m` ended on an error: every parent run still open closes FAILED."""
+    for parent in _OPEN:
+        parent.fail(reason)
 
 
 def check_launcher_installed(launcher: Any) -> None:
@@ -272,6 +279,7 @@ class MLflowSweepParent(Callback):
             )
         )
         atexit.register(self._close, "KILLED")
+        _OPEN.append(self)
         log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -289,6 +297,15 @@ class MLflowSweepParent(Callback):
             )
 
     # ------------------------------------------------------------------ closing
+    def fail(self, reason: str) -> None:
+        """The sweep itself ended on an error (its launcher could not submit, a cluster went
+        away): the parent closes FAILED saying so, not KILLED as an interrupted one does."""
+        run_id = self.run_id
+        if run_id is not None:
+            self._close("FAILED")
+            with contextlib.suppress(Exception):  # after _close's own "no job logged a run"
+                self.client.set_tag(run_id, "error", reason[:5000])
+
     def children(self, run_id: str) -> list[Any]:
         return child_runs(self.client, run_id)
 

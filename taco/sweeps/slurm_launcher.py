@@ -22,6 +22,27 @@ RESUME = "ckpt_path=last"
 class ResumingSlurmLauncher(SlurmLauncher):
     """SLURM jobs that save, requeue and resume on preemption or at their time limit."""
 
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
+        """sbatch refusing the jobs (a partition, memory or CPUs the cluster does not have) is
+        one line naming the settings, not submitit's traceback."""
+        from submitit.core.utils import FailedJobError
+
+        from taco.errors import ConfigError, cli_errors
+        from taco.sweeps.parent import fail_open_parents
+
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as exc:
+            refusal = " ".join(line for line in str(exc).splitlines() if "error" in line)
+            message = (
+                f"sbatch refused the sweep's jobs ({refusal or exc}): check "
+                "hydra.launcher.partition, mem_gb, cpus_per_task, gpus_per_node and "
+                "timeout_min against the cluster's (sinfo)"
+            )
+            fail_open_parents(message)  # the sweep's parent run: FAILED, saying why
+            with cli_errors("taco-train"):
+                raise ConfigError(message) from None
+
     def __call__(self, sweep_overrides: list[str], *args: Any) -> Any:
         """In the job's process, after submitit has set its signal handlers."""
         from submitit.core.job_environment import JobEnvironment

@@ -83,3 +83,26 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_stopped_job_resumes(
     per_class = {k: v for k, v in alone.data.metrics.items() if k.startswith("test/f1/")}
     assert len(per_class) >= 10
     assert {k: resumed.data.metrics[k] for k in per_class} == per_class
+
+
+def test_jobs_sbatch_refuses_are_one_line_and_a_failed_parent(
+    tmp_path, tiny_overrides, mlflow_uri, engine, process
+):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="make setup-slurm")
+    cluster = engine(slurm_cluster(tmp_path / "slurm"))
+    job = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
+    run = process(
+        "taco-train",
+        *SLURM_SWEEP,
+        "hydra.launcher.mem_gb=100000",  # more than the node has
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        *job,
+        env=cluster,
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("taco-train: error: sbatch refused the sweep's jobs (sbatch: error: ")
+    assert "hydra.launcher.partition, mem_gb" in line and "Traceback" not in run.stderr
+    client = mlflow.MlflowClient(mlflow_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    assert parent.info.status == "FAILED" and "sbatch refused" in parent.data.tags["error"]
