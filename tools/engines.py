@@ -72,7 +72,9 @@ def _as_postgres_user() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError as err:
-        raise EngineMissing("no `postgres` user to run PostgreSQL as: run `make postgres`") from err
+        raise EngineMissing(
+            "no `postgres` user to run PostgreSQL as: run `make postgresql`"
+        ) from err
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -80,7 +82,7 @@ def _as_postgres_user() -> list[str]:
 def postgres(database: str = "mlflow", user: str = "taco") -> Iterator[str]:
     """A PostgreSQL server of its own (initdb + pg_ctl) on a free loopback port, trusting local
     connections; yields the SQLAlchemy URI of a new, empty `database`."""
-    initdb = _program("initdb", "/usr/lib/postgresql/*/bin/initdb", install="make postgres")
+    initdb = _program("initdb", "/usr/lib/postgresql/*/bin/initdb", install="make postgresql")
     bindir = Path(initdb).resolve().parent
     pg_ctl, createdb = str(bindir / "pg_ctl"), str(bindir / "createdb")
     as_postgres = _as_postgres_user()
@@ -90,31 +92,28 @@ def postgres(database: str = "mlflow", user: str = "taco") -> Iterator[str]:
     if as_postgres:
         shutil.chown(folder, "postgres")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+    stop = [*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]
     try:
-        subprocess.run(
-            [*as_postgres, initdb, "-D", str(data), "-U", user, "--auth=trust", "--no-sync"],
-            **quiet,
-        )
-        options = f"-h 127.0.0.1 -p {port} -k {folder}"
-        subprocess.run(
-            [*as_postgres, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-o", options]
-            + ["-w", "-t", "60", "start"],
-            **quiet,
-        )
         try:
+            subprocess.run(
+                [*as_postgres, initdb, "-D", str(data), "-U", user, "--auth=trust", "--no-sync"],
+                **quiet,
+            )
+            options = f"-h 127.0.0.1 -p {port} -k {folder}"
+            subprocess.run(
+                [*as_postgres, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-o", options]
+                + ["-w", "-t", "60", "start"],
+                **quiet,
+            )
             subprocess.run(
                 [createdb, "-h", "127.0.0.1", "-p", str(port), "-U", user, database], **quiet
             )
-            yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
-        finally:
-            subprocess.run(
-                [*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-    except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"{err.cmd[len(as_postgres)]}: {err.stderr.decode()[-1500:]}") from err
+        except subprocess.CalledProcessError as err:  # the start only: not the caller's errors
+            program = Path(next(c for c in err.cmd if c.startswith("/"))).name
+            raise RuntimeError(f"{program}: {err.stderr.decode()[-1500:]}") from err
+        yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
     finally:
+        subprocess.run(stop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -187,14 +186,14 @@ def ray_cluster(
     start = [str(ray), "start", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000"]
     run = {"env": env, "check": True, "capture_output": True, "timeout": 180}
     try:
-        head = [*start, "--head", f"--port={port}", f"--num-cpus={cpus}", f"--temp-dir={folder}"]
-        head += ["--include-dashboard=false"]
-        subprocess.run(head, **run)
-        for _ in range(workers):
-            subprocess.run([*start, f"--address={address}", "--num-cpus=1"], **run)
+        try:
+            head = [*start, "--head", f"--port={port}", f"--num-cpus={cpus}"]
+            subprocess.run([*head, f"--temp-dir={folder}", "--include-dashboard=false"], **run)
+            for _ in range(workers):
+                subprocess.run([*start, f"--address={address}", "--num-cpus=1"], **run)
+        except subprocess.CalledProcessError as err:  # the start only: not the caller's errors
+            raise RuntimeError(f"ray start: {err.stderr.decode()[-1500:]}") from err
         yield address
-    except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"ray start: {err.stderr.decode()[-1500:]}") from err
     finally:
         subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
@@ -266,16 +265,20 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
     run = {"check": True, "capture_output": True, "timeout": 60, "env": env}
     started: list[str] = []
     try:
-        subprocess.run([daemons["mungekey"], "-c", "-k", str(munge / "munge.key")], **run)
-        munged = [daemons["munged"], "-f", f"--key-file={munge}/munge.key"]
-        munged += [f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid"]
-        munged += [f"--log-file={munge}/munged.log", f"--seed-file={munge}/seed"]
-        subprocess.run(munged, **run)
-        started.append(str(munge / "munged.pid"))
-        subprocess.run([daemons["slurmctld"], "-i"], **run)  # -i: no state from before
-        started.append(str(folder / "slurmctld.pid"))
-        subprocess.run([daemons["slurmd"]], **run)
-        started.append(str(folder / "slurmd.pid"))
+        try:
+            subprocess.run([daemons["mungekey"], "-c", "-k", str(munge / "munge.key")], **run)
+            munged = [daemons["munged"], "-f", f"--key-file={munge}/munge.key"]
+            munged += [f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid"]
+            munged += [f"--log-file={munge}/munged.log", f"--seed-file={munge}/seed"]
+            subprocess.run(munged, **run)
+            started.append(str(munge / "munged.pid"))
+            subprocess.run([daemons["slurmctld"], "-i"], **run)  # -i: no state from before
+            started.append(str(folder / "slurmctld.pid"))
+            subprocess.run([daemons["slurmd"]], **run)
+            started.append(str(folder / "slurmd.pid"))
+        except subprocess.CalledProcessError as err:  # the start only: not the caller's errors
+            logs = "".join(p.read_text()[-800:] for p in folder.glob("*.log") if p.is_file())
+            raise RuntimeError(f"{err.cmd[0]}: {err.stderr.decode()[-800:]} {logs}") from err
         sinfo = ["sinfo", "-h", "-o", "%t"]
         wait_until(
             lambda: (
@@ -286,9 +289,6 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
             "slurmd (node idle in sinfo)",
         )
         yield {"SLURM_CONF": str(conf)}
-    except subprocess.CalledProcessError as err:
-        logs = "".join(p.read_text()[-800:] for p in folder.glob("*.log") if p.is_file())
-        raise RuntimeError(f"{err.cmd[0]}: {err.stderr.decode()[-800:]} {logs}") from err
     finally:
         subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True)
         for pid_file in reversed(started):
