@@ -27,7 +27,7 @@ from tools.engines import EngineMissing, mlflow_server, postgres  # noqa: E402
 EPOCHS, CLASSES, PARAMS = 50, 30, 80
 
 ONE_RUN = f"""
-import os, sys, tempfile, time
+import os, shutil, sys, tempfile, time
 from taco.tracking.mlflow_logger import MLflowLogger
 uri, start, experiment = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 logger = MLflowLogger(uri, experiment_name=experiment)
@@ -46,6 +46,7 @@ with logger.run() as run:
     with open(os.path.join(folder, "blob.bin"), "wb") as f:
         f.write(os.urandom(1 << 20))
     run.log_artifacts(folder, "model")
+    shutil.rmtree(folder)  # the 1 MB blob: logged, not left in /tmp
 print("TIMING", run.run_id, time.perf_counter() - began, flush=True)
 """
 
