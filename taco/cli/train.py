@@ -23,19 +23,13 @@ def resume_command() -> str:
     return shlex.join(["taco-train", *args, "ckpt_path=last"])
 
 
-def in_multirun_command() -> bool:
-    import sys
-
-    return any(a in ("-m", "--multirun") for a in sys.argv[1:])
-
-
 def main() -> None:
     """`taco-train`: Ctrl-C or SIGTERM ends it with one line naming the command that resumes."""
     with interrupts("taco-train", resume_command()):
         try:
             hydra_main()
         except SystemExit as exc:  # Hydra ends a sweep's uncaught error this way too
-            if exc.code not in (0, None) and in_multirun_command():
+            if exc.code not in (0, None):  # a sweep's parent still open closes FAILED
                 from taco.sweeps.parent import fail_open_parents
 
                 code = exc.code

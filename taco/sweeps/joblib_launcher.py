@@ -40,6 +40,7 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 300  # how long an interrupted job may take to save and close before SIGKILL
+FINISH_LATER = "run the same sweep again with ckpt_path=last to finish it"
 
 
 @dataclass
@@ -109,7 +110,7 @@ class ProcessPerJobLauncher(Launcher):
                 from taco.sweeps.parent import close_dead_job
 
                 close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
-        return [job.result or _failed_return(job) for job in jobs]
+        return [job.result or failed_return(job.overrides) for job in jobs]
 
     # ------------------------------------------------------------------ running
     def _run_all(self, jobs: list[JobProcess]) -> None:
@@ -185,16 +186,16 @@ class ProcessPerJobLauncher(Launcher):
 
 
 def _death(exitcode: int | None) -> str:
-    again = "run the same sweep again with ckpt_path=last to finish it"
+    again = FINISH_LATER
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         return f"worker died: its process was killed by {name} (exit {exitcode}); {again}"
     return f"worker died: its process exited with code {exitcode} without a result; {again}"
 
 
-def _failed_return(job: JobProcess) -> JobReturn:
+def failed_return(overrides: list[str]) -> JobReturn:
     """Scores NaN, as a failed job of a sweep does: the sweeper goes on to the next batch."""
-    ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
+    ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
     ret.return_value = math.nan
     return ret
 

@@ -15,13 +15,13 @@ interrupted sweep leaves its tasks running on the cluster; and it cannot join a 
 - a job carries the sweep's MLFLOW_* and TACO_* environment (its tracking store, its parent run),
   which a worker of a cluster started by `ray start` does not inherit.
 
-Imported only when that launcher is chosen (`make setup-ray`).
+Hydra's plugin scan imports this module for every command (through
+`hydra_plugins/taco_launcher/ray_launcher.py`); Ray itself loads only when a sweep launches.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 from omegaconf import OmegaConf, open_dict
 
+from taco.sweeps.joblib_launcher import FINISH_LATER, STOP_WAIT_S, failed_return
+
 log = logging.getLogger(__name__)
 
-STOP_WAIT_S = 300  # how long an interrupted job may take to save and close before it is killed
 CARRIED_ENV = ("MLFLOW_", "TACO_")
 
 
@@ -120,11 +121,10 @@ class TaskPerJobRayLauncher(RayLauncher):
     def _lost(self, job: RayJob, sweep_dir: Path, why: str) -> None:
         from taco.sweeps.parent import close_dead_job
 
-        reason = f"worker died ({why}); run the same sweep again with ckpt_path=last to finish it"
+        reason = f"worker died ({why}); {FINISH_LATER}"
         log.error("job #%d: %s", job.num, reason)
         close_dead_job(sweep_dir, job.num, None, job.overrides, reason)
-        job.result = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
-        job.result.return_value = math.nan
+        job.result = failed_return(job.overrides)
 
     def _stop(self, jobs: list[RayJob], sweep_dir: Path) -> None:
         """Interrupted: every task cancelled; running jobs get Ctrl-C, save and close KILLED."""

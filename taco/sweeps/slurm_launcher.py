@@ -6,7 +6,9 @@ Here that signal stops training as Ctrl-C does: the job saves its checkpoint and
 KILLED. Then submitit's checkpointing takes over: it asks this launcher what to run again
 (`checkpoint`: the same job with `ckpt_path=last`), requeues the job (`scontrol requeue`), and the
 requeued job finds its checkpoint in its own folder and continues the same MLflow run to the
-numbers an uninterrupted job ends with. Imported only when that launcher is chosen.
+numbers an uninterrupted job ends with. Hydra's plugin scan imports this module for every
+command (through `hydra_plugins/taco_launcher/slurm_launcher.py`); submitit loads only when a
+sweep launches.
 """
 
 from __future__ import annotations
