@@ -48,8 +48,14 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Cached images of `rows`, in that order (read in file order: memory-map friendly)."""
-    return np.asarray(images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+    """Cached images of `rows`, in that order: one copy, row by row in file order (memory-map
+    friendly; a fancy-indexed gather and its reordering copied twice, at half the speed)."""
+    rows = np.asarray(rows)
+    out = np.empty((len(rows), *images.shape[1:]), images.dtype)
+    source = np.asarray(images)  # a memory map's plain view: its rows index faster
+    for j in np.argsort(rows, kind="stable"):
+        out[j] = source[rows[j]]
+    return out
 
 
 def augment_into(augment: Callable[..., dict], images: np.ndarray, seed: int, out: Any) -> None:
@@ -82,6 +88,7 @@ class AugmentPool:
         batch_shape: tuple[int, ...],
         workers: int,
         slots: int,
+        cores: list[int] | None = None,
     ) -> None:
         import multiprocessing as mp
         from multiprocessing import shared_memory
@@ -108,13 +115,16 @@ class AugmentPool:
         self._lock = threading.RLock()
         self._ready = 0
         self._closed = False
+        # per worker: batches, seconds reading rows from the cache, seconds augmenting them
+        self._timing: list[list[float]] = [[0, 0.0, 0.0] for _ in range(int(workers))]
         # a replacement worker maps the (by then unlinked) ring through this process's descriptor
         ring = (
             self._shm.name,
             f"/proc/{os.getpid()}/fd/{getattr(self._shm, '_fd', -1)}",
             self._shm.size,
         )
-        self._args = (str(cache_path), ring, self.slots, self.batch_shape, augment)
+        # the job's feed cores (`taco.process.feed_cores`): a worker leaves the training's pin
+        self._args = (str(cache_path), ring, self.slots, self.batch_shape, augment, cores)
         self._ctx = ctx
         self._last_check = time.monotonic()
         self._procs = [self._new_worker(i) for i in range(int(workers))]
@@ -193,6 +203,27 @@ class AugmentPool:
                 else:
                     self._stale.add(slot)
 
+    def timing(self) -> dict[str, float]:
+        """What the workers did so far: batches, and seconds spent reading their rows from the
+        cache and augmenting them into the ring, summed over workers (a benchmark divides by
+        the wall time and the worker count: how busy they were, and on what)."""
+        with self._lock:
+            rows = [list(row) for row in self._timing]
+        batches, read, augment = (sum(row[i] for row in rows) for i in range(3))
+        return {"workers": len(self._procs), "batches": batches, "read": read, "augment": augment}
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Until every worker has started and mapped the ring."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._ready < len(self._procs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"augmentation workers not ready after {timeout:.0f} s")
+                self._check_alive()
+                readable = [r for r in self._results if r is not None]
+                for conn in wait_for(readable, timeout=0.5) if readable else []:
+                    self._receive(conn)
+
     def wait(self) -> None:
         """Until one more batch is written (a stale one frees its slot)."""
         with self._lock:
@@ -235,7 +266,7 @@ class AugmentPool:
     def _receive(self, conn: Any) -> bool:
         """One message of a worker; True when it finished a batch."""
         try:
-            kind, ticket, detail = conn.recv()
+            kind, ticket, detail, timing = conn.recv()
         except (EOFError, OSError):  # its worker died: `_check_alive` replaces it
             self._results[self._results.index(conn)] = None
             conn.close()
@@ -249,7 +280,10 @@ class AugmentPool:
         if ticket not in self._tickets:  # a batch done twice (its first writer died late)
             return False
         slot, error = self._tickets.pop(ticket)[0], detail
-        self._assigned.pop(ticket, None)
+        worker = self._assigned.pop(ticket, None)
+        if timing is not None and worker is not None:
+            row = self._timing[worker]
+            row[0], row[1], row[2] = row[0] + 1, row[1] + timing[0], row[2] + timing[1]
         if slot in self._stale:
             self._stale.discard(slot)
             self._free.append(slot)
@@ -346,26 +380,34 @@ def _work(
     slots: int,
     batch_shape: tuple[int, ...],
     augment: Callable[..., dict],
+    cores: list[int] | None,
     tasks: Any,
     results: Any,
 ) -> None:
     """A worker: batches from `tasks` into the ring until the `None` sentinel."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     die_with_parent(signal.SIGKILL)
+    if cores and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cores)
     _one_thread()
     shm = _attach(*ring_at)
     ring = np.ndarray((slots, *batch_shape), np.uint8, buffer=shm.buf)
     images = np.load(cache_path, mmap_mode="r")
-    results.send(("ready", None, None))
+    results.send(("ready", None, None, None))
     while (task := tasks.get()) is not None:
         ticket, slot, rows, seed = task
         try:
-            augment_into(augment, read_rows(images, rows), seed, ring[slot, : len(rows)])
-            results.send(("done", ticket, None))
+            started = time.perf_counter()
+            batch = read_rows(images, rows)
+            read = time.perf_counter()
+            augment_into(augment, batch, seed, ring[slot, : len(rows)])
+            timing = (read - started, time.perf_counter() - read)
+            results.send(("done", ticket, None, timing))
         except Exception:
             import traceback
 
-            results.send(("done", ticket, traceback.format_exc(limit=-3)))
+            results.send(("done", ticket, traceback.format_exc(limit=-3), None))
     del ring
     shm.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,9 @@ import keras
 import numpy as np
 
 from taco.data.augment_pool import AugmentPool, augment_into, batch_seed, read_rows
+from taco.data.feeder import Feeder, Key
 from taco.files import open_array, remove_dead_temps, save_array
+from taco.process import feed_cores, use_feed_cores
 from taco.progress import Progress
 from taco.protocols import PerImage
 
@@ -63,9 +66,11 @@ class CachedBatches(keras.utils.PyDataset):
         self.prefetch_factor = max(1, int(prefetch_factor))
         self.cache_path = cache_path
         self._pool: AugmentPool | None = None
-        self._recent: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._order: np.ndarray | None = None
+        self._recent: dict[Key, tuple[np.ndarray, ...]] = {}
+        self.epoch: int | None = None
         self._orders: dict[int, np.ndarray] = {}
+        self._orders_lock = threading.Lock()
+        self._feeder = self._new_feeder()  # its thread starts at the first batch read
         self.pad_to = 1  # batch sizes a multiple of this (replicas of a JAX data-parallel fit)
         self.progress = None  # a Progress counting the batches read (validation, test)
         self.set_epoch(0)
@@ -87,35 +92,38 @@ class CachedBatches(keras.utils.PyDataset):
         return self.num_batches
 
     def batch_rows(self, index: int, epoch: int | None = None) -> np.ndarray:
-        order = self._order if epoch is None or epoch == self.epoch else self._epoch_order(epoch)
+        order = self._epoch_order(self.epoch if epoch is None else epoch)
         return order[index * self.batch_size : (index + 1) * self.batch_size]
 
     def set_epoch(self, epoch: int) -> None:
-        """Order of epoch `epoch`; with workers, they start on its first batches at once (e.g.
-        while the previous epoch is validated)."""
-        if self._order is not None and int(epoch) == self.epoch:
+        """Order of epoch `epoch`; once batches have been read, the feeder starts on its first
+        ones at once (e.g. while the previous epoch is validated).
+
+        The epoch is set here only: Keras' `on_epoch_end` also fires when a `fit` starts (its
+        epoch iterator's reset), so it cannot count epochs."""
+        if self.epoch is not None and int(epoch) == self.epoch:
             return
         self.epoch = int(epoch)
-        self._order = self._epoch_order(self.epoch)
-        if self._pool is not None:
-            self._pool.drop_except(lambda key: key[0] >= self.epoch)
-            self._prefetch(0)
+        if self.num_batches:
+            self._feeder.expect((self.epoch, 0))
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        """Rows in the order of `epoch` (this one's and the next, which prefetch reaches, kept)."""
-        if epoch not in self._orders:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(self.rows) if self.shuffle else self.rows.copy()
-            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
-            self._orders[epoch] = order
-        return self._orders[epoch]
+        """Rows in the order of `epoch` (this one's and the next, which the feeder reaches,
+        kept; the feeder's thread asks too, hence the lock)."""
+        with self._orders_lock:
+            if epoch not in self._orders:
+                rng = np.random.default_rng([self.seed, epoch])
+                order = rng.permutation(self.rows) if self.shuffle else self.rows.copy()
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = order
+            return self._orders[epoch]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self._progress is not None:
             self._read.add(int(index))
             self._progress.update(len(self._read))
         if self.profiler is not None and self.profiler.enabled:
-            with self.profiler.section("data"):
+            with self.profiler.section("data"):  # the time the consumer waited for a batch
                 return self._batch(index)
         return self._batch(index)
 
@@ -123,44 +131,55 @@ class CachedBatches(keras.utils.PyDataset):
         key = (self.epoch, int(index))
         if key in self._recent:  # Keras reads the first batches twice (to learn their spec)
             return self._recent[key]
-        rows = self.batch_rows(index)
-        if self.augment is None:
-            x = read_rows(self.images_array, rows)
-        elif self.num_workers:
-            x = self._pooled(int(index), rows)
-        else:
-            x = np.empty((len(rows), *self.images_array.shape[1:]), np.uint8)
-            seed = batch_seed(self.seed, self.epoch, int(index))
-            augment_into(self.augment, read_rows(self.images_array, rows), seed, x)
-        batch = _padded(x, self.labels[rows], self.pad_to)
+        batch = self._feeder.get(key)
         self._recent = {**dict(list(self._recent.items())[-1:]), key: batch}  # the last two
         return batch
 
-    def _pooled(self, index: int, rows: np.ndarray) -> np.ndarray:
+    def _make(self, key: Key) -> tuple[np.ndarray, ...]:
+        """Batch `key` (epoch, index), in the feeder's thread: read, augmented, padded."""
+        epoch, index = key
+        rows = self.batch_rows(index, epoch)
+        if self.augment is None:
+            x = read_rows(self.images_array, rows)
+        elif self.num_workers:
+            x = self._pooled(key, rows)
+        else:
+            x = np.empty((len(rows), *self.images_array.shape[1:]), np.uint8)
+            augment_into(
+                self.augment, read_rows(self.images_array, rows), batch_seed(self.seed, *key), x
+            )
+        return _padded(x, self.labels[rows], self.pad_to)
+
+    def _pooled(self, key: Key, rows: np.ndarray) -> np.ndarray:
+        """Batch `key` from the augmentation pool, whose ring is kept full of the batches that
+        follow it (only the feeder's thread hands the pool work)."""
         pool = self._start_pool()
-        key = (self.epoch, index)
-        if not pool.wanted(key):  # not prefetched: a jump (resume, a limit, Keras' spec read)
-            window = set(self._ahead(index, pool.slots))
+        if not pool.wanted(key):  # not handed out ahead: a jump (resume, a limit) or the start
+            window = set(self._keys_from(key, pool.slots))
             pool.drop_except(window.__contains__)
             while not pool.submit(key, rows, batch_seed(self.seed, *key)):
                 pool.wait()
-        self._prefetch(index + 1)
+        self._fill(key)
         x = pool.take(key, len(rows))
-        self._prefetch(index + 1)
+        self._fill(key)
         return x
 
-    def _ahead(self, start: int, count: int) -> list[tuple[int, int]]:
-        """The `count` batch keys from this epoch's batch `start` on, running on into the next
-        epoch (whose order and augmentation are as fixed as this one's)."""
+    def _keys_from(self, key: Key, count: int) -> list[Key]:
+        """`count` batch keys from `key` on, running on into the next epochs."""
         n = self.num_batches
         if not n:
             return []
-        return [(self.epoch + (start + i) // n, (start + i) % n) for i in range(count)]
+        epoch, start = key
+        return [(epoch + (start + i) // n, (start + i) % n) for i in range(count)]
 
-    def _prefetch(self, start: int) -> None:
-        """Hand the workers the batches after `start`, as far as the ring has free slots."""
+    def _successor(self, key: Key) -> Key | None:
+        following = self._keys_from(key, 2)
+        return following[1] if len(following) == 2 else None
+
+    def _fill(self, key: Key) -> None:
+        """Hand the workers the batches after `key`, as far as the ring has free slots."""
         pool = self._pool
-        for epoch, index in self._ahead(start, pool.slots - 1):
+        for epoch, index in self._keys_from(key, pool.slots)[1:]:
             rows = self.batch_rows(index, epoch)
             if not pool.submit((epoch, index), rows, batch_seed(self.seed, epoch, index)):
                 return
@@ -169,17 +188,34 @@ class CachedBatches(keras.utils.PyDataset):
         if self._pool is None:
             shape = (self.batch_size, *self.images_array.shape[1:])
             slots = max(2, self.prefetch_factor * self.num_workers)
-            self._pool = AugmentPool(self.cache_path, self.augment, shape, self.num_workers, slots)
+            self._pool = AugmentPool(
+                self.cache_path, self.augment, shape, self.num_workers, slots, feed_cores()
+            )
         return self._pool
 
-    def close(self) -> None:
-        """Stop the augmentation workers, if any (they start again when needed)."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    def _new_feeder(self) -> Feeder:
+        return Feeder(
+            self._make, self._successor, depth=self.prefetch_factor, on_start=use_feed_cores
+        )
 
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
+    def pool_timing(self) -> dict[str, float] | None:
+        """The augmentation workers' time so far (`AugmentPool.timing`), or None without them."""
+        return self._pool.timing() if self._pool is not None else None
+
+    def wait_ready(self) -> None:
+        """Until every augmentation worker has started (a benchmark's clock starts after)."""
+        if self.num_workers:
+            self._start_pool().wait_ready()
+
+    def close(self) -> None:
+        """Stop the feeder's thread and the augmentation workers, if any (both start again
+        when needed)."""
+        feeder, self._feeder = self._feeder, self._new_feeder()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()  # first: a feeder waiting on a worker gives up within half a second
+        feeder.close()
+        self._recent = {}
 
     def ordered_rows(self) -> np.ndarray:
         """Cache rows in batch order (this epoch, as far as `limit_batches` reaches)."""
