@@ -21,6 +21,7 @@ EPOCH_METRICS = (
     "val/f1_macro",
     "val/f1_macro_fixed",
     "epoch_seconds",
+    "train_seconds",  # the part of epoch_seconds spent training (not validating): img/s
     "lr",
 )
 # Summary metrics of a scored part, logged as `<prefix>/<name>`.

@@ -90,3 +90,13 @@ class HoldAtEpoch(Callback):
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+class RecordBatchLogs(Callback):
+    """Keeps what each `on_train_batch_end` was handed, and its loss as read (class-wide, so a
+    test reads it after `train` built the callback from the config)."""
+
+    seen: list[tuple[str, float]] = []
+
+    def on_train_batch_end(self, trainer, classifier, batch: int, logs) -> None:
+        RecordBatchLogs.seen.append((type(logs).__name__, logs["loss"]))

@@ -165,8 +165,11 @@ def test_callback_hook_order_and_validation_interval(compose_cfg, tmp_path, tiny
     hooks, dm = RecordHooks(), build(cfg.dataset)
     trainer = build(trainer_node(cfg.trainer), callbacks=[hooks])
     trainer.fit(build(cfg.model.classifier), dm)
-    train_only = "['epoch_seconds', 'train/loss']"
-    metrics = "['epoch_seconds', 'train/loss', 'val/f1_macro', 'val/f1_macro_fixed', 'val/loss']"
+    train_only = "['epoch_seconds', 'train/loss', 'train_seconds']"
+    metrics = (
+        "['epoch_seconds', 'train/loss', 'train_seconds', 'val/f1_macro', 'val/f1_macro_fixed', "
+        "'val/loss']"
+    )
     batches = ["batch"] * len(trainer.batches(dm, "train"))
     assert hooks.calls == [  # validation after epochs 2 and 3 (the last)
         "fit_start",

@@ -104,7 +104,7 @@ class KerasClassifier(BaseClassifier):
         """One `model.fit` epoch (the batches shuffle themselves, seeded by epoch)."""
         import keras
 
-        from taco.models.keras_bridge import BatchBridge
+        from taco.models.keras_bridge import fit_callbacks, model_input
 
         model = self._model()
         if self._starts_fine_tuning(epoch):
@@ -119,11 +119,13 @@ class KerasClassifier(BaseClassifier):
             self._callbacks = keras.callbacks.CallbackList(self._user_callbacks, model=model)
             self._callbacks.on_train_begin()
         self._callbacks.on_epoch_begin(epoch)
+        data, steps = model_input(batches)
         history = model.fit(
-            batches,
+            data,
+            steps_per_epoch=steps,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=[BatchBridge(batches, hooks, self._user_callbacks)],
+            callbacks=fit_callbacks(model, batches, hooks, self._user_callbacks, epoch + 1),
             shuffle=False,
             verbose=0,
         )
@@ -143,7 +145,10 @@ class KerasClassifier(BaseClassifier):
             self._callbacks = None
 
     def predict_scores(self, batches: Batches) -> np.ndarray:
-        scores = self._model().predict(batches, verbose=0)
+        from taco.models.keras_bridge import model_input
+
+        data, steps = model_input(batches)  # validation every epoch: one pipeline for all
+        scores = self._model().predict(data, steps=steps, verbose=0)
         return np.asarray(scores[: len(batches.targets())], dtype=np.float64)  # no padding
 
     def get_state(self) -> list[np.ndarray]:

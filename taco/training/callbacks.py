@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from taco.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+LOSS_EVERY_SECONDS = 0.5  # the progress bar's loss is read (a wait for the device) this often
 
 
 class Callback:
@@ -331,6 +334,7 @@ class ProgressBar(Callback):
         self.refresh_rate = max(int(refresh_rate), 1)
         self.enabled = enabled  # None: live only when stderr is a terminal
         self.bar: Progress | None = None
+        self._loss_read = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         label = f"epoch {epoch + 1}/{trainer.epochs}"
@@ -344,8 +348,13 @@ class ProgressBar(Callback):
         done = batch + 1
         if not self.bar.enabled or (done % self.refresh_rate and done != self.bar.total):
             return
-        loss = (logs or {}).get("loss")
-        self.bar.update(done, f"loss {float(loss):.4f}" if loss is not None else "")
+        note, now = "", time.monotonic()
+        if now - self._loss_read >= LOSS_EVERY_SECONDS or done == self.bar.total:
+            # reading the loss waits for the step to finish on the device: twice a second,
+            # not every batch, so the device is handed the next step without a pause
+            self._loss_read, loss = now, (logs or {}).get("loss")
+            note = f"loss {float(loss):.4f}" if loss is not None else ""
+        self.bar.update(done, note)
 
     def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
         if self.bar is not None:

@@ -235,6 +235,7 @@ class Trainer:
         started = time.perf_counter()
         self._call("on_train_epoch_start", epoch)
         metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
+        metrics["train_seconds"] = time.perf_counter() - started
         if self.is_validation_epoch(epoch):
             with self.profiler.section("validation"), prediction_bar(val, "validating"):
                 metrics.update(
@@ -253,7 +254,9 @@ class Trainer:
         self._batch_started = time.perf_counter()
 
     def batch_ended(self, batch: int, logs: Mapping[str, float]) -> None:
-        self.profiler.add("train_batches", time.perf_counter() - self._batch_started)
+        if self.profiler.enabled:  # the step timed to its end on the device: reading waits
+            logs.get("loss")
+            self.profiler.add("train_batches", time.perf_counter() - self._batch_started)
         for cb in self._batch_listeners:
             cb.on_train_batch_end(self, self.classifier, batch, logs)
 
