@@ -115,12 +115,27 @@ def job_overrides() -> str | None:
     return " ".join(hydra.overrides.task) if hydra is not None else None
 
 
+def start_cores() -> list[int]:
+    """The cores this process was started with: its affinity before a job pins its training
+    to `trainer.cpu_threads` of them (captured when taco first loads; a joblib worker runs job
+    after job in one process, and each job's share is counted from these)."""
+    return list(_START_CORES)
+
+
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    """How many cores this process may run on (its affinity when started, not the machine's
+    count, and not a job's training pin)."""
+    return len(_START_CORES)
+
+
+def _affinity() -> tuple[int, ...]:
     try:
-        return len(os.sched_getaffinity(0))
+        return tuple(sorted(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return tuple(range(os.cpu_count() or 1))
+
+
+_START_CORES = _affinity()
 
 
 def threads_per_job() -> int | None:

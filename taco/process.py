@@ -114,6 +114,40 @@ def limit_cpu_isa(isa: str | None) -> None:
     os.environ["ONEDNN_MAX_CPU_ISA"] = isa
 
 
+# XLA's persistent cache keeps a compile when it took at least this long: the default (1 s)
+# would skip most CPU compiles of this project's models, and reading one back costs milliseconds
+MIN_CACHED_COMPILE_SECONDS = "0.2"
+
+
+def use_compile_cache(folder: str | None) -> None:
+    """XLA's persistent compilation cache under `folder` (`trainer.compile_cache`): the next
+    job of a sweep, and a resumed run, load the compiled steps instead of compiling them again
+    (XLA keys each entry by the program, its shapes, the compiler version and the device).
+    JAX reads it from `folder/jax`; TensorFlow, whose Keras models compile with XLA on a GPU
+    only, from `folder/tensorflow`. Set before the backend loads; null: no cache."""
+    if not folder:
+        return
+    root = os.path.abspath(os.path.expanduser(str(folder)))
+    if backend() == "jax":
+        settings = {
+            "jax_compilation_cache_dir": os.path.join(root, "jax"),
+            "jax_persistent_cache_min_compile_time_secs": MIN_CACHED_COMPILE_SECONDS,
+        }
+        for name, value in settings.items():
+            os.environ.setdefault(name.upper(), value)  # a user's own setting wins
+        if "jax" in sys.modules:  # already loaded (an in-process job): told directly
+            import jax
+
+            for name in settings:
+                value = os.environ[name.upper()]
+                jax.config.update(name, float(value) if "secs" in name else value)
+    elif backend() == "tensorflow":
+        flags = os.environ.get("TF_XLA_FLAGS", "")
+        if "tf_xla_persistent_cache_directory" not in flags:
+            cache = f"--tf_xla_persistent_cache_directory={os.path.join(root, 'tensorflow')}"
+            os.environ["TF_XLA_FLAGS"] = f"{flags} {cache}".strip()
+
+
 def import_keras() -> None:
     """Import Keras (and its backend) once, its start-up noise filtered."""
     if "keras" not in sys.modules:
@@ -130,15 +164,32 @@ def backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-def reset_for_job(threads: int | None = None, job: int = 0) -> None:
+def reset_for_job(
+    threads: int | None = None, job: int = 0, share: int | None = None, on_gpu: bool = False
+) -> None:
     """Before a job builds anything: a clean Keras state (a joblib worker runs job after job),
-    and `threads` CPU threads (`trainer.cpu_threads`, or a joblib job's share of the cores),
-    set the way the backend takes them."""
+    the cores that feed it, and the CPU threads of its arithmetic.
+
+    The job's cores are all this process started with, or, in a joblib sweep of jobs side by
+    side, its block of `share` of them; its augmentation workers and image decoding use all of
+    that block (`feed_cores`). On the CPU, its training arithmetic gets `threads`
+    (`trainer.cpu_threads`, for numbers that do not depend on the machine) set the way the
+    backend takes them. On a GPU, `threads` does not apply: the host only feeds the device."""
+    global _FEED_CORES
     if "keras" in sys.modules:
         import keras
 
         keras.backend.clear_session()
+    from taco.config import start_cores
+
+    cores = start_cores()
+    _FEED_CORES = _block(cores, job * share, share) if share else cores
+    feed = f"augmentation workers and decoding on cores {core_list(_FEED_CORES)}"
+    if on_gpu:
+        log.info("job %d trains on the GPU (trainer.cpu_threads does not apply); %s", job, feed)
+        return
     if threads is None:
+        log.info("job %d trains on cores %s; %s", job, core_list(_FEED_CORES), feed)
         return
     if backend() == "tensorflow":
         import tensorflow as tf
@@ -148,21 +199,68 @@ def reset_for_job(threads: int | None = None, job: int = 0) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:
             pass  # a reused worker: TensorFlow kept the counts set by its first job
+        log.info("job %d trains with %d CPU threads; %s", job, threads, feed)
     else:
         # XLA (JAX) has no thread-count setting: it sizes its pool by the cores this process
-        # may run on, so job `job` gets its own `threads` of them before XLA starts
-        pin_cores(threads, job)
+        # may run on, so the job's training gets the first `threads` of its block before XLA
+        # starts; what it spawns to feed itself widens back to the whole block
+        training = pin_cores(_block(_FEED_CORES, 0, threads))
+        log.info("job %d trains on cores %s; %s", job, core_list(training), feed)
 
 
-def pin_cores(threads: int, job: int) -> None:
-    """Run this process (and the augmentation workers it starts) on `threads` of its cores,
-    the `job`-th block of them (Linux; elsewhere a no-op)."""
+_FEED_CORES: list[int] | None = None  # this job's cores (reset_for_job); None: not a job
+
+
+def feed_cores() -> list[int] | None:
+    """The cores this job's input pipeline (augmentation workers, image decoding) may use, or
+    None outside a job (then they run where this process may)."""
+    return list(_FEED_CORES) if _FEED_CORES is not None else None
+
+
+def use_feed_cores() -> None:
+    """Move the calling thread (or a worker process at its start) onto this job's feed cores,
+    out of the training's pin (Linux; elsewhere, or outside a job, nothing)."""
+    cores = feed_cores()
+    if cores and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cores)
+
+
+def pin_cores(cores: list[int]) -> list[int]:
+    """Run this thread, and every thread and process it starts from now on, on `cores`
+    (Linux; elsewhere a no-op). Returns the cores it runs on."""
     if not hasattr(os, "sched_setaffinity"):
-        return
-    cores = sorted(os.sched_getaffinity(0))
-    if threads >= len(cores):
-        return
-    start = (job * threads) % len(cores)
-    block = (cores + cores)[start : start + threads]
-    os.sched_setaffinity(0, block)
-    log.info("job %d runs on cores %s", job, block)
+        return cores
+    os.sched_setaffinity(0, cores)
+    return sorted(os.sched_getaffinity(0))
+
+
+def _block(cores: list[int], start: int, count: int) -> list[int]:
+    """`count` of `cores` from position `start` on, wrapping around."""
+    count = max(1, min(int(count), len(cores)))
+    return sorted(cores[(start + i) % len(cores)] for i in range(count))
+
+
+def core_list(cores: list[int]) -> str:
+    """[0, 1, 2, 3, 8] -> '0-3,8'."""
+    runs: list[list[int]] = []
+    for core in sorted(cores):
+        if runs and core == runs[-1][-1] + 1:
+            runs[-1].append(core)
+        else:
+            runs.append([core])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def trains_on_gpu(accelerator: str | None) -> bool:
+    """Whether a job will train on a GPU, known before its backend starts (nothing imported):
+    the accelerator allows it, a GPU device node exists and, on JAX, a CUDA plugin is
+    installed (a CPU-only JAX on a GPU machine trains on the CPU)."""
+    if accelerator == "cpu" or not gpu_present():
+        return False
+    if backend() == "jax":
+        import importlib.util
+
+        plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_plugins")
+        return any(importlib.util.find_spec(name) is not None for name in plugins)
+    return True

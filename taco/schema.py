@@ -99,6 +99,7 @@ class ProcessSettings:
 
     cpu_threads: PositiveInt | None = None
     cpu_isa: Literal[CPU_ISAS] | None = None
+    compile_cache: str | None = None
 
 
 @dataclass

@@ -185,6 +185,7 @@ def command(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
                 lg.handlers[:], lg.level, lg.propagate, lg.disabled = kept, level, propagate, off
             if affinity is not None:
                 os.sched_setaffinity(0, affinity)
+            _forget_job_settings()
         if not isinstance(code, int):  # sys.exit("message") prints it and exits 1
             if code is not None:
                 print(code, file=sys.stderr)
@@ -193,6 +194,22 @@ def command(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
         return subprocess.CompletedProcess([name, *args], code, out, err)
 
     return run
+
+
+def _forget_job_settings() -> None:
+    """What a job set for its process beyond the environment: its feed cores, and JAX's
+    persistent compilation cache (pointed into that test's tmp_path)."""
+    import sys
+
+    import taco.process
+
+    taco.process._FEED_CORES = None
+    if "jax" in sys.modules:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()
 
 
 @pytest.fixture

@@ -354,8 +354,10 @@ def _untrained(labels: np.ndarray, parts: dict[str, np.ndarray], names: list[str
 def augment_workers(num_workers: int | str) -> int:
     """`dataset.num_workers`: a count, or `auto`: one augmentation process per usable core, or
     per core of this job's share when a joblib sweep runs jobs side by side."""
-    from taco.config import threads_per_job, usable_cores
+    from taco.config import usable_cores
+    from taco.process import feed_cores
 
     if num_workers != "auto":
         return int(num_workers)
-    return threads_per_job() or usable_cores()
+    cores = feed_cores()  # the job's share, set when the job started
+    return len(cores) if cores is not None else usable_cores()

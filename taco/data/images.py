@@ -35,6 +35,7 @@ from taco.files import (
     save_json,
     temp_path,
 )
+from taco.process import feed_cores, use_feed_cores
 from taco.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,9 @@ def _decode_into(
 
     bar = Progress(len(paths), f"decoding images to {size} px", unit="img")
     try:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        threads = workers or len(feed_cores() or []) or os.cpu_count() or 1
+        # on the job's feed cores, not the training's pin (`taco.process.reset_for_job`)
+        with ThreadPoolExecutor(max_workers=threads, initializer=use_feed_cores) as pool:
             for _ in pool.map(work, range(len(paths))):
                 bar.update()
         bar.close()

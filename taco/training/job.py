@@ -26,7 +26,14 @@ from taco.config import (
 )
 from taco.errors import ConfigError, sigterm_as_interrupt
 from taco.metrics import summary_names
-from taco.process import import_keras, limit_cpu_isa, reset_for_job, use_backend
+from taco.process import (
+    import_keras,
+    limit_cpu_isa,
+    reset_for_job,
+    trains_on_gpu,
+    use_backend,
+    use_compile_cache,
+)
 from taco.schema import check_config
 from taco.tracking.lineage import job_run_name, job_tags
 from taco.tracking.mlflow_logger import git_state
@@ -73,11 +80,18 @@ def build_job(cfg: DictConfig) -> Job:
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
     check_hardware(resolved["trainer"])  # what this machine cannot run, also in a second
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))
+    use_compile_cache(cfg.trainer.get("compile_cache"))
     import_keras()  # its backend's start-up noise filtered
     name = cfg.logger.get("run_name")
     logger = build(cfg.logger, **({"run_name": job_run_name(name)} if name else {}))
     logger.check()  # the store: created once, or the server answers (seconds, not minutes)
-    reset_for_job(cfg.trainer.get("cpu_threads") or threads_per_job(), job_number())
+    share = threads_per_job()
+    reset_for_job(
+        cfg.trainer.get("cpu_threads") or share,
+        job_number(),
+        share,
+        on_gpu=trains_on_gpu(cfg.trainer.get("accelerator")),
+    )
     if cfg.optimized_metric not in summary_names():
         raise ConfigError(
             f"optimized_metric must be one of {summary_names()}; got {cfg.optimized_metric!r}"
@@ -98,7 +112,7 @@ def build_job(cfg: DictConfig) -> Job:
 
 
 # `trainer.*` keys for the process, not the Trainer: applied above, before Keras loads
-PROCESS_SETTINGS = ("cpu_threads", "cpu_isa")
+PROCESS_SETTINGS = ("cpu_threads", "cpu_isa", "compile_cache")
 
 
 def trainer_node(node: DictConfig) -> DictConfig:
