@@ -7,7 +7,7 @@ ARGS   ?=
 STUDY  ?= compare_models
 
 .PHONY: setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
-	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
+	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-feed bench-compile bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
 	slurm-wlm serve clean
 
 setup: $(STAMP)
@@ -81,9 +81,18 @@ bench: setup
 bench-trainer: setup
 	$(BIN)/python benchmarks/trainer.py $(ARGS)
 
-# GPU: VGG16/Xception through the Trainer vs raw model.fit; CPU only: the augmentation pool
+# GPU: VGG16/Xception through the Trainer vs raw model.fit, TFLOP/s, the pool alone at 0..16
+# workers (4 minutes on one GPU); without a GPU only the pool part
 bench-gpu: setup
 	$(BIN)/python benchmarks/gpu.py $(ARGS)
+
+# any machine: a near-free model through the Trainer vs its raw model.fit vs the pool alone
+bench-feed: setup
+	$(BIN)/python benchmarks/feed.py $(ARGS)
+
+# a 2-job JAX sweep with XLA's persistent compilation cache and without: each job's first epoch
+bench-compile: setup
+	$(BIN)/python benchmarks/compile.py $(ARGS)
 
 # the epoch-time cost of trainer.cpu_isa=AVX2 against no cap, alternating processes
 bench-repro: setup

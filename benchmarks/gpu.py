@@ -1,207 +1,230 @@
-"""GPU feed benchmark (`make bench-gpu`): does the model wait for its batches?
+"""GPU feed benchmark (`make bench-gpu`): does the model wait for its batches? Fits in 4 minutes.
 
-With a GPU (the Keras backend sees one; `KERAS_BACKEND=jax` on a machine without TensorFlow):
-VGG16 and Xception (`weights=None`, 224 px, batch 64, `bf16-mixed`) trained through the
-project's Trainer with augmentation none, light and heavy (`conf/augmentation/`), each as img/s
-of its second epoch and as a ratio to a raw `model.fit` on uint8 arrays in memory, no
-augmentation, same model, same run: what the device can take.
+With a GPU (the Keras backend sees one; `KERAS_BACKEND=jax` on a machine without TensorFlow),
+side by side in one run on one synthetic data set built once (3,072 images, 224 px):
 
-Without a GPU it prints the pipeline alone, side by side in one run:
-  1. heavy augmentation at 224 px, batch 64: img/s with 0 (in-process), 1 and N workers
-     (N = usable cores) and the scaling ratio of N workers to 1;
-  2. the Trainer (the default CNN at 64 px, light augmentation, every default callback) with
-     N workers against 0, in alternating blocks: median epoch seconds of each.
-`--gpu` forces the GPU part (e.g. a small CPU run of it: `--gpu --images 128 --size 32`).
+- VGG16 and Xception (`weights=None`, batch 64, `bf16-mixed`): a raw `model.fit` on uint8 arrays
+  in memory (what the device can take), then the project's Trainer with augmentation none, light
+  and heavy, each as img/s of its second epoch and as a ratio to the raw fit. The raw fit's
+  achieved TFLOP/s (XLA's count of the model's forward FLOPs per image, x3 for training) beside
+  the card's bf16 dense peak.
+- The augmentation pool alone (heavy, 224 px, batch 64) with 0 (in-process), 1, 4, 8 and 16
+  workers (as many as there are cores): img/s, scaling against one worker, and how busy the
+  workers were (reading rows from the cache, augmenting).
+
+Every row trains whole batches only (the last, partial one would compile a second step), and
+XLA's persistent cache (`trainer.compile_cache`) is on, so a model compiles once for its rows.
+Without a GPU only the pool part runs; `make bench-feed` measures the Trainer's feed on a CPU.
+`--gpu` forces the GPU part (a CPU smoke run: `--gpu --images 256 --size 64`).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import taco  # noqa: F401  (offline-friendly environment defaults)
 from taco.config import usable_cores
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from feed import datamodule, with_augmentation  # noqa: E402
+
+# bf16 dense tensor-core peak, TFLOP/s, by the device name JAX reports (NVIDIA's data sheets)
+BF16_PEAK = {
+    "H200": 989,
+    "H100 PCIe": 756,
+    "H100": 989,
+    "A100": 312,
+    "L40S": 362,
+    "L4": 121,
+    "A10": 125,
+    "RTX 4090": 165,
+}
 
 
-def augmentation(name: str, size: int, seed: int = 0):
-    """An augmentation group of `conf/augmentation/` at `size` px (None for `none`)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    group = OmegaConf.load(CONF / "augmentation" / f"{name}.yaml")
-    cfg = OmegaConf.merge({"model": {"image_size": size}, "seed": seed, "group": group})
-    return instantiate(cfg.group) if cfg.group else None
-
-
-def datamodule(folder: Path, images: int, size: int, aug: str, workers: int, batch: int):
-    from taco.data.datamodule import TacoDataModule
-    from taco.data.sources.synthetic import SyntheticTaco
-
-    dm = TacoDataModule(
-        "synthetic",
-        folder / "synthetic",
-        generator=SyntheticTaco(num_images=images, image_size=(max(size, 96), max(size, 72))),
-        split={"train": 0.9, "val": 0.05, "test": 0.05},
-        batch_size=batch,
-        image_size=size,
-        cache_dir=folder / "cache",
-        augmentation=augmentation(aug, size),
-        num_workers=workers,
-    )
-    dm.prepare_data()
-    dm.setup()
-    return dm
-
-
-def pipeline_rates(folder: Path, images: int, size: int, counts: list[int]) -> dict[int, float]:
-    """Heavy augmentation alone: img/s of two epochs of batches for each worker count."""
-    from taco.data.pipeline import CachedBatches
-
-    path = folder / "pipeline.npy"
-    rng = np.random.default_rng(0)
-    np.save(path, rng.integers(0, 255, (images, size, size, 3), dtype=np.uint8))
-    cache, heavy = np.load(path, mmap_mode="r"), augmentation("heavy", size)
-    rates = {}
+def pool_rates(dm, counts: list[int], epochs: int) -> None:
+    """Heavy augmentation alone, for each worker count: img/s over `epochs` epochs after one
+    epoch of warm-up, and how busy the workers were."""
+    with_augmentation(dm, "heavy")
+    rates: dict[int, float] = {}
     for workers in counts:
-        batches = CachedBatches(
-            cache, np.zeros((images, 1)), np.arange(images), 64, shuffle=True,
-            augment=heavy, num_workers=workers, cache_path=path,
-        )  # fmt: skip
-        batches[0]  # workers started: startup is not throughput
-        start = time.perf_counter()
-        for epoch in (1, 2):
-            batches.set_epoch(epoch)
-            for i in range(len(batches)):
+        dm.num_workers = workers
+        batches = dm.batches("train", limit_batches=full_batches(dm))
+        try:
+            for i in range(len(batches)):  # epoch 0: workers start, caches warm
                 batches[i]
-        rates[workers] = 2 * images / (time.perf_counter() - start)
-        batches.close()
-    return rates
+            start = time.perf_counter()
+            for epoch in range(1, epochs + 1):
+                batches.set_epoch(epoch)
+                for i in range(len(batches)):
+                    batches[i]
+            wall = time.perf_counter() - start
+            after = batches.pool_timing()
+        finally:
+            batches.close()
+        consumed = epochs * len(batches)
+        rates[workers] = consumed * dm.batch_size / wall
+        line = f"  {workers:2d} worker(s): {rates[workers]:7,.0f} img/s"
+        if workers > 1 and 1 in rates:
+            line += f"  ({rates[workers] / rates[1]:.2f}x one worker, {workers} ideal)"
+        if after and after["batches"]:
+            line += "; " + busy_line(after, consumed, wall)
+        print(line, flush=True)
 
 
-class _Stamps:
-    """A Trainer callback: the wall clock at each epoch start and after its last batch."""
-
-    def __new__(cls):
-        from taco.training.callbacks import Callback
-
-        class Stamps(Callback):
-            def __init__(self) -> None:
-                self.starts: list[float] = []
-                self.trained: list[float] = []
-                self.ends: list[float] = []
-
-            def on_train_epoch_start(self, trainer, classifier, epoch) -> None:
-                self.starts.append(time.perf_counter())
-
-            def on_train_batch_end(self, trainer, classifier, batch, logs) -> None:
-                if batch + 1 == trainer.num_training_batches:
-                    self.trained.append(time.perf_counter())
-
-            def on_train_epoch_end(self, trainer, classifier, epoch) -> None:
-                self.ends.append(time.perf_counter())
-
-        return Stamps()
+def busy_line(timing: dict, consumed: int, wall: float) -> str:
+    """How busy the workers were while `consumed` batches were read in `wall` seconds: their
+    mean CPU seconds per batch (reading rows, augmenting) times the batches, over the time they
+    had. Below 100%: starved by the hand-off, or waiting for a core; near 100% with more CPU
+    per batch than one worker spends: each worker is slower (memory bandwidth, a shared core's
+    other thread, the clock)."""
+    read, augment = (timing[k] / timing["batches"] for k in ("read", "augment"))
+    busy = (read + augment) * consumed / (wall * timing["workers"])
+    return (
+        f"workers busy {busy:.0%} of the time, {1000 * (read + augment):.0f} ms CPU a batch "
+        f"({read / (read + augment):.0%} reading rows)"
+    )
 
 
-def trainer_epochs(dm, build, epochs: int, precision: str = "32", default_callbacks=True):
-    """(train seconds, whole-epoch seconds) of each epoch of one `Trainer.fit`."""
+def full_batches(dm) -> int:
+    """The training part's whole batches (a partial last one would compile another step)."""
+    return max(1, len(dm.rows["train"]) // dm.batch_size)
+
+
+def classifier(backbone: str):
+    import functools
+
     from taco.models.keras_classifier import KerasClassifier
-    from taco.training.callbacks import EarlyStopping, LogEpochMetrics, ProgressBar
-    from taco.training.trainer import Trainer
+    from taco.models.transfer import build_transfer
 
-    stamps = _Stamps()
-    callbacks = [EarlyStopping(patience=100), ProgressBar(), LogEpochMetrics()]
-    trainer = Trainer(
-        max_epochs=epochs,
-        deterministic=False,
-        precision=precision,
-        callbacks=[*(callbacks if default_callbacks else []), stamps],
-    )
-    trainer.fit(KerasClassifier(build, learning_rate=1e-3, head_epochs=0), dm)  # all layers
-    train = np.subtract(stamps.trained, stamps.starts).tolist()
-    return train, np.subtract(stamps.ends, stamps.starts).tolist()
+    build = functools.partial(build_transfer, backbone=backbone, weights=None)
+    return KerasClassifier(build, learning_rate=1e-3, head_epochs=0)  # every layer trains
 
 
-def cpu_part(args: argparse.Namespace, folder: Path) -> None:
-    from taco.models.cnn import build_cnn
-
-    n = args.workers or usable_cores()
-    rates = pipeline_rates(folder, args.pipeline_images, 224, [0, 1, n])
-    print(f"heavy augmentation, {args.pipeline_images} images at 224 px, batch 64, 2 epochs:")
-    for workers, rate in rates.items():
-        print(f"  {workers} worker(s): {rate:,.0f} img/s ({rate / rates[0]:.2f}x in-process)")
-    print(f"  {n} workers / 1 worker: {rates[n] / rates[1]:.2f}x")
-
-    sides: dict[int, list[float]] = {0: [], n: []}
-    for _ in range(args.blocks):  # 0, N, 0, N, ...: drift hits both
-        for workers in sides:
-            dm = datamodule(folder / "cnn", args.images, 64, "light", workers, 32)
-            _, whole = trainer_epochs(dm, build_cnn, args.rounds + 1)
-            sides[workers] += whole[1:]  # the first epoch traces the graph
-    zero, many = statistics.median(sides[0]), statistics.median(sides[n])
-    print(
-        f"Trainer, default CNN at 64 px, light augmentation, {args.images} images; median of "
-        f"{len(sides[0])} epochs per side ({args.blocks} alternating blocks of {args.rounds}):"
-    )
-    print(f"  0 workers: {zero:.2f} s/epoch; {n} workers: {many:.2f} s/epoch ({zero / many:.2f}x)")
-
-
-def raw_rate(build, x: np.ndarray, y: np.ndarray, batch: int, precision: str) -> float:
-    """img/s of the second epoch of a plain `model.fit` on uint8 arrays in memory."""
+def raw_rate(dm, backbone: str, precision: str) -> tuple[float, object]:
+    """img/s of the second epoch of a plain `model.fit` on uint8 arrays in memory, the model
+    built and compiled as the Trainer does (the same program: XLA's cache serves both)."""
     import keras
 
     from taco.training.hardware import Hardware
 
+    n = full_batches(dm) * dm.batch_size
+    plain = dm.batches("train", shuffle=False, augment=False)
+    x, y = plain.images()[:n], plain.targets()[:n]
+    model = classifier(backbone)
     with Hardware(precision=precision).scope():
-        model = build(num_classes=y.shape[1], image_size=x.shape[1])
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        model.setup(dm.num_classes, dm.image_size, y)
     seconds: list[float] = []
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda e, logs: seconds.append(-time.perf_counter()),
         on_epoch_end=lambda e, logs: seconds.__setitem__(-1, seconds[-1] + time.perf_counter()),
     )
-    model.fit(x, y, batch_size=batch, epochs=2, shuffle=False, verbose=0, callbacks=[timer])
-    return len(x) / seconds[-1]
+    fit = model.model.fit
+    fit(x, y, batch_size=dm.batch_size, epochs=2, shuffle=False, verbose=0, callbacks=[timer])
+    return n / seconds[-1], model.model
 
 
-def gpu_part(args: argparse.Namespace, folder: Path) -> None:
-    import functools
+def trainer_rate(dm, backbone: str, precision: str) -> float:
+    """img/s of the second epoch through the Trainer (its training time, not validation)."""
+    from taco.training.callbacks import Callback
+    from taco.training.trainer import Trainer
 
-    from taco.models.transfer import build_transfer
+    seconds: list[float] = []
 
-    print(f"Keras on {_backend()}; {args.images} images at {args.size} px, batch {args.batch}")
-    for backbone in ("VGG16", "Xception"):
-        build = functools.partial(build_transfer, backbone=backbone, weights=None)
-        plain = datamodule(folder / "data", args.images, args.size, "none", 0, args.batch)
-        train = plain.batches("train", shuffle=False, augment=False)
-        x, y = train.images(), train.targets()
-        raw = raw_rate(build, x, y, args.batch, "bf16-mixed")
-        print(f"{backbone}: raw uint8 model.fit {raw:,.0f} img/s")
+    class Keep(Callback):
+        def on_train_epoch_end(self, trainer, classifier, epoch) -> None:
+            seconds.append(trainer.callback_metrics["train_seconds"])
+
+    limit = full_batches(dm)
+    trainer = Trainer(
+        max_epochs=2,
+        deterministic=False,
+        precision=precision,
+        limit_train_batches=limit,
+        callbacks=[Keep()],
+    )
+    trainer.fit(classifier(backbone), dm)
+    return limit * dm.batch_size / seconds[-1]
+
+
+def forward_flops(model, size: int) -> float | None:
+    """FLOPs of one image's forward pass, as XLA counts them (JAX only; None elsewhere)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [v.value for v in model.trainable_variables]
+    fixed = [v.value for v in model.non_trainable_variables]
+    x = jnp.zeros((1, size, size, 3), jnp.uint8)
+
+    def forward(t, f, x):
+        return model.stateless_call(t, f, x, training=False)[0]
+
+    try:
+        cost = jax.jit(forward).lower(trainable, fixed, x).compile().cost_analysis()
+    except Exception:
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)) or None
+
+
+def device_name() -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    return "a GPU"
+
+
+def peak(name: str) -> tuple[str, float] | None:
+    for key, value in BF16_PEAK.items():  # the longer names first in the table
+        if key in name:
+            return key, float(value)
+    return None
+
+
+def gpu_part(args: argparse.Namespace, dm) -> None:
+    precision = "bf16-mixed"
+    name = device_name()
+    n = full_batches(dm) * dm.batch_size
+    print(
+        f"{_backend()} on {name}; {n} training images at {args.size} px, batch {args.batch}, "
+        f"{precision}; {args.workers} augmentation workers",
+        flush=True,
+    )
+    for backbone in args.backbones.split(","):
+        started = time.perf_counter()
+        raw, model = raw_rate(with_augmentation(dm, "none"), backbone, precision)
+        line = f"{backbone}: raw uint8 model.fit {raw:,.0f} img/s"
+        flops = forward_flops(model, args.size)
+        if flops:
+            achieved = 3 * flops * raw / 1e12
+            line += (
+                f"; {flops / 1e9:.1f} GFLOPs/img forward (XLA), x3 training: {achieved:.0f} TFLOP/s"
+            )
+            card = peak(name)
+            if card:
+                line += f" = {achieved / card[1]:.0%} of the {card[0]}'s bf16 peak {card[1]:.0f}"
+        print(line, flush=True)
         for aug in ("none", "light", "heavy"):
-            dm = datamodule(
-                folder / backbone,
-                args.images,
-                args.size,
-                aug,
-                args.workers or usable_cores(),
-                args.batch,
-            )  # noqa: E501
-            train_s, _ = trainer_epochs(dm, build, 2, "bf16-mixed", default_callbacks=False)
-            rate = dm.batches("train").num_images / train_s[-1]
-            print(f"  Trainer, augmentation {aug:5s}: {rate:,.0f} img/s ({rate / raw:.2f} of raw)")
+            rate = trainer_rate(with_augmentation(dm, aug), backbone, precision)
+            print(f"  Trainer, augmentation {aug:5s}: {rate:7,.0f} img/s ({rate / raw:.2f} of raw)")
+        print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def _backend() -> str:
     import keras
 
-    return keras.backend.backend()
+    return f"Keras {keras.__version__} on {keras.backend.backend()}"
 
 
 def has_gpu() -> bool:
@@ -221,22 +244,32 @@ def has_gpu() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="the GPU part even without a GPU")
-    parser.add_argument("--images", type=int, default=None, help="3072 (GPU) | 800 (CPU)")
+    parser.add_argument("--images", type=int, default=3072)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="0: one per usable core")
-    parser.add_argument("--pipeline-images", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3, help="epochs measured per block")
-    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks per side")
+    parser.add_argument("--backbones", default="VGG16,Xception")
+    parser.add_argument("--pool-epochs", type=int, default=3, help="measured epochs per count")
     args = parser.parse_args()
+    args.workers = args.workers or usable_cores()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="taco-bench-gpu-") as tmp:
+        from taco.process import use_compile_cache
+
+        use_compile_cache(os.path.join(tmp, "compile"))  # one compile per model for its rows
+        dm = datamodule(Path(tmp), args.images, args.size, args.workers, args.batch)
+        print(f"data: {args.images} images built in {time.perf_counter() - started:.0f} s")
         if args.gpu or has_gpu():
-            args.images = args.images or 3072
-            gpu_part(args, Path(tmp))
+            gpu_part(args, dm)
         else:
-            args.images = args.images or 800
-            print(f"no GPU: the input pipeline alone ({usable_cores()} usable cores)")
-            cpu_part(args, Path(tmp))
+            print(f"no GPU: the augmentation pool alone ({usable_cores()} usable cores)")
+        counts = sorted({0, 1, *(c for c in (4, 8, 16) if c <= args.workers), args.workers})
+        print(
+            f"augmentation pool alone, heavy, {full_batches(dm) * dm.batch_size} images at "
+            f"{args.size} px, batch {args.batch}, {args.pool_epochs} epochs after a warm-up one:"
+        )
+        pool_rates(dm, counts, args.pool_epochs)
+    print(f"bench-gpu: {time.perf_counter() - started:.0f} s in all")
 
 
 if __name__ == "__main__":
