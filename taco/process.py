@@ -183,7 +183,8 @@ def reset_for_job(
     from taco.config import start_cores
 
     cores = start_cores()
-    _FEED_CORES = _block(cores, job * share, share) if share else cores
+    start = job * share if share else 0
+    _FEED_CORES = _block(cores, start, share) if share else cores
     feed = f"augmentation workers and decoding on cores {core_list(_FEED_CORES)}"
     if on_gpu:
         log.info("job %d trains on the GPU (trainer.cpu_threads does not apply); %s", job, feed)
@@ -202,9 +203,10 @@ def reset_for_job(
         log.info("job %d trains with %d CPU threads; %s", job, threads, feed)
     else:
         # XLA (JAX) has no thread-count setting: it sizes its pool by the cores this process
-        # may run on, so the job's training gets the first `threads` of its block before XLA
-        # starts; what it spawns to feed itself widens back to the whole block
-        training = pin_cores(_block(_FEED_CORES, 0, threads))
+        # may run on, so the job's training gets `threads` cores from its block's first on
+        # (more than the block holds when `threads` says so) before XLA starts; what it spawns
+        # to feed itself widens back to the block
+        training = pin_cores(_block(cores, start, threads))
         log.info("job %d trains on cores %s; %s", job, core_list(training), feed)
 
 

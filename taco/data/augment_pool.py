@@ -204,9 +204,9 @@ class AugmentPool:
                     self._stale.add(slot)
 
     def timing(self) -> dict[str, float]:
-        """What the workers did so far: batches, and seconds spent reading their rows from the
-        cache and augmenting them into the ring, summed over workers (a benchmark divides by
-        the wall time and the worker count: how busy they were, and on what)."""
+        """What the workers did so far: batches, and CPU seconds spent reading their rows from
+        the cache and augmenting them into the ring, summed over workers (a benchmark divides
+        by the wall time and the worker count: how busy they were, and on what)."""
         with self._lock:
             rows = [list(row) for row in self._timing]
         batches, read, augment = (sum(row[i] for row in rows) for i in range(3))
@@ -398,11 +398,11 @@ def _work(
     while (task := tasks.get()) is not None:
         ticket, slot, rows, seed = task
         try:
-            started = time.perf_counter()
+            started = time.process_time()  # CPU seconds: a worker waiting for a core is idle
             batch = read_rows(images, rows)
-            read = time.perf_counter()
+            read = time.process_time()
             augment_into(augment, batch, seed, ring[slot, : len(rows)])
-            timing = (read - started, time.perf_counter() - read)
+            timing = (read - started, time.process_time() - read)
             results.send(("done", ticket, None, timing))
         except Exception:
             import traceback

@@ -10,8 +10,10 @@ A batch is a function of its key (epoch, index) alone, so making it ahead never 
 holds: when the consumer asks for anything but the next key (a resume, a limit, a jump), the
 thread forgets what it made and starts over at that key. An error making a batch is raised to
 the consumer when it asks for that batch, with its own traceback. The thread ends after
-`idle_seconds` with nothing to do (a fit that stopped, a pass that ended) and starts again on
-the next request; `close()` ends it at once.
+`idle_seconds` with nothing to do (a pass that ended) and starts again on the next request, or,
+with `idle_seconds=None`, lives until `close()`: the thread that starts a process is its parent
+for Linux's parent-death signal, so the thread that starts augmentation workers must outlive
+them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Feeder:
         produce: Callable[[Key], Any],
         successor: Callable[[Key], Key | None],
         depth: int = 2,
-        idle_seconds: float = 10.0,
+        idle_seconds: float | None = 10.0,
         name: str = "taco-feeder",
         on_start: Callable[[], None] | None = None,
     ) -> None:
@@ -109,7 +111,7 @@ class Feeder:
             with self._cond:
                 idle = 0.0
                 while not self._closed and (self._cursor is None or len(self._ready) >= self.depth):
-                    if not self._cond.wait(timeout=1.0):
+                    if not self._cond.wait(timeout=1.0) and self.idle_seconds is not None:
                         idle += 1.0
                         if idle >= self.idle_seconds:
                             self._thread = None  # the next request starts another

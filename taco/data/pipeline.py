@@ -194,8 +194,14 @@ class CachedBatches(keras.utils.PyDataset):
         return self._pool
 
     def _new_feeder(self) -> Feeder:
+        """The feeder; one that starts augmentation workers lives until `close` (its workers
+        die with the thread that started them)."""
         return Feeder(
-            self._make, self._successor, depth=self.prefetch_factor, on_start=use_feed_cores
+            self._make,
+            self._successor,
+            depth=self.prefetch_factor,
+            idle_seconds=None if self.num_workers else 10.0,
+            on_start=use_feed_cores,
         )
 
     def pool_timing(self) -> dict[str, float] | None:
