@@ -108,3 +108,21 @@ def test_keras_resetting_its_epoch_iterator_does_not_move_the_epoch():
     assert np.array_equal(moved[0][0], expected[0][0])
     moved.close()
     expected.close()
+
+
+def test_a_fixed_pass_stops_at_its_end_and_in_memory_images_need_no_thread():
+    """Validation and test batches are read once a pass: nothing is made past the last one.
+    In-memory images (occluded copies for a saliency map, by the thousand) start no thread."""
+    from taco.data.pipeline import ArrayBatches
+
+    images = np.random.default_rng(0).integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    fixed = CachedBatches(images, np.eye(40), np.arange(40), 8)
+    assert [len(fixed[i][0]) for i in range(len(fixed))] == [8] * 5
+    time.sleep(0.2)
+    assert fixed._feeder._cursor is None and not fixed._feeder._ready
+    fixed.close()
+
+    before = {t.ident for t in threading.enumerate()}
+    memory = ArrayBatches(images, num_classes=3, batch_size=16)
+    assert np.array_equal(np.concatenate([memory[i][0] for i in range(len(memory))]), images)
+    assert {t.ident for t in threading.enumerate()} <= before

@@ -34,11 +34,13 @@ class Feeder:
         produce: Callable[[Key], Any],
         successor: Callable[[Key], Key | None],
         depth: int = 2,
-        idle_seconds: float | None = 10.0,
+        idle_seconds: float | None = 2.0,
         name: str = "taco-feeder",
         on_start: Callable[[], None] | None = None,
+        threaded: bool = True,
     ) -> None:
         self._produce, self._successor, self._on_start = produce, successor, on_start
+        self.threaded = threaded  # False: made when asked, in the asking thread
         self.depth, self.idle_seconds, self.name = max(1, int(depth)), idle_seconds, name
         self._cond = threading.Condition()
         self._ready: OrderedDict[Key, tuple[bool, Any]] = OrderedDict()  # key -> (ok, value)
@@ -50,6 +52,8 @@ class Feeder:
 
     def get(self, key: Key) -> Any:
         """The batch of `key`: made ahead already, or made now (the thread starts over there)."""
+        if not self.threaded:
+            return self._produce(key)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the feeder was closed")

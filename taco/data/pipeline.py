@@ -48,6 +48,7 @@ class CachedBatches(keras.utils.PyDataset):
         num_workers: int = 0,
         prefetch_factor: int = 2,
         cache_path: Path | None = None,
+        feed_ahead: bool = True,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.images_array = images
@@ -70,6 +71,7 @@ class CachedBatches(keras.utils.PyDataset):
         self.epoch: int | None = None
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
+        self.feed_ahead = feed_ahead
         self._feeder = self._new_feeder()  # its thread starts at the first batch read
         self.pad_to = 1  # batch sizes a multiple of this (replicas of a JAX data-parallel fit)
         self.progress = None  # a Progress counting the batches read (validation, test)
@@ -173,8 +175,16 @@ class CachedBatches(keras.utils.PyDataset):
         return [(epoch + (start + i) // n, (start + i) % n) for i in range(count)]
 
     def _successor(self, key: Key) -> Key | None:
+        """The batch after `key`: on into the next epoch for training batches (shuffled or
+        augmented), nothing after the last one of a fixed pass (validation, test)."""
         following = self._keys_from(key, 2)
-        return following[1] if len(following) == 2 else None
+        if len(following) < 2 or (following[1][0] != key[0] and not self._runs_on):
+            return None
+        return following[1]
+
+    @property
+    def _runs_on(self) -> bool:
+        return self.shuffle or self.augment is not None
 
     def _fill(self, key: Key) -> None:
         """Hand the workers the batches after `key`, as far as the ring has free slots."""
@@ -200,8 +210,9 @@ class CachedBatches(keras.utils.PyDataset):
             self._make,
             self._successor,
             depth=self.prefetch_factor,
-            idle_seconds=None if self.num_workers else 10.0,
+            idle_seconds=None if self.num_workers else 2.0,
             on_start=use_feed_cores,
+            threaded=self.feed_ahead,
         )
 
     def pool_timing(self) -> dict[str, float] | None:
@@ -256,7 +267,10 @@ class ArrayBatches(CachedBatches):
 
     def __init__(self, images: np.ndarray, num_classes: int, batch_size: int = 64) -> None:
         labels = np.zeros((len(images), num_classes), np.float32)
-        super().__init__(np.asarray(images), labels, np.arange(len(images)), batch_size)
+        # read when asked: in memory already, and made by the thousand (occluded copies)
+        super().__init__(
+            np.asarray(images), labels, np.arange(len(images)), batch_size, feed_ahead=False
+        )
 
     def derived(self, folder: Path, name: str, compute: PerImage, chunk: int = 64) -> np.ndarray:
         images = self.images_array
