@@ -32,6 +32,9 @@ class Batches(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def read(self, epoch: int, index: int) -> tuple[np.ndarray, ...]:
+        """Batch `index` of epoch `epoch`, whichever epoch is set."""
+
     def set_epoch(self, epoch: int) -> None:
         """Order and augmentation of epoch `epoch`, from (seed, epoch) alone: resumable."""
 
@@ -114,6 +117,14 @@ class BatchHooks(Protocol):
     def batch_ended(self, batch: int, logs: Mapping[str, float]) -> None: ...
 
 
+class EpochHooks(BatchHooks, Protocol):
+    """What a classifier reports around each epoch it trains (the Trainer implements it):
+    `epoch_ended` scores validation and runs the Trainer's callbacks; True asks to stop."""
+
+    def epoch_started(self, epoch: int) -> None: ...
+    def epoch_ended(self, epoch: int, loss: float) -> bool: ...
+
+
 @runtime_checkable
 class Classifier(Protocol):
     """A model family behind the Trainer: Keras models and the random forest alike."""
@@ -132,6 +143,12 @@ class Classifier(Protocol):
     def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None: ...
     def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
         """Train one epoch (0-based `epoch`); returns its training loss (NaN if none)."""
+
+    def train_epochs(self, batches: Batches, epochs: range, hooks: EpochHooks) -> None:
+        """Train `epochs` in order, calling `hooks.epoch_started` before each and
+        `hooks.epoch_ended` after it (stop when it says so). The Trainer calls this; a family
+        that can run several epochs in one go (Keras: one `fit` per stage) saves the set-up
+        of each (`BaseClassifier` runs `train_epoch` once per epoch)."""
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         """After the Trainer's callbacks: hand the epoch's metrics to the model's own callbacks;

@@ -120,17 +120,22 @@ class CachedBatches(keras.utils.PyDataset):
                 self._orders[epoch] = order
             return self._orders[epoch]
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        return self.read(self.epoch, index)
+
+    def read(self, epoch: int, index: int) -> tuple[np.ndarray, ...]:
+        """Batch `index` of epoch `epoch`, whichever epoch is set (a pipeline that runs on
+        into the next epoch asks for its batches before the Trainer moves to it)."""
         if self._progress is not None:
             self._read.add(int(index))
             self._progress.update(len(self._read))
+        key = (int(epoch), int(index))
         if self.profiler is not None and self.profiler.enabled:
             with self.profiler.section("data"):  # the time the consumer waited for a batch
-                return self._batch(index)
-        return self._batch(index)
+                return self._batch(key)
+        return self._batch(key)
 
-    def _batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (self.epoch, int(index))
+    def _batch(self, key: Key) -> tuple[np.ndarray, ...]:
         if key in self._recent:  # Keras reads the first batches twice (to learn their spec)
             return self._recent[key]
         batch = self._feeder.get(key)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.protocols import Batches, BatchHooks
+from taco.protocols import Batches, BatchHooks, EpochHooks
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class BaseClassifier(abc.ABC):
     def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None:
         self.num_classes, self.image_size = num_classes, image_size
         self.thresholds = None
+
+    def train_epochs(self, batches: Batches, epochs: range, hooks: EpochHooks) -> None:
+        """One `train_epoch` per epoch, between the Trainer's epoch hooks."""
+        for epoch in epochs:
+            hooks.epoch_started(epoch)
+            if hooks.epoch_ended(epoch, self.train_epoch(batches, epoch, hooks)):
+                return
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         return False  # no callbacks of its own that could ask to stop

@@ -1,12 +1,15 @@
-"""Inside `model.fit`: batch events handed to the Trainer's hooks without stopping the device
-(its own module because subclassing a Keras class loads Keras, which
-`taco.models.keras_classifier` must not at import: the config check reads that module).
+"""Inside `model.fit`: the Trainer's epoch and batch hooks, without stopping the device (its
+own module because subclassing a Keras class loads Keras, which `taco.models.keras_classifier`
+must not at import: the config check reads that module).
+
+A fit runs every epoch of a stage; the Trainer's work between epochs (validation, callbacks,
+checkpoints, early stopping) runs at each epoch's end, inside it (`EpochBridge`).
 
 Keras' `CallbackList` turns every batch's logs into Python numbers before any callback sees them
 (unless every callback is marked async-safe). Each conversion waits for that step to finish, so
-the host reads the next batch only once the device is idle: a quarter of an H200's time went
-there. `FitCallbacks` hands the logs on as the backend returns them (`StepLogs`): a number is
-fetched only when someone reads it (the progress bar, every half second; the profiler).
+the host reads the next batch only once the device is idle (issue 33 measured the Trainer at
+0.75 of a raw fit on an H200). `FitCallbacks` hands the logs on as the backend returns them
+(`StepLogs`): a number is fetched only when read (the progress bar: twice a second).
 
 On TensorFlow, Keras wraps a `PyDataset` in a new `tf.data` pipeline at every `fit` and
 `predict`; with one `fit` and one validation pass per epoch that cost about 0.1 s an epoch on a
@@ -17,6 +20,7 @@ data exhausted.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -24,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from taco.protocols import Batches, BatchHooks
+from taco.protocols import Batches, EpochHooks
 
 
 class StepLogs(Mapping):
@@ -58,25 +62,27 @@ class FitCallbacks(keras.callbacks.CallbackList):
             callback.on_train_batch_end(batch, logs)
 
 
-class BatchBridge(keras.callbacks.Callback):
-    """Inside `model.fit`: batch events to the Trainer's hooks and to the user's Keras
-    callbacks (whose epoch and train events `KerasClassifier` drives itself)."""
+class EpochBridge(keras.callbacks.Callback):
+    """Inside `model.fit`: each epoch's start and end to the Trainer's hooks (the end runs its
+    validation, callbacks and checkpoints, and may stop the fit), then to the classifier's
+    user Keras callbacks; batch events to the Trainer and to those of the user's callbacks that
+    have batch hooks."""
 
     def __init__(
-        self,
-        batches: Batches,
-        hooks: BatchHooks,
-        user_callbacks: Sequence[keras.callbacks.Callback],
+        self, hooks: EpochHooks, classifier: Any, user_callbacks: Sequence[Any] = ()
     ) -> None:
         super().__init__()
-        self.batches, self.hooks = batches, hooks
+        self.hooks, self.classifier = hooks, classifier
         # only those with batch hooks of their own get each batch's logs, as numbers
         self.user_callbacks = [c for c in user_callbacks if _has_batch_hooks(c)]
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        # `fit` draws a batch to build an unbuilt optimizer before the epoch starts: seed the
-        # epoch's order and augmentation again, so it draws what (seed, epoch) says
-        self.batches.set_epoch(epoch)
+        self.hooks.epoch_started(epoch)  # the batches' epoch set before the epoch's first read
+        self.classifier.epoch_begins(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.hooks.epoch_ended(epoch, float((logs or {}).get("loss", float("nan")))):
+            self.model.stop_training = True
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.hooks.batch_started(batch)
@@ -95,14 +101,19 @@ class BatchBridge(keras.callbacks.Callback):
 def fit_callbacks(
     model: keras.Model,
     batches: Batches,
-    hooks: BatchHooks,
-    user_callbacks: Sequence[keras.callbacks.Callback],
+    hooks: EpochHooks,
+    classifier: Any,
+    user_callbacks: Sequence[Any],
     epochs: int,
 ) -> FitCallbacks:
-    """What one `model.fit` epoch runs with: the bridge and Keras' History (its loss)."""
-    bridge = BatchBridge(batches, hooks, user_callbacks)
+    """What a `model.fit` of several epochs runs with: the bridge and Keras' History."""
     return FitCallbacks(
-        [bridge], add_history=True, model=model, verbose=0, epochs=epochs, steps=len(batches)
+        [EpochBridge(hooks, classifier, user_callbacks)],
+        add_history=True,
+        model=model,
+        verbose=0,
+        epochs=epochs,
+        steps=len(batches),
     )
 
 
@@ -115,19 +126,22 @@ def _has_batch_hooks(callback: keras.callbacks.Callback) -> bool:
 _PIPELINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # batches -> tf.data
 
 
-def model_input(batches: Batches) -> tuple[Any, int | None]:
+def model_input(batches: Batches, run_on: bool = False) -> tuple[Any, int | None]:
     """(what `model.fit` or `predict` reads, steps per pass): on TensorFlow one `tf.data`
-    pipeline per batches object, reused by every epoch's pass; elsewhere the batches."""
+    pipeline per batches object, made once; elsewhere the batches. `run_on`: a fit of several
+    epochs, whose pipeline runs on from one epoch into the next (Keras keeps its iterator
+    across the epochs of a fit when it is given the steps)."""
     if keras.backend.backend() != "tensorflow":
         return batches, None
-    if batches not in _PIPELINES:
-        _PIPELINES[batches] = _tf_pipeline(batches)
-    return _PIPELINES[batches], len(batches)
+    pipelines = _PIPELINES.setdefault(batches, {})
+    if run_on not in pipelines:
+        pipelines[run_on] = _tf_pipeline(batches, run_on)
+    return pipelines[run_on], len(batches)
 
 
-def _tf_pipeline(batches: Batches) -> Any:
-    """The batches of the epoch current when a `fit` starts reading, in order (Keras' own
-    `PyDataset` pipeline, built once)."""
+def _tf_pipeline(batches: Batches, run_on: bool) -> Any:
+    """The batches from the epoch set when a pass starts: that epoch's alone, or, with
+    `run_on`, every epoch from it on, each batch read by its (epoch, index)."""
     import tensorflow as tf
 
     first = batches[0]  # its shapes and dtypes (kept: the epoch's first read takes it back)
@@ -137,9 +151,18 @@ def _tf_pipeline(batches: Batches) -> Any:
     )
     ref = weakref.ref(batches)  # the pipeline must not keep its batches alive
 
-    def epoch() -> Iterator[tuple[np.ndarray, ...]]:
+    def passes() -> Iterator[tuple[np.ndarray, ...]]:
         source = ref()
-        for index in range(len(source) if source is not None else 0):
-            yield source[index]
+        if source is None:
+            return
+        epoch, count = source.epoch, len(source)
+        del source
+        for current in itertools.count(epoch) if run_on else (epoch,):
+            for index in range(count):
+                source = ref()
+                if source is None:
+                    return
+                yield source.read(current, index)
+                del source
 
-    return tf.data.Dataset.from_generator(epoch, output_signature=spec).prefetch(2)
+    return tf.data.Dataset.from_generator(passes, output_signature=spec).prefetch(2)

@@ -1,7 +1,8 @@
 """A small Lightning-style Trainer: fit, validate (tune thresholds), test. It knows no model kind.
 
-`fit` sets the data module up, builds the classifier and runs the epoch loop: each epoch it calls
-the classifier's `train_epoch`, scores the validation part and hands the metrics to its callbacks
+`fit` sets the data module up, builds the classifier and has it train the epochs
+(`train_epochs`; a Keras model runs them in one `fit` per stage), called back at each epoch's
+start and end: it scores the validation part and hands the metrics to its callbacks
 (`taco.training.callbacks`): they log the curves, keep and restore the best epoch, write
 `last.ckpt`, stop early, schedule the learning rate, log reports. `validate` tunes one threshold
 per class on validation and stores them with the classifier; `test` applies them to the test part.
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,6 +85,7 @@ class Trainer:
         self._configured = False
         self._batch_listeners: list[Callback] = []
         self._batch_started = 0.0
+        self._epoch: _Epoch | None = None
 
     # ------------------------------------------------------------------ setup
     @property
@@ -215,39 +218,39 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
 
     def _epoch_loop(self, classifier: Classifier, train: Batches, val: Batches, start: int) -> None:
+        """The classifier trains the epochs left, calling back at each one's start and end
+        (`epoch_started`, `epoch_ended`): a Keras model runs them in one `fit` per stage."""
         if start >= self.epochs:
             log.info("the checkpoint has all %d epochs: nothing left to fit", self.epochs)
             return
         self._batch_listeners = [
             cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")
         ]
-        y_val = val.targets()
-        for epoch in range(start, self.epochs):
-            self._run_epoch(classifier, train, val, y_val, epoch)
-            if self.should_stop:
-                break
+        self._epoch = _Epoch(train, val, val.targets())
+        classifier.train_epochs(train, range(start, self.epochs), self)
 
-    def _run_epoch(
-        self, classifier: Classifier, train: Batches, val: Batches, y_val: np.ndarray, epoch: int
-    ) -> None:
-        train.set_epoch(epoch)  # shuffling and augmentation seeded by epoch: resumable
-        self.callback_metrics = metrics = {}
-        started = time.perf_counter()
+    # `taco.protocols.EpochHooks`: what the classifier reports around each epoch it trains
+    def epoch_started(self, epoch: int) -> None:
+        self._epoch.train.set_epoch(epoch)  # shuffling and augmentation seeded by epoch
+        self.callback_metrics = {}
+        self._epoch.started = time.perf_counter()
         self._call("on_train_epoch_start", epoch)
-        metrics["train/loss"] = float(classifier.train_epoch(train, epoch, self))
-        metrics["train_seconds"] = time.perf_counter() - started
+
+    def epoch_ended(self, epoch: int, loss: float) -> bool:
+        """Score validation (on validation epochs), run the callbacks; True: stop."""
+        classifier, state, metrics = self.classifier, self._epoch, self.callback_metrics
+        metrics["train/loss"] = float(loss)
+        metrics["train_seconds"] = time.perf_counter() - state.started
         if self.is_validation_epoch(epoch):
-            with self.profiler.section("validation"), prediction_bar(val, "validating"):
-                metrics.update(
-                    epoch_scores(
-                        y_val, classifier.predict_scores(val), self.threshold_min_positives
-                    )
-                )
-        metrics["epoch_seconds"] = time.perf_counter() - started
+            with self.profiler.section("validation"), prediction_bar(state.val, "validating"):
+                scores = classifier.predict_scores(state.val)
+                metrics.update(epoch_scores(state.y_val, scores, self.threshold_min_positives))
+        metrics["epoch_seconds"] = time.perf_counter() - state.started
         self.epochs_completed = epoch + 1
         self._call("on_train_epoch_end", epoch)
         if classifier.end_epoch(epoch, metrics):
             self.should_stop = True
+        return self.should_stop
 
     # `taco.protocols.BatchHooks`: what the classifier reports while it trains an epoch
     def batch_started(self, batch: int) -> None:
@@ -323,6 +326,17 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, self.classifier, *args)
+
+
+@dataclass
+class _Epoch:
+    """What the epoch hooks of one fit share: the parts' batches, validation's labels and when
+    the current epoch started."""
+
+    train: Batches
+    val: Batches
+    y_val: np.ndarray
+    started: float = 0.0
 
 
 @contextlib.contextmanager
