@@ -145,9 +145,12 @@ def pool_seconds(dm, epochs: int) -> list[float]:
                 batches[i]
             seconds.append(time.perf_counter() - start)
             timing.append(getattr(batches, "pool_timing", lambda: None)())  # older code: none
-        last = timing[-1]
-        if last and last["batches"]:  # mean seconds a batch x batches read / time they had
-            per_batch = (last["read"] + last["augment"]) / last["batches"]
+        first, last = timing[0], timing[-1]
+        if first and last and last["batches"] > first["batches"]:
+            # the workers' mean CPU seconds a batch after the warm-up epoch x the batches read,
+            # over the time they had
+            cpu = sum(last[k] - first[k] for k in ("read", "augment"))
+            per_batch = cpu / (last["batches"] - first["batches"])
             wall = sum(seconds[1:])
             POOL_BUSY.append(per_batch * epochs * len(batches) / (wall * last["workers"]))
         return seconds[1:]

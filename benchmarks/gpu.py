@@ -57,6 +57,7 @@ def pool_rates(dm, counts: list[int], epochs: int) -> None:
         try:
             for i in range(len(batches)):  # epoch 0: workers start, caches warm
                 batches[i]
+            before = batches.pool_timing()
             start = time.perf_counter()
             for epoch in range(1, epochs + 1):
                 batches.set_epoch(epoch)
@@ -71,8 +72,9 @@ def pool_rates(dm, counts: list[int], epochs: int) -> None:
         line = f"  {workers:2d} worker(s): {rates[workers]:7,.0f} img/s"
         if workers > 1 and 1 in rates:
             line += f"  ({rates[workers] / rates[1]:.2f}x one worker, {workers} ideal)"
-        if after and after["batches"]:
-            line += "; " + busy_line(after, consumed, wall)
+        if before and after and after["batches"] > before["batches"]:
+            spent = {k: after[k] - before[k] for k in ("batches", "read", "augment")}
+            line += "; " + busy_line({**spent, "workers": workers}, consumed, wall)
         print(line, flush=True)
 
 
