@@ -61,6 +61,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("taco_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("taco_tracking_uri"):
         OmegaConf.register_new_resolver("taco_tracking_uri", default_tracking_uri)
+    if not OmegaConf.has_resolver("taco_pid"):  # cached: a sweep's jobs elsewhere keep it
+        OmegaConf.register_new_resolver("taco_pid", os.getpid, use_cache=True)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,3 +107,26 @@ def test_setup_installs_the_locked_versions():
     pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
     for name in ("keras", "tensorflow", "jax", "mlflow", "numpy", "hydra-core", "scikit-learn"):
         assert version(name) == pins[name], name
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own():
+    """The default run and sweep folders are dated to the second and end in the process id
+    that resolved them (two `taco-train &` started together once shared one, and the second's
+    checkpoints were refused as another live process's)."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from taco.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        folder = str(OmegaConf.select(cfg, key))
+        assert folder.endswith(f"_{os.getpid()}"), (key, folder)
+        assert re.search(r"/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_\d+$", folder), (key, folder)

@@ -90,9 +90,11 @@ def add_statistics(parser: argparse.ArgumentParser) -> None:
 
 def default_out() -> Path:
     """Where a comparison goes unless told: beside the training runs, as Hydra dates them."""
+    import os
     import time
 
-    return project_root() / "outputs" / "compare" / time.strftime("%Y-%m-%d/%H-%M-%S")
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    return project_root() / "outputs" / "compare" / f"{stamp}_{os.getpid()}"
 
 
 def compare(args: argparse.Namespace) -> int:
