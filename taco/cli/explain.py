@@ -55,6 +55,10 @@ def explain(cfg: DictConfig) -> Path:
                           "model_dir=: a folder has no run to log to")  # fmt: skip
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not allowed: expected 'train' | 'val' | 'test'")
+    if cfg.on_bad_image not in ("error", "skip"):
+        raise ConfigError(
+            f"on_bad_image={cfg.on_bad_image!r} is not allowed: expected 'error' | 'skip'"
+        )
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before a model loads Keras
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))
     uri = build(cfg.logger).tracking_uri or default_tracking_uri()
@@ -142,7 +146,9 @@ def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig)
     from taco.analysis.report import saliency
     from taco.cli.predict import read_folder
 
-    paths, images = read_folder(model, images_dir)
+    paths, images = read_folder(
+        model, images_dir, str(cfg.on_bad_image), "taco-explain", "on_bad_image=skip"
+    )
     scores = model.predict(images)
     looks = saliency(model.predict, images, len(model.class_names), int(cfg.patch),
                      int(cfg.stride))  # fmt: skip

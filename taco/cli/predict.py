@@ -27,10 +27,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def read_folder(
-    model: LoadedModel, folder: Path, on_bad_image: str = "error"
+    model: LoadedModel,
+    folder: Path,
+    on_bad_image: str = "error",
+    command: str = "taco-predict",
+    skip: str = "--on-bad-image skip",
 ) -> tuple[list[Path], np.ndarray]:
     """Every image under `folder` as the model sees it (uint8); with `on_bad_image="skip"` an
-    unreadable one is left out (named on stderr) instead of refusing the folder."""
+    unreadable one is left out (named on stderr) instead of refusing the folder. `command` and
+    `skip` (how that command says skip) word the messages."""
     from taco.data.images import decode_image
 
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -48,10 +53,10 @@ def read_folder(
         raise TacoError(
             "cannot read these images:\n  - "
             + "\n  - ".join(bad)
-            + "\nfix or remove them, or pass --on-bad-image skip to label the others"
+            + f"\nfix or remove them, or add {skip} to go on with the others"
         )
     if bad:
-        print(f"taco-predict: skipped {len(bad)} unreadable image(s):", file=sys.stderr)
+        print(f"{command}: skipped {len(bad)} unreadable image(s):", file=sys.stderr)
         print("  - " + "\n  - ".join(bad), file=sys.stderr)
     if not good:
         raise TacoError(f"none of the {len(paths)} images in {folder} could be read")

@@ -98,3 +98,30 @@ def test_predict_skips_an_unreadable_image_when_asked(tmp_path, capsys):
     assert scores.shape == (3, 2)
     err = capsys.readouterr().err
     assert "skipped 1 unreadable image(s)" in err and "broken.jpg" in err
+
+
+def test_explain_names_its_own_skip_setting_for_unreadable_images(tmp_path, capfd, command):
+    """taco-explain reads a folder as taco-predict does, but its hint is its own syntax
+    (`on_bad_image=skip`, a key of its config), and a wrong value is refused in one line."""
+    from taco.cli.predict import read_folder
+    from taco.models.registry import LoadedModel
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (90, 10, 10)).save(folder / "good.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    info = {"class_names": ["a", "b"], "thresholds": [0.5, 0.5], "image_size": 16}
+    model = LoadedModel(info, lambda x: np.full((len(x), 2), 0.7))
+    explain = ("taco-explain", "on_bad_image=skip")
+    with pytest.raises(TacoError, match="add on_bad_image=skip to go on"):
+        read_folder(model, folder, "error", *explain)
+    paths, _ = read_folder(model, folder, "skip", *explain)
+    assert [p.name for p in paths] == ["good.jpg"]
+    assert "taco-explain: skipped 1 unreadable image(s)" in capfd.readouterr().err
+
+    run = f"hydra.run.dir={tmp_path}/run"
+    out = command("taco-explain", f"model_dir={tmp_path}", "on_bad_image=maybe", run)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "taco-explain: error: on_bad_image='maybe' is not allowed: expected 'error' | 'skip'"
+    ]
