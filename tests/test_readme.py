@@ -19,6 +19,7 @@ ENGINE_FLAGS = [
     "mlflow server --backend-store-uri postgresql://taco@127.0.0.1:5432/mlflow",
     "--artifacts-destination",
     "export RAY_AUTH_MODE=token",
+    "export RAY_AUTH_TOKEN=",
     "ray start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=2",
     "--include-dashboard=false",
     "ray start --address=127.0.0.1:6379 --node-ip-address=127.0.0.1 --num-cpus=1",

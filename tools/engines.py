@@ -11,6 +11,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -163,9 +164,14 @@ def _stop_group(process: subprocess.Popen, seconds: float = 30) -> None:
 
 
 # ---------------------------------------------------------------------------- Ray
-# what every process joining the cluster needs: `ray start --head` turns on token authentication
-# (the token in ~/.ray/auth_token); a worker node or a sweep without RAY_AUTH_MODE=token is refused
-RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+# what every process joining the cluster needs: token authentication on, and the cluster's token.
+# Ray reads RAY_AUTH_TOKEN before ~/.ray/auth_token, so a cluster started here needs nothing in
+# the home folder (a fresh machine has no token there: `ray start --head` then refused to start)
+RAY_CLIENT_ENV = {
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),  # this process's clusters' shared secret
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 @contextlib.contextmanager
