@@ -21,14 +21,17 @@ from pathlib import Path
 EPOCH = re.compile(r"epoch (\d+)/\d+ .*?(\d+\.\d+)s$")
 
 
-def sweep(root: Path, name: str, cache: str, extra: list[str]) -> list[list[float]]:
+def sweep(
+    root: Path, name: str, cache: str, extra: list[str], seeds: str = "1,2"
+) -> list[list[float]]:
     """Epoch seconds of each job of one 2-job sweep, in order."""
-    exe = Path(sys.executable).with_name("taco-train")
     done = subprocess.run(
         [
-            str(exe),
+            sys.executable,  # `-m taco.cli.train`: runs where no console script is installed
             "-m",
-            "seed=1,2",
+            "taco.cli.train",
+            "-m",
+            f"seed={seeds}",
             f"paths.data_dir={root / 'data'}",
             f"hydra.sweep.dir={root / name}",
             "logger=none",
@@ -59,7 +62,7 @@ def main() -> None:
     extra = [f"trainer.max_epochs={args.epochs}", *args.overrides]
     with tempfile.TemporaryDirectory(prefix="taco-bench-compile-") as tmp:
         root = Path(tmp)
-        sweep(root, "warm-up", "null", extra)  # the data set and its image cache, made once
+        sweep(root, "warm-up", "null", extra, seeds="1")  # the data set and its image cache, once
         for name, cache in (("off", "null"), ("on", str(root / "compile"))):
             jobs = sweep(root, name, cache, extra)
             firsts = ", ".join(f"job {i + 1} {job[0]:.1f} s" for i, job in enumerate(jobs))

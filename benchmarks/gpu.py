@@ -1,27 +1,29 @@
-"""GPU feed benchmark (`make bench-gpu`): does the model wait for its batches? Fits in 4 minutes.
+"""GPU feed benchmark (`make bench-gpu`): does the model wait for its batches?
 
-With a GPU (the Keras backend sees one; `KERAS_BACKEND=jax` on a machine without TensorFlow),
-side by side in one run on one synthetic data set built once (3,072 images, 224 px):
+Side by side in one run on one synthetic data set built once (3,072 images, 224 px):
 
-- VGG16 and Xception (`weights=None`, batch 64, `bf16-mixed`): a raw `model.fit` on uint8 arrays
-  in memory (what the device can take), then the project's Trainer with augmentation none, light
-  and heavy, each as img/s of its second epoch and as a ratio to the raw fit. The raw fit's
-  achieved TFLOP/s (XLA's count of the model's forward FLOPs per image, x3 for training) beside
-  the card's bf16 dense peak.
 - The augmentation pool alone (heavy, 224 px, batch 64) with 0 (in-process), 1, 4, 8 and 16
   workers (as many as there are cores): img/s, scaling against one worker, and how busy the
-  workers were (reading rows from the cache, augmenting).
+  workers were (reading rows from the cache, augmenting). First, as the cheap rows, so that a
+  time limit still leaves them.
+- With a GPU (the Keras backend sees one; `KERAS_BACKEND=jax` on a machine without TensorFlow):
+  VGG16 and Xception (`weights=None`, batch 64, `bf16-mixed`): a raw `model.fit` on uint8 arrays
+  in memory (what the device can take), then the project's Trainer with augmentation none, light
+  and heavy, each as img/s of its second epoch and as a ratio to the raw fit, with the row's wall
+  time and the programs it added to XLA's cache. The raw fit's achieved TFLOP/s (XLA's count of
+  the model's forward FLOPs per image, x3 for training) beside the card's bf16 dense peak.
 
 Every row trains whole batches only (the last, partial one would compile a second step), and
 XLA's persistent cache (`trainer.compile_cache`) is on, so a model compiles once for its rows.
 Without a GPU only the pool part runs; `make bench-feed` measures the Trainer's feed on a CPU.
-`--gpu` forces the GPU part (a CPU smoke run: `--gpu --images 256 --size 64`).
+`--gpu` forces the GPU part (a CPU smoke run: `--gpu --images 192 --size 32 --backbones VGG16`);
+`--backbones ""` runs the pool part alone, `--backbones VGG16` the faster model only (on an H200,
+Xception's rows took over 3 minutes: see the README's Performance section).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -98,8 +100,13 @@ def full_batches(dm) -> int:
 
 
 def classifier(backbone: str):
+    """A new model; Keras' name counters reset first, so each row's program (and XLA's cache
+    key) is the same as the last row's."""
     import functools
 
+    import keras
+
+    keras.backend.clear_session()
     from taco.models.keras_classifier import KerasClassifier
     from taco.models.transfer import build_transfer
 
@@ -169,12 +176,12 @@ def forward_flops(model, size: int) -> float | None:
     def forward(t, f, x):
         return model.stateless_call(t, f, x, training=False)[0]
 
-    try:
-        cost = jax.jit(forward).lower(trainable, fixed, x).compile().cost_analysis()
+    try:  # the program before the GPU compiler: it turns convolutions into cuDNN calls, uncounted
+        cost = jax.jit(forward).lower(trainable, fixed, x).cost_analysis()
     except Exception:
         return None
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0)) or None
+    return float((cost or {}).get("flops", 0.0)) or None
 
 
 def device_name() -> str:
@@ -194,7 +201,7 @@ def peak(name: str) -> tuple[str, float] | None:
     return None
 
 
-def gpu_part(args: argparse.Namespace, dm) -> None:
+def gpu_part(args: argparse.Namespace, dm, cache: Path) -> None:
     precision = "bf16-mixed"
     name = device_name()
     n = full_batches(dm) * dm.batch_size
@@ -203,7 +210,7 @@ def gpu_part(args: argparse.Namespace, dm) -> None:
         f"{precision}; {args.workers} augmentation workers",
         flush=True,
     )
-    for backbone in args.backbones.split(","):
+    for backbone in filter(None, args.backbones.split(",")):
         started = time.perf_counter()
         raw, model = raw_rate(with_augmentation(dm, "none"), backbone, precision)
         line = f"{backbone}: raw uint8 model.fit {raw:,.0f} img/s"
@@ -216,11 +223,27 @@ def gpu_part(args: argparse.Namespace, dm) -> None:
             card = peak(name)
             if card:
                 line += f" = {achieved / card[1]:.0%} of the {card[0]}'s bf16 peak {card[1]:.0f}"
-        print(line, flush=True)
+        print(f"{line} ({row_cost(started, cache)})", flush=True)
         for aug in ("none", "light", "heavy"):
+            row = time.perf_counter()
             rate = trainer_rate(with_augmentation(dm, aug), backbone, precision)
-            print(f"  Trainer, augmentation {aug:5s}: {rate:7,.0f} img/s ({rate / raw:.2f} of raw)")
+            print(
+                f"  Trainer, augmentation {aug:5s}: {rate:7,.0f} img/s ({rate / raw:.2f} of raw; "
+                f"{row_cost(row, cache)})",
+                flush=True,
+            )
         print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def row_cost(started: float, cache: Path) -> str:
+    """A row's wall time and the compiled programs it added to XLA's cache (0: all reused)."""
+    global _CACHED
+    entries = sum(1 for _ in cache.rglob("*")) if cache.is_dir() else 0
+    added, _CACHED = entries - _CACHED, entries
+    return f"{time.perf_counter() - started:.0f} s, {added} new compile-cache files"
+
+
+_CACHED = 0
 
 
 def _backend() -> str:
@@ -258,19 +281,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taco-bench-gpu-") as tmp:
         from taco.process import use_compile_cache
 
-        use_compile_cache(os.path.join(tmp, "compile"))  # one compile per model for its rows
+        cache = Path(tmp) / "compile"
+        use_compile_cache(str(cache))  # one compile per model for its rows
         dm = datamodule(Path(tmp), args.images, args.size, args.workers, args.batch)
         print(f"data: {args.images} images built in {time.perf_counter() - started:.0f} s")
-        if args.gpu or has_gpu():
-            gpu_part(args, dm)
-        else:
-            print(f"no GPU: the augmentation pool alone ({usable_cores()} usable cores)")
         counts = sorted({0, 1, *(c for c in (4, 8, 16) if c <= args.workers), args.workers})
-        print(
+        print(  # first: the cheap rows, so a time limit still leaves them
             f"augmentation pool alone, heavy, {full_batches(dm) * dm.batch_size} images at "
             f"{args.size} px, batch {args.batch}, {args.pool_epochs} epochs after a warm-up one:"
         )
         pool_rates(dm, counts, args.pool_epochs)
+        if args.gpu or has_gpu():
+            gpu_part(args, dm, cache)
+        else:
+            print(f"no GPU: the Trainer's rows need one ({usable_cores()} usable cores here)")
     print(f"bench-gpu: {time.perf_counter() - started:.0f} s in all")
 
 
