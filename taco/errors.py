@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -116,6 +117,7 @@ def cli_errors(prog: str) -> Iterator[None]:
     """Every entry point (Hydra and argparse alike): a user error ends the command with one line
     `<prog>: error: <message>` on stderr, no traceback; exit code 2 for a config mistake (as
     argparse does for a bad argument), 1 for bad data."""
+    hydra_task_started()
     try:
         yield
     except Exception as exc:
@@ -128,6 +130,68 @@ def cli_errors(prog: str) -> Iterator[None]:
                 handler.handle(record)
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+
+
+# set by `hydra_errors` (not by the user) until the command's own code starts
+_ONE_LINE = "TACO_HYDRA_ONE_LINE"
+
+
+@contextlib.contextmanager
+def hydra_errors(prog: str) -> Iterator[None]:
+    """Hydra's own errors, before the command's code runs (a key not in the config, an override
+    it cannot parse, a group option that does not exist), end in one line and exit 2 as taco's
+    config errors do, instead of Hydra's 7 to 10. Hydra raises them here only while
+    HYDRA_FULL_ERROR is set, so it is set until the command's code starts (`cli_errors`)."""
+    if not os.environ.get("HYDRA_FULL_ERROR"):  # a user's own HYDRA_FULL_ERROR=1 is kept
+        os.environ["HYDRA_FULL_ERROR"] = os.environ[_ONE_LINE] = "1"
+    try:
+        yield
+    except Exception as exc:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(exc, HydraException | OmegaConfBaseException):
+            print(f"{prog}: error: {hydra_message(exc)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        with cli_errors(prog):  # a taco error raised in a Hydra callback, one line as well
+            raise
+    finally:
+        hydra_task_started()
+
+
+def hydra_task_started() -> None:
+    """From here errors are the command's: Hydra reports what escapes as it always did."""
+    if os.environ.pop(_ONE_LINE, None):
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+# what a missing plugin's config group means: the make target that installs it
+_PLUGIN_GROUPS = {"hydra/sweeper/optuna": ("hydra-optuna-sweeper", "make setup-optuna")}
+
+
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's message on one line: its lines joined, a list of options comma-separated, the
+    OmegaConf reason after it; a missing plugin's group names the make target to run."""
+    text = str(exc)
+    for group, (plugin, target) in _PLUGIN_GROUPS.items():
+        if f"Could not find '{group}'" in text:
+            where, option = group.rsplit("/", 1)
+            return f"{where}={option} needs {plugin}: run `{target}`"
+    text = text.split("Config search path")[0]  # where Hydra looked: its folders, not the user
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    parts: list[str] = []
+    for line in lines:
+        if parts and parts[-1].endswith(":") and "Available options" in parts[-1]:
+            parts[-1] += " " + line
+        elif parts and "Available options" in parts[-1] and not line.endswith(":"):
+            parts[-1] += ", " + line
+        else:
+            parts.append(line)
+    message = " ".join(p if p.endswith((".", ":")) else p + "." for p in parts).rstrip(".")
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        message += f" ({str(cause).strip().splitlines()[0]})"
+    return message
 
 
 def die_with_parent(signum: int) -> None:

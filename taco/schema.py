@@ -114,25 +114,38 @@ class ModelSchema:
 
 @dataclass
 class TransformSchema:
+    """What taco states of every transform; the rest of its arguments albumentations checks
+    when `check_augmentation` builds it."""
+
     p: Annotated[float, Probability]
+    strict: bool = True
 
 
 @dataclass
 class AugmentationSchema:
     p: Annotated[float, Probability]
     transforms: list[TransformSchema]
+    strict: bool = True
+    seed: Seed | None = None
 
 
 @dataclass
-class CallbacksSchema:
-    early_stopping: Annotated[dict, Built()] | None
-    model_checkpoint: Annotated[dict, Built()] | None
-    lr_schedule: Annotated[dict, Built()] | None
+class PathsSchema:
+    root_dir: str
+    data_dir: str
+    cache_dir: str
+    output_dir: str
+
+
+# each callback (conf/callbacks/, or a user's own `+callbacks.mine._target_=...`) is checked by
+# its class's constructor annotations; null drops one
+Callbacks = dict[str, Annotated[dict, Built()] | None]
 
 
 @dataclass
 class TacoSchema:
-    """The whole training (and eval, stats) config."""
+    """The whole training (and stats) config: every group and top-level key (a key it does not
+    name is refused, `+foo=1`; `hydra` is Hydra's to check)."""
 
     seed: Seed
     task_name: str
@@ -141,14 +154,46 @@ class TacoSchema:
     dataset: Annotated[dict, Built()]
     model: ModelSchema
     augmentation: AugmentationSchema | None
-    callbacks: CallbacksSchema | None
+    callbacks: Callbacks | None
     logger: Annotated[dict, Built()]
-    tags: dict[str, Any] | None = None
+    paths: PathsSchema
+    optimized_metric: str | None = None  # a sweep's objective (hparams_search)
+    tags: dict[str, Any] | None = None  # free: the user's own run tags
+
+
+@dataclass
+class EvalSchema(TacoSchema):
+    """`taco-eval` (conf/eval.yaml): the training config plus the model to score."""
+
+    run_id: str | None = None
+    model_dir: str | None = None
+
+
+@dataclass
+class ExplainSchema(EvalSchema):
+    """`taco-explain` (conf/explain.yaml)."""
+
+    sweep: str | None = None
+    split: Literal["train", "val", "test"] = "test"
+    images: str | None = None
+    on_bad_image: Literal["error", "skip"] = "error"
+    output: str = ""
+    log: bool = False
+    per_class: PositiveInt = 6
+    patch: PositiveInt = 16
+    stride: PositiveInt = 16
 
 
 # ---------------------------------------------------------------------- checking
 def check_config(config: Mapping[str, Any], schema: type = TacoSchema) -> None:
     """Raise ConfigError naming the first key whose value the schema does not allow."""
+    known = {f.name for f in dataclasses.fields(schema)} | {"hydra"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}={_show(config[unknown[0]])} is not a key of this command's config "
+            f"(remove +{unknown[0]} or correct its name; the keys: {', '.join(sorted(known))})"
+        )
     problem = _check_fields(config, schema, "")
     if problem:
         key, value, allowed = problem
@@ -182,6 +227,14 @@ def _check_value(value: Any, tp: Any, key: str) -> tuple | None:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return _check_union(value, typing.get_args(tp), key)
+    if origin is dict and typing.get_args(tp) and typing.get_args(tp)[1] is not Any:
+        if not isinstance(value, Mapping):
+            return key, value, "a mapping"
+        for name, element in value.items():
+            problem = _check_value(element, typing.get_args(tp)[1], f"{key}.{name}")
+            if problem:
+                return problem
+        return None
     if origin in (list, Sequence):
         if not isinstance(value, list | tuple):
             return key, value, f"a list of {_describe(typing.get_args(tp)[0])}"
@@ -325,3 +378,81 @@ def _number(value: float) -> str:
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------- the rule of one key
+def rule_for(key: str, config: Mapping[str, Any], schema: type = TacoSchema) -> Any:
+    """The annotation that checks the dotted `key` of `config`, or None where no rule reaches
+    it: the test that walks every key of every command asks this, so a key added without a
+    rule fails it."""
+    tp: Any = schema
+    node: Any = config
+    for part in key.split("."):
+        tp = _child_rule(tp, node, part)
+        if tp is None:
+            return None
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = None
+    return tp
+
+
+def _child_rule(tp: Any, node: Any, name: str) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):  # the arm a container takes
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        fitting = [a for a in arms if _check_value(node, a, "") is None] or arms
+        tp = fitting[0]
+    built = _built_rule(tp)
+    if built is not None:
+        target = node.get("_target_") if isinstance(node, Mapping) else None
+        rules = constructor_rules(str(target)) if target else None
+        params = {} if rules is None else rules[0]
+        if name in params and name not in built.given:
+            return params[name]
+        extra = typing.get_type_hints(built.extra, include_extras=True) if built.extra else {}
+        return extra.get(name)
+    if dataclasses.is_dataclass(tp):
+        return typing.get_type_hints(tp, include_extras=True).get(name)
+    origin = typing.get_origin(tp)
+    if origin is dict and typing.get_args(tp):
+        return typing.get_args(tp)[1]
+    if origin in (list, Sequence) and name.isdigit():
+        return typing.get_args(tp)[0]
+    return None
+
+
+# ---------------------------------------------------------------------- augmentation
+def check_augmentation(node: Mapping[str, Any] | None, key: str = "augmentation") -> None:
+    """Build the augmentation: albumentations checks its own arguments (its transforms' pydantic
+    schemas, `strict: true` refusing an unknown one), here in a second instead of once the data
+    is loaded; its first complaint becomes one line naming the key."""
+    if not node:
+        return
+    from hydra.utils import instantiate
+
+    for i, transform in enumerate(node.get("transforms") or []):
+        _build_or_refuse(instantiate, transform, f"{key}.transforms.{i}")
+    _build_or_refuse(instantiate, node, key)
+
+
+def _build_or_refuse(instantiate: Any, node: Any, key: str) -> None:
+    try:
+        instantiate(node)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        chain = [cause, cause.__cause__, cause.__context__]
+        errors = next((e.errors for e in chain if callable(getattr(e, "errors", None))), None)
+        if errors is not None:  # pydantic (albumentations wraps it): which argument and why
+            found = errors()
+            name = str((found[0].get("loc") or ("?",))[0])
+            value = node.get(name, found[0].get("input")) if isinstance(node, Mapping) else None
+            why = [e.get("msg", "") for e in found if str((e.get("loc") or ("?",))[0]) == name]
+            raise ConfigError(  # a union's arms each say why: "a valid tuple or a valid number"
+                f"{key}.{name}={_show(value)} is not allowed: {' or '.join(dict.fromkeys(why))} "
+                f"({node.get('_target_', 'albumentations')})"
+            ) from None
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{key} cannot be built: {reason}") from None

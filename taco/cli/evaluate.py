@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
-from taco.errors import ConfigError, cli_errors, interrupts
+from taco.errors import ConfigError, cli_errors, hydra_errors, interrupts
 
 log = logging.getLogger("taco.eval")
 
@@ -35,9 +35,9 @@ def evaluate_model(cfg: DictConfig) -> float:
     from taco.metrics import evaluate
     from taco.models.registry import load_model
     from taco.process import limit_cpu_isa, use_backend
-    from taco.schema import check_config
+    from taco.schema import EvalSchema, check_config
 
-    check_config(resolved_config(cfg))
+    check_config(resolved_config(cfg), EvalSchema)
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))  # the kernels training used: the same numbers
     folder = model_dir(cfg)
@@ -96,7 +96,7 @@ def store_uri(cfg: DictConfig) -> str:
 
 def main() -> None:
     """`taco-eval`: Ctrl-C or SIGTERM ends it with one line (its run is closed KILLED)."""
-    with interrupts("taco-eval"):
+    with interrupts("taco-eval"), hydra_errors("taco-eval"):
         hydra_main()
 
 

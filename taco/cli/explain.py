@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
-from taco.errors import ConfigError, TacoError, cli_errors, interrupts
+from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors, interrupts
 
 log = logging.getLogger("taco.explain")
 
@@ -43,9 +43,9 @@ class Explained:
 def explain(cfg: DictConfig) -> Path:
     """Writes the analysis of the model(s) `cfg` names to `cfg.output`; returns that folder."""
     from taco.process import limit_cpu_isa, use_backend
-    from taco.schema import check_config
+    from taco.schema import ExplainSchema, check_config
 
-    check_config(resolved_config(cfg))
+    check_config(resolved_config(cfg), ExplainSchema)
     given = [k for k in ("run_id", "model_dir", "sweep") if cfg.get(k)]
     if len(given) != 1:
         raise ConfigError("give exactly one of run_id=<run or model>, model_dir=<model folder> "
@@ -252,7 +252,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """`taco-explain`: Ctrl-C or SIGTERM ends it with one line."""
-    with interrupts("taco-explain"):
+    with interrupts("taco-explain"), hydra_errors("taco-explain"):
         hydra_main()
 
 

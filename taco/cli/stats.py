@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, resolved_config
-from taco.errors import cli_errors, interrupts
+from taco.errors import cli_errors, hydra_errors, interrupts
 
 log = logging.getLogger("taco.stats")
 
@@ -124,7 +124,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """`taco-stats`: Ctrl-C or SIGTERM ends it with one line."""
-    with interrupts("taco-stats"):
+    with interrupts("taco-stats"), hydra_errors("taco-stats"):
         hydra_main()
 
 

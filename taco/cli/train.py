@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, in_multirun
-from taco.errors import cli_errors, interrupts
+from taco.errors import cli_errors, hydra_errors, hydra_task_started, interrupts
 
 
 def resume_command() -> str:
@@ -27,7 +27,8 @@ def main() -> None:
     """`taco-train`: Ctrl-C or SIGTERM ends it with one line naming the command that resumes."""
     with interrupts("taco-train", resume_command()):
         try:
-            hydra_main()
+            with hydra_errors("taco-train"):
+                hydra_main()
         except SystemExit as exc:  # Hydra ends a sweep's uncaught error this way too
             if exc.code not in (0, None):  # a sweep's parent still open closes FAILED
                 from taco.sweeps.parent import fail_open_parents
@@ -39,6 +40,7 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
+    hydra_task_started()
     if in_multirun():
         from taco.sweeps.job import sweep_job
 

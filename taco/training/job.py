@@ -34,7 +34,7 @@ from taco.process import (
     use_backend,
     use_compile_cache,
 )
-from taco.schema import check_config
+from taco.schema import check_augmentation, check_config
 from taco.tracking.lineage import job_run_name, job_tags
 from taco.tracking.mlflow_logger import git_state
 from taco.training import checkpoint
@@ -77,6 +77,7 @@ def build_job(cfg: DictConfig) -> Job:
     """Build and check every part: a config mistake fails here, before any data work or run."""
     resolved = resolved_config(cfg)
     check_config(resolved)  # types and ranges: refused in a second, before anything is built
+    check_augmentation(resolved.get("augmentation"))  # albumentations checks its own arguments
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before anything imports Keras
     check_hardware(resolved["trainer"])  # what this machine cannot run, also in a second
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))
