@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -87,14 +87,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupts(prog: str, resume: str | None = None) -> Iterator[None]:
+def interrupts(prog: str, resume: str | Callable[[], str] | None = None) -> Iterator[None]:
     """SIGTERM stops the command as Ctrl-C does; either ends it with one line on stderr (how to
-    resume, no traceback) and exit code 128 + signal: 130 for SIGINT, 143 for SIGTERM."""
+    resume, no traceback; `resume` is asked then, when the run's folders are known) and exit
+    code 128 + signal: 130 for SIGINT, 143 for SIGTERM."""
     try:
         with sigterm_as_interrupt():
             yield
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
+        resume = resume() if callable(resume) else resume
         hint = f"; resume with: {resume}" if resume else ""
         print(f"{prog}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
         raise SystemExit(128 + signum) from None

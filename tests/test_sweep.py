@@ -376,3 +376,33 @@ def test_a_sweep_that_ends_on_a_launcher_error_closes_its_parent_failed(
     client = mlflow.MlflowClient(mlflow_uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
     assert parent.info.status == "FAILED" and parent.data.tags["error"] == "exit code 1"
+
+
+def test_a_rerun_sweep_takes_finished_jobs_only_from_its_own_folder(
+    tmp_path, tiny_overrides, mlflow_uri, command
+):
+    base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
+    base = [*base, f"paths.root_dir={tmp_path}", "trainer.max_epochs=1", "seed=1"]
+
+    def sweep(folder: str, *more: str):
+        proc = command("taco-train", "-m", *base, f"hydra.sweep.dir={tmp_path}/{folder}", *more)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    sweep("multirun/a")
+    # the same sweep in another folder: the finished job of folder a is not its result
+    assert "finished before" not in sweep("multirun/b", "ckpt_path=last")
+    assert "finished before, in run" in sweep("multirun/a", "ckpt_path=last")
+
+
+def test_the_resume_line_of_a_sweep_names_its_folder(monkeypatch, tmp_path):
+    import sys
+
+    from taco.cli.train import resume_command
+    from taco.sweeps import parent
+
+    monkeypatch.setattr(sys, "argv", ["taco-train", "-m", "seed=1,2", "ckpt_path=x"])
+    monkeypatch.setattr(parent, "_HELD", {})  # this process's earlier sweeps: not this one
+    assert resume_command() == "taco-train -m seed=1,2 ckpt_path=last"  # no sweep started yet
+    monkeypatch.setitem(parent._HELD, tmp_path, None)
+    assert resume_command() == f"taco-train -m seed=1,2 hydra.sweep.dir={tmp_path} ckpt_path=last"

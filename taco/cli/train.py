@@ -15,17 +15,33 @@ from taco.errors import cli_errors, hydra_errors, hydra_task_started, interrupts
 
 
 def resume_command() -> str:
-    """This command again, with `ckpt_path=last`: each interrupted job resumes its checkpoint."""
+    """This command again, with `ckpt_path=last`: each interrupted job resumes its checkpoint.
+    A sweep's also names its folder, where `last` looks (a re-run sweep gets a new one)."""
     import shlex
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("ckpt_path=")]
+    folder = _sweep_dir()
+    if folder and not any(a.startswith("hydra.sweep.dir=") for a in args):
+        args.append(f"hydra.sweep.dir={folder}")
     return shlex.join(["taco-train", *args, "ckpt_path=last"])
+
+
+def _sweep_dir() -> str | None:
+    """The folder of the sweep this process started, once it has started one."""
+    import sys
+
+    if "taco.sweeps.parent" not in sys.modules:
+        return None
+    from taco.sweeps.parent import held_sweep_dir
+
+    folder = held_sweep_dir()
+    return str(folder) if folder else None
 
 
 def main() -> None:
     """`taco-train`: Ctrl-C or SIGTERM ends it with one line naming the command that resumes."""
-    with interrupts("taco-train", resume_command()):
+    with interrupts("taco-train", resume_command):
         try:
             with hydra_errors("taco-train"):
                 hydra_main()

@@ -166,6 +166,11 @@ LOCK_FILE = ".taco_sweep.lock"
 _HELD: dict[Path, Any] = {}  # this process's sweep dir locks (one sweep at a time per folder)
 
 
+def held_sweep_dir() -> Path | None:
+    """The folder of the sweep this process started last, if any (its resume line names it)."""
+    return next(reversed(_HELD), None)
+
+
 def hold_sweep_dir(sweep_dir: Path) -> Any:
     """One sweep per sweep dir: an exclusive lock held until this process ends (the kernel
     drops it even on SIGKILL, so a dead sweep's folder can be re-run), naming its holder."""

@@ -199,6 +199,8 @@ class MLflowLogger(BaseLogger):
         self.store_timeout = float(store_timeout)
         self.run_id = None
         self.waiter: Any = None
+        self._finished_before: Any = None  # a FINISHED run reopened: how it was
+        self._logged_since_reopen = False  # an epoch logged since (data set-up is not one)
 
     def check(self) -> None:
         from taco.tracking.console import quiet_mlflow
@@ -224,10 +226,12 @@ class MLflowLogger(BaseLogger):
         try:
             yield self
         except KeyboardInterrupt as exc:
-            self._close_with_error("KILLED", f"interrupted ({exc or 'KeyboardInterrupt'})")
+            if not self._put_back_finished(exc):
+                self._close_with_error("KILLED", f"interrupted ({exc or 'KeyboardInterrupt'})")
             raise
         except BaseException as exc:
-            self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")
+            if not self._put_back_finished(exc):
+                self._close_with_error("FAILED", f"{type(exc).__name__}: {exc}")
             raise
         try:
             self.waiter.flush(block=True)  # a store busy at the end: wait for it, in order
@@ -273,7 +277,9 @@ class MLflowLogger(BaseLogger):
             log.warning("run %s is not in %s: logging to a new run", run_id, self.tracking_uri)
             run_id = None
         if run_id is not None:
-            _refuse_live_run(client.get_run(run_id))
+            before = client.get_run(run_id)
+            _refuse_live_run(before)
+            self._finished_before = before if before.info.status == "FINISHED" else None
         if run_id is None:
             return mlflow.start_run(
                 experiment_id=experiment_id, run_name=self.run_name, tags=all_tags
@@ -303,6 +309,38 @@ class MLflowLogger(BaseLogger):
 
         self.waiter.write(label, guarded, keep)
 
+    def _put_back_finished(self, exc: BaseException) -> bool:
+        """A FINISHED run reopened to continue it, failing before it logged an epoch (its
+        checkpoint did not load): it is left as it was, status, end time and tags, since a
+        failure of this process is not that run's history. True when put back."""
+        before = self._finished_before
+        if before is None or self._logged_since_reopen:
+            return False
+        import mlflow
+
+        try:
+            with uninterrupted():
+                self.waiter.flush(block=False)
+                client = mlflow.MlflowClient(self.tracking_uri)
+                now = client.get_run(self.run_id).data.tags
+                for key in set(now) - set(before.data.tags):
+                    client.delete_tag(self.run_id, key)
+                for key, value in before.data.tags.items():
+                    if now.get(key) != value:
+                        client.set_tag(self.run_id, key, value)
+                mlflow.end_run("FINISHED")
+                client.set_terminated(self.run_id, "FINISHED", end_time=before.info.end_time)
+        except Exception as err:  # the store itself: close it as a failure after all
+            log.warning("could not leave finished run %s as it was: %s", self.run_id, err)
+            return False
+        log.warning(
+            "run %s had finished: left FINISHED as it was (%s: %s is not recorded in it)",
+            self.run_id,
+            type(exc).__name__,
+            exc,
+        )
+        return True
+
     def _close_with_error(self, status: str, message: str) -> None:
         import mlflow
 
@@ -331,6 +369,7 @@ class MLflowLogger(BaseLogger):
 
         values, run_id = {k: float(v) for k, v in metrics.items()}, self.run_id
         stamp = int(time.time() * 1000)  # when it was measured, also if it lands later
+        self._logged_since_reopen |= step is not None  # an epoch trained: the run goes on
 
         def write() -> None:
             mlflow.log_metrics(values, step=step, run_id=run_id, timestamp=stamp)

@@ -59,16 +59,19 @@ class CheckpointConnector:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
 
-    def resolve(self, ckpt_path: str, search_dirs: Sequence[Path], in_sweep: bool) -> Resume:
+    def resolve(
+        self, ckpt_path: str, search_dirs: Sequence[Path], in_sweep: bool, store: str | None = None
+    ) -> Resume:
         """`ckpt_path` -> what to resume. In a sweep, `last` finishes only what is unfinished:
-        an interrupted job resumes, a finished one is taken as it is, one never started starts."""
+        an interrupted job resumes, a finished one is taken as it is, one never started starts.
+        `last` takes only checkpoints of runs in `store` (the job's tracking store)."""
         trainer = self.trainer
         try:
-            path, meta = resolve(str(ckpt_path), search_dirs, trainer.fingerprint)
+            path, meta = resolve(str(ckpt_path), search_dirs, trainer.fingerprint, store)
         except NothingToResume:
             if not in_sweep:
                 raise
-            finished = find_finished(search_dirs, trainer.fingerprint, trainer.max_epochs)
+            finished = find_finished(search_dirs, trainer.fingerprint, trainer.max_epochs, store)
             log.info("ckpt_path=last: %s", "finished before" if finished else "starting")
             return Resume(finished_run=finished)
         log.info("resuming %s after epoch %d", path, meta["epoch"])
@@ -82,6 +85,7 @@ class CheckpointConnector:
             "max_epochs": trainer.max_epochs,
             "classifier": trainer.classifier.kind,
             "run_id": trainer.logger.run_id,
+            "tracking_uri": trainer.logger.tracking_uri,  # `last` takes only its store's runs
             "fingerprint": trainer.fingerprint,
             "callbacks": {
                 key: cb.state_dict() for key, cb in callbacks_by_state_key(trainer.callbacks)
@@ -246,9 +250,12 @@ def last_files(search_dirs: Iterable[Path], complete: bool) -> list[Path]:
     return sorted(chosen, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def last_checkpoints(search_dirs: Iterable[Path], complete: bool) -> dict[Path, dict]:
+def last_checkpoints(
+    search_dirs: Iterable[Path], complete: bool, store: str | None = None
+) -> dict[Path, dict]:
     """`last_files` that can be read, with their metadata; those of a live run are skipped
-    (a checkpoint belongs to the process that writes it)."""
+    (a checkpoint belongs to the process that writes it), and those whose run is in another
+    tracking store than `store` (its run id means nothing here)."""
     metas = {}
     for path in last_files(search_dirs, complete):
         owner = live_owner(path.parent)
@@ -256,17 +263,24 @@ def last_checkpoints(search_dirs: Iterable[Path], complete: bool) -> dict[Path, 
             log.warning("ckpt_path=last skips %s: %s is still training it", path, owner)
             continue
         meta = _readable_meta(path)
-        if meta is not None:
-            metas[path] = meta
+        if meta is None:
+            continue
+        if meta.get("tracking_uri", store) != store:
+            log.debug("ckpt_path=last skips %s: its run is in %s", path, meta["tracking_uri"])
+            continue
+        metas[path] = meta
     return metas
 
 
 def find_finished(
-    search_dirs: Iterable[Path], current: Mapping[str, Any], max_epochs: int
+    search_dirs: Iterable[Path],
+    current: Mapping[str, Any],
+    max_epochs: int,
+    store: str | None = None,
 ) -> dict | None:
     """The metadata of the newest finished run of this config and length, if any: a re-run
     sweep (`ckpt_path=last`) takes its result instead of training it again."""
-    for meta in last_checkpoints(search_dirs, complete=True).values():
+    for meta in last_checkpoints(search_dirs, complete=True, store=store).values():
         same = not differences(meta.get("fingerprint", {}), current)
         if same and meta.get("max_epochs") == max_epochs and meta.get("run_id"):
             return meta
@@ -274,7 +288,10 @@ def find_finished(
 
 
 def resolve(
-    ckpt_path: str, search_dirs: Iterable[Path], current: Mapping[str, Any]
+    ckpt_path: str,
+    search_dirs: Iterable[Path],
+    current: Mapping[str, Any],
+    store: str | None = None,
 ) -> tuple[Path, dict]:
     """`last` (the newest unfinished `last.ckpt` trained with this config) or a file/folder;
     returns the checkpoint and its metadata (read once)."""
@@ -297,7 +314,7 @@ def resolve(
                 + "\nresume with the overrides of the interrupted run"
             )
         return path, meta
-    unfinished = last_checkpoints(search_dirs, complete=False)
+    unfinished = last_checkpoints(search_dirs, complete=False, store=store)
     for path, meta in unfinished.items():
         if not differences(meta.get("fingerprint", {}), current):
             return path, meta

@@ -106,7 +106,9 @@ def build_job(cfg: DictConfig) -> Job:
     job = Job(build(cfg.dataset), classifier, trainer, logger, run_tags(cfg), resolved)
     job.datamodule.check()  # annotations, class map, split: before a run opens
     if cfg.get("ckpt_path"):  # resolved by the trainer's checkpoint connector
-        job.resume = trainer.checkpoints.resolve(cfg.ckpt_path, search_dirs(cfg), in_multirun())
+        job.resume = trainer.checkpoints.resolve(
+            cfg.ckpt_path, search_dirs(cfg), in_multirun(), store=logger.tracking_uri
+        )
         if job.resume.path is not None:
             job.tags["resumed_from"] = f"{job.resume.path} (epoch {job.resume.epoch})"
     return job
@@ -160,7 +162,13 @@ def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
 
 
 def search_dirs(cfg: DictConfig) -> list[Path]:
-    """Where `ckpt_path=last` looks: this job's folder, then every run and sweep folder."""
+    """Where `ckpt_path=last` looks. A sweep's job: its sweep folder only, so a re-run sweep
+    takes nothing of another sweep (the resume line of an interrupted sweep names its folder,
+    `hydra.sweep.dir=...`); a single run: its folder, then every run and sweep folder."""
+    if in_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        return [Path(str(HydraConfig.get().sweep.dir)).resolve()]
     root = Path(cfg.paths.root_dir)
     dirs = [output_dir(cfg), root / "outputs", root / "multirun"]
     return list(dict.fromkeys(d for d in dirs if d is not None))
