@@ -168,6 +168,56 @@ def save_json(path: Path, data: dict) -> None:
     _replace(path, lambda tmp: tmp.write_text(json.dumps(data)))
 
 
+def write_whole(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)`, then moved to `path`: a reader never sees half a file, and a full disk is
+    one line (DiskFullError) with nothing left behind."""
+    _replace(path, write)
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A command's output folder, written whole or not at all: its files go into a temporary
+    sibling and move into `final` once every one is written (replacing files of the same name,
+    leaving the folder's other files alone). A full disk is one line naming the file; neither a
+    partial file nor the temporary folder is left."""
+    final = final.absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        try:
+            tmp.mkdir()
+            yield tmp
+        except Exception as exc:
+            full = _no_space(exc)
+            if full is None:
+                raise
+            named = Path(
+                str(getattr(full, "filename", None) or final).replace(str(tmp), str(final))
+            )
+            shutil.rmtree(tmp, ignore_errors=True)  # first: the space reported is what is free
+            raise disk_full_error(named, full) from None
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                target = final / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)  # a rename on one disk: needs no space
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _no_space(exc: BaseException) -> OSError | None:
+    """The out-of-space OSError behind `exc` (a plotting or logging library may wrap it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = temp_path(path)
     try:

@@ -122,8 +122,11 @@ def compare(args: argparse.Namespace) -> int:
             "FAILED with `taco-compare --close-stale`",
             file=sys.stderr,
         )
+    from taco.files import staged_folder
+
     folder = args.report or args.out or default_out()
-    shown, value = write_results(args, client, table, folder)
+    with staged_folder(folder) as staging:  # whole or not at all: a full disk leaves nothing
+        shown, value = write_results(args, client, table, staging)
     print(
         f"sweep {parent.info.run_id} ({parent.info.status}): "
         f"{len(sweep.jobs())} finished job(s), {len(sweep.unfinished)} not finished"
@@ -183,8 +186,8 @@ def write_results(
         study = args.report.resolve().name
         command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
         text = document.report_markdown(table, study, command, body)
-        (args.report / "REPORT.md").write_text(text)
-        document.write_machine(table, args.report, jobs)
+        (folder / "REPORT.md").write_text(text)  # `folder` stands for args.report here
+        document.write_machine(table, folder, jobs)
     return shown, value
 
 

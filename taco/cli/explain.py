@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
 from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors, interrupts
+from taco.files import staged_folder
 
 log = logging.getLogger("taco.explain")
 
@@ -64,16 +65,17 @@ def explain(cfg: DictConfig) -> Path:
     uri = build(cfg.logger).tracking_uri or default_tracking_uri()
     out = Path(cfg.output)
     started = time.perf_counter()
-    if cfg.sweep:
-        explained = [
-            explain_model(load(run_id, uri), cfg, out / label, label)
-            for label, run_id in sweep_models(str(cfg.sweep), uri)
-        ]
-        if not cfg.images:
-            side_by_side(out / "compare", explained, int(cfg.per_class))
-    else:
-        model = load(str(cfg.run_id), uri) if cfg.run_id else _from_folder(cfg.model_dir)
-        explain_model(model, cfg, out, model.info.get("model", "model"))
+    with staged_folder(out) as staging:  # whole or not at all: a full disk leaves nothing
+        if cfg.sweep:
+            explained = [
+                explain_model(load(run_id, uri), cfg, staging / label, label)
+                for label, run_id in sweep_models(str(cfg.sweep), uri)
+            ]
+            if not cfg.images:
+                side_by_side(staging / "compare", explained, int(cfg.per_class))
+        else:
+            model = load(str(cfg.run_id), uri) if cfg.run_id else _from_folder(cfg.model_dir)
+            explain_model(model, cfg, staging, model.info.get("model", "model"))
     seconds = time.perf_counter() - started
     print(f"taco-explain: wrote {out} in {seconds:.1f} s")
     if cfg.log:

@@ -123,11 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             reference = args.model or args.run_id
             model = load_logged_model(reference, uri)
         paths, scores = predict_folder(model, Path(args.images), args.on_bad_image)
-    columns = model.columns(scores)
+        columns = model.columns(scores)
+        if args.output:  # first: a full disk is one line before any label is printed
+            write_csv(Path(args.output), paths, columns)
     for path, labels in zip(paths, columns["labels"], strict=True):
         print(f"{path}\t{labels or '-'}")
-    if args.output:
-        write_csv(Path(args.output), paths, columns)
     return 0
 
 
@@ -141,12 +141,19 @@ def default_cpu_isa() -> str:
 
 
 def write_csv(path: Path, files: list[Path], columns: dict[str, list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", *columns])
-        for i, file in enumerate(files):
-            row = [values[i] for values in columns.values()]
-            writer.writerow([str(file), *(f"{v:.6f}" if isinstance(v, float) else v for v in row)])
+    """The labels and scores, whole or not at all (a full disk: one line, no partial CSV)."""
+    from taco.files import write_whole
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", *columns])
+            for i, file in enumerate(files):
+                row = [values[i] for values in columns.values()]
+                cells = (f"{v:.6f}" if isinstance(v, float) else v for v in row)
+                writer.writerow([str(file), *cells])
+
+    write_whole(path, write)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,36 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
     assert run.info.status == "FAILED" and "no space left writing" in run.data.tags["error"]
+
+
+def test_a_command_output_folder_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
+    """taco-explain's and taco-compare's folders: whole or not at all, the user's other files
+    in the folder untouched."""
+    from taco.errors import DiskFullError
+    from taco.files import staged_folder
+
+    final = small_disk / "explain"
+    final.mkdir()
+    (final / "mine.txt").write_text("the user's")
+    with pytest.raises(DiskFullError, match=rf"no space left writing {final}"):
+        with staged_folder(final) as staging:
+            (staging / "first.txt").write_text("written")
+            (staging / "big.bin").write_bytes(b"x" * 3_000_000)
+    assert sorted(p.name for p in final.iterdir()) == ["mine.txt"]
+    assert [p.name for p in small_disk.iterdir()] == ["explain"]  # no temporary folder left
+    with staged_folder(final) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "a.txt").write_text("whole")
+    assert (final / "sub" / "a.txt").read_text() == "whole" and (final / "mine.txt").exists()
+
+
+def test_predict_csv_on_a_full_disk_is_one_line_and_leaves_no_file(small_disk):
+    from pathlib import Path
+
+    from taco.cli.predict import write_csv
+    from taco.errors import DiskFullError
+
+    files = [Path(f"images/photo_{i:06d}.jpg") for i in range(100_000)]  # about 4 MB of CSV
+    with pytest.raises(DiskFullError, match=rf"no space left writing {small_disk}/labels\.csv"):
+        write_csv(small_disk / "labels.csv", files, {"labels": ["Bottle"] * len(files)})
+    assert list(small_disk.iterdir()) == []
