@@ -216,9 +216,14 @@ class MLflowLogger(BaseLogger):
         """A new run, or with `run_id` the same run reopened (a resumed training job)."""
         import mlflow
 
-        from taco.tracking.store_wait import StoreWaiter, quiet_mlflow_store_errors
+        from taco.tracking.store_wait import (
+            StoreWaiter,
+            fail_fast_over_http,
+            quiet_mlflow_store_errors,
+        )
 
         quiet_mlflow_store_errors()
+        fail_fast_over_http(self.tracking_uri)  # a server down: its writes kept, epochs go on
         self.waiter = StoreWaiter(self.tracking_uri, self.store_timeout)
         run = self._opened(mlflow, tags, run_id)
         self.run_id = run.info.run_id

@@ -59,6 +59,21 @@ def damaged_store(uri: str, exc: BaseException) -> StoreError | None:
     )
 
 
+# over HTTP: MLflow's own retries (7, backing off up to 2 minutes) would hold the training thread
+# inside one write for minutes while the server is down; with these a write the server does not
+# answer fails in seconds and the waiter keeps it, so epochs go on (a user's own values are kept)
+HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def fail_fast_over_http(uri: str) -> None:
+    """A tracking server that does not answer: its writes fail within seconds, to be kept."""
+    import os
+
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_FAIL_FAST.items():
+            os.environ.setdefault(name, value)
+
+
 class StoreWaiter:
     """Runs one run's writes in order, keeping those a busy store refused until it answers."""
 
@@ -69,6 +84,7 @@ class StoreWaiter:
         self.next_try = 0.0
         self.delay = FIRST_DELAY_S
         self.reason = ""
+        self.kept = 0  # writes kept since the store last answered
 
     def write(self, label: str, call: Callable[[], Any], keep: bool) -> None:
         """`call` now, or (store busy) kept: `keep` lets training go on, else this waits."""
@@ -76,12 +92,14 @@ class StoreWaiter:
             self.flush(block=not keep)
         if self.pending:  # still busy: in line behind the others
             self.pending.append((label, call))
+            self.kept += 1
             return
         try:
             call()
         except Exception as exc:
             self._refused(exc)
             self.pending.append((label, call))
+            self.kept += 1
             if not keep:
                 self.flush(block=True)
 
@@ -94,7 +112,7 @@ class StoreWaiter:
                 if not block:
                     return
                 if now - started >= self.timeout:
-                    raise self.gave_up()
+                    raise self.gave_up(now - started)
                 time.sleep(min(self.next_try - now, max(self.timeout - (now - started), 0.01)))
                 continue
             label, call = self.pending[0]
@@ -107,7 +125,7 @@ class StoreWaiter:
                     self.pending.popleft()  # refused for good: not tried again at closing
                     raise
                 if block and time.monotonic() - started >= self.timeout:
-                    raise self.gave_up() from None
+                    raise self.gave_up(time.monotonic() - started) from None
                 continue
             self.pending.popleft()
             if not self.pending:
@@ -141,18 +159,21 @@ class StoreWaiter:
     def _answered(self) -> None:
         if self.busy_since is not None:
             log.warning(
-                "MLflow store %s answers again after %.0f s: the kept writes landed in order",
+                "MLflow store %s answers again after %.0f s: the %d kept write(s) landed in order",
                 self.uri,
                 time.monotonic() - self.busy_since,
+                self.kept,
             )
         self.busy_since, self.next_try, self.delay = None, 0.0, FIRST_DELAY_S
+        self.kept = 0
 
-    def gave_up(self) -> StoreError:
+    def gave_up(self, waited: float) -> StoreError:
+        busy = time.monotonic() - self.busy_since if self.busy_since is not None else waited
         return StoreError(
-            f"MLflow store {self.uri} still refused writes after waiting "
-            f"logger.store_timeout={self.timeout:g}s ({self.reason}); {len(self.pending)} "
-            "write(s) not logged. The checkpoint is kept: resume with ckpt_path=last once the "
-            "store answers"
+            f"MLflow store {self.uri} still refused writes after waiting {waited:.0f} s at the "
+            f"end (logger.store_timeout={self.timeout:g}s; busy for {busy:.0f} s in all: "
+            f"{self.reason}); {len(self.pending)} write(s) not logged. The checkpoint is kept: "
+            "resume with ckpt_path=last once the store answers"
         )
 
 

@@ -243,18 +243,41 @@ def test_the_waiter_keeps_writes_in_order_and_gives_up_in_one_line(caplog):
     busy[0] = False
     waiter.flush(block=True)
     assert landed == [0, 1, 2]
-    assert "is busy" in caplog.text and "answers again" in caplog.text
+    assert "is busy" in caplog.text and "the 3 kept write(s) landed in order" in caplog.text
 
     busy[0] = True
     waiter.write("metrics", write(3), keep=True)
     start = time.perf_counter()
-    with pytest.raises(StoreError, match=r"still refused writes after waiting .*1s .*1 write"):
+    said = r"still refused writes after waiting \d+ s at the end \(logger.store_timeout=1s; .*1 wr"
+    with pytest.raises(StoreError, match=said):
         waiter.flush(block=True)
     assert time.perf_counter() - start < 1.0 + store_wait.MAX_DELAY_S
     with pytest.raises(StoreError, match="is damaged"):
         StoreWaiter("sqlite:///x.db", 1.0).write(
             "m", lambda: (_ for _ in ()).throw(Exception("database disk image is malformed")), True
         )
+
+
+def test_a_server_that_does_not_answer_fails_a_write_in_seconds_not_minutes(monkeypatch):
+    """Over HTTP the waiter must see a refusal quickly to keep the write and let the epochs go
+    on; MLflow's own retries would hold the training thread for minutes (7 tries, backing off)."""
+    import socket
+
+    import mlflow
+
+    from taco.tracking.store_wait import HTTP_FAIL_FAST, fail_fast_over_http, is_passing
+
+    for name in HTTP_FAIL_FAST:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:  # a port nothing listens on: the server is down
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    fail_fast_over_http(uri)
+    start = time.perf_counter()
+    with pytest.raises(Exception) as refused:  # noqa: PT011  (MLflow's own exception types)
+        mlflow.MlflowClient(uri).get_experiment_by_name("taco")
+    assert time.perf_counter() - start < 15
+    assert is_passing(refused.value)  # kept by the waiter, tried again later
 
 
 def _log_same_dataset(uri: str, record: dict, barrier) -> str:
