@@ -276,6 +276,10 @@ def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
             problem = _check_value(node[name], tp, f"{key}.{name}")
             if problem:
                 return problem
+    between = _config_problem(str(target))  # a class's rule between its keys, if it has one
+    problem = between(node) if between else None
+    if problem:
+        return f"{key}.{problem[0]}", problem[1], problem[2]
     if rule.extra:
         return _check_fields({k: v for k, v in node.items() if k in extra}, rule.extra, f"{key}.")
     return None
@@ -304,6 +308,19 @@ def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
     }
     closed = all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     return params, closed
+
+
+@functools.cache
+def _config_problem(target: str) -> Any:
+    """The class's `config_problem(node)`: a rule between keys, or None without one."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        built = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return getattr(built, "config_problem", None)
 
 
 def _hints(function: Any) -> dict[str, Any]:

@@ -103,3 +103,17 @@ def test_missing_sections_and_fields(tmp_path):
 def test_unknown_label_level(tmp_path):
     with pytest.raises(ConfigError, match="dataset.label_level"):
         load_labelset(tmp_path / "a.json", tmp_path, "species")
+
+
+def test_a_path_that_goes_up_and_back_inside_is_not_said_to_leave(tmp_path):
+    images = [
+        {"id": 1, "file_name": "batch_1/../batch_1/000000.jpg", "width": 1, "height": 1},
+        {"id": 2, "file_name": "batch_1/../../outside.jpg", "width": 1, "height": 1},
+    ]
+    doc = {"images": images, "categories": [{"id": 0, "name": "x", "supercategory": "x"}]}
+    with pytest.raises(DataError) as err:
+        read_annotations(_write(tmp_path, {**doc, "annotations": []}))
+    text = str(err.value)
+    assert "image 2: file_name 'batch_1/../../outside.jpg' leaves the data folder" in text
+    assert "image 1" not in text
+    read_annotations(_write(tmp_path, {**doc, "images": images[:1], "annotations": []}))

@@ -141,7 +141,8 @@ def _validate(doc: object) -> list[str]:
             problems.append(f"annotation {ann['id']}: unknown image_id {ann['image_id']}")
     for im in doc["images"]:
         name = str(im["file_name"])
-        if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+        inside = os.path.normpath(name.replace("\\", "/"))  # `a/../a/x.jpg` stays inside
+        if name.startswith(("/", "\\")) or inside == ".." or inside.startswith("../"):
             problems.append(f"image {im['id']}: file_name {name!r} leaves the data folder")
     return problems
 

@@ -8,6 +8,7 @@ and splits. The same class serves the embedded synthetic data set and real TACO;
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -85,6 +86,15 @@ class TacoDataModule:
         self.cache, self.rows = None, {}  # the decoded images, and each part's rows in them
         self.skipped: list = []
         self.skipped_classes: list[str] = []  # classes a fold tests without training on
+
+    @staticmethod
+    def config_problem(node: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+        """The rule between two keys, which an annotation cannot state (`taco.schema` asks it
+        before anything is built): the test fold is one of the folds."""
+        folds, fold = node.get("folds"), node.get("fold", 0)
+        if isinstance(folds, int) and isinstance(fold, int) and not 0 <= fold < folds:
+            return "fold", fold, f"an integer >= 0 and < dataset.folds={folds}"
+        return None
 
     # ------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:

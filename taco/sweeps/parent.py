@@ -241,6 +241,12 @@ class MLflowSweepParent(Callback):
     def _open_parent(self, config: Any) -> None:
         logger = config.get("logger") or {}
         if not self.enabled or not nests_sweeps(logger):
+            if len(self.planned) > 1 and not (logger and logger.get("tracking_uri")):
+                log.warning(
+                    "%d jobs with logger=none: nothing is tracked, so taco-compare will have "
+                    "nothing to read (drop logger=none to compare them)",
+                    len(self.planned),
+                )
             return
         import mlflow
 

@@ -174,6 +174,7 @@ def test_an_unknown_top_level_key_is_refused():
         ("taco-explain", ["run_id=abc", "foo=1"], "Could not override 'foo'"),
         ("taco-eval", ["run_id=abc", "+x=1"], "x=1 is not a key"),
         ("taco-stats", ["callbacks.progress_bar.refresh_rate=x"], "refresh_rate='x'"),
+        ("taco-train", ["dataset.folds=5", "dataset.fold=5"], "< dataset.folds=5"),
     ],
 )
 def test_each_command_refuses_in_one_line_before_any_run(
