@@ -159,6 +159,9 @@ class TacoSchema:
     paths: PathsSchema
     optimized_metric: str | None = None  # a sweep's objective (hparams_search)
     tags: dict[str, Any] | None = None  # free: the user's own run tags
+    # free: a study's per-model lookup tables (conf/experiment/), read into other keys through
+    # `${per_model:key}`, which those keys' own rules check
+    study: dict[str, Any] | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri, project_root
 from taco.errors import DataError, cli_errors
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="taco-compare",
         description="Model x class table of test F1 for a sweep.",
     )
@@ -79,13 +80,17 @@ def add_statistics(parser: argparse.ArgumentParser) -> None:
     (taco.reports.cross_validation)."""
     stats = parser.add_argument_group("cross-validation sweeps (over dataset.fold)")
     stats.add_argument(
-        "--resamples", type=int, default=2000, help="bootstrap resamples of the images"
+        "--resamples", type=at_least(1), default=2000, help="bootstrap resamples of the images"
     )
     stats.add_argument(
-        "--permutations", type=int, default=2000, help="permutations of the paired tests"
+        "--permutations", type=at_least(1), default=2000, help="permutations of the paired tests"
     )
-    stats.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm)")
-    stats.add_argument("--stats-seed", type=int, default=0, help="seeds resamples and permutations")
+    stats.add_argument(
+        "--alpha", type=open_unit, default=0.05, help="significance level (Holm), in (0, 1)"
+    )
+    stats.add_argument(
+        "--stats-seed", type=at_least(0), default=0, help="seeds resamples and permutations"
+    )
 
 
 def default_out() -> Path:
@@ -136,6 +141,27 @@ def compare(args: argparse.Namespace) -> int:
     if args.register:
         register(uri, table, args.register)
     return check(args.check, table, value) if args.check else 0
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse says which argument, in one line)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"  # what argparse names in "invalid ... value"
+    return parse
+
+
+def open_unit(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
 
 
 def study_experiment(client: object, args: argparse.Namespace) -> str | None:

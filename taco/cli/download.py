@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from taco.cli import ArgumentParser
 from taco.config import project_root
 from taco.data.sources.download import (
     FAILURES_NAME,
@@ -19,7 +19,7 @@ from taco.errors import cli_errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="taco-download",
         description="Download TACO (annotations and images).",
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri
 from taco.data.images import BAD_IMAGE_POLICIES
 from taco.errors import TacoError, cli_errors
@@ -72,7 +73,7 @@ def predict_folder(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="taco-predict",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

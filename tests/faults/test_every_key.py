@@ -206,3 +206,21 @@ def test_a_missing_sweeper_plugin_is_one_line(command, tmp_path):
         "taco-train: error: hydra/sweeper=optuna needs hydra-optuna-sweeper: run "
         "`make setup-optuna`"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "said"),
+    [
+        ("taco-compare", ["--resamples", "0"], "argument --resamples: 0 is below 1"),
+        ("taco-compare", ["--alpha", "1.5"], "argument --alpha: 1.5 is not between 0 and 1"),
+        ("taco-compare", ["--permutations", "x"], "argument --permutations: invalid integer"),
+        ("taco-predict", ["--model", "x"], "the following arguments are required: images"),
+        ("taco-predict", ["--model", "x", "--on-bad-image", "maybe", "d"], "invalid choice"),
+    ],
+)
+def test_the_argument_commands_refuse_in_one_line(command, name, args, said):
+    proc = command(name, *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: error: ") and said in lines[0]
+    assert lines[0].endswith(f"(see {name} --help)")
