@@ -123,9 +123,11 @@ bench-thresholds: setup
 	$(BIN)/python benchmarks/thresholds.py $(ARGS)
 
 # every test on TensorFlow (the default backend), then the backend-sensitive ones on JAX
+# HOME empty, as on a fresh machine: nothing left in ~ (a token, a cache, a config) can help
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m 'backend and not slow' $(ARGS)
+	home=$$(mktemp -d) && export HOME=$$home && $(BIN)/python -m pytest $(ARGS) && \
+	  KERAS_BACKEND=jax $(BIN)/python -m pytest -m 'backend and not slow' $(ARGS); \
+	  status=$$?; rm -rf $$home; exit $$status
 
 # the in-process tier alone (no test that starts a fresh taco-* or Python process): a quick
 # check while editing; `make test` runs every tier
