@@ -144,7 +144,8 @@ def hydra_errors(prog: str) -> Iterator[None]:
     it cannot parse, a group option that does not exist), end in one line and exit 2 as taco's
     config errors do, instead of Hydra's 7 to 10. Hydra raises them here only while
     HYDRA_FULL_ERROR is set, so it is set until the command's code starts (`cli_errors`)."""
-    if not os.environ.get("HYDRA_FULL_ERROR"):  # a user's own HYDRA_FULL_ERROR=1 is kept
+    ours = not os.environ.get("HYDRA_FULL_ERROR")  # a user's own HYDRA_FULL_ERROR=1: all of it
+    if ours:
         os.environ["HYDRA_FULL_ERROR"] = os.environ[_ONE_LINE] = "1"
     try:
         yield
@@ -152,7 +153,7 @@ def hydra_errors(prog: str) -> Iterator[None]:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        if isinstance(exc, HydraException | OmegaConfBaseException):
+        if ours and isinstance(exc, HydraException | OmegaConfBaseException):
             print(f"{prog}: error: {hydra_message(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
         with cli_errors(prog):  # a taco error raised in a Hydra callback, one line as well

@@ -292,13 +292,10 @@ def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
 def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
     """The rules a class states for its keys: each constructor argument's annotation, and
     whether it takes no others (no `**kwargs`); None when the target cannot be imported."""
-    import importlib
     import inspect
 
-    module, _, name = target.rpartition(".")
-    try:
-        built = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+    built = _target_class(target)
+    if built is None:
         return None
     init = built.__init__ if isinstance(built, type) else built
     signature = inspect.signature(init)
@@ -313,17 +310,21 @@ def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
     return params, closed
 
 
-@functools.cache
 def _config_problem(target: str) -> Any:
     """The class's `config_problem(node)`: a rule between keys, or None without one."""
+    return getattr(_target_class(target), "config_problem", None)
+
+
+@functools.cache
+def _target_class(target: str) -> Any:
+    """The class (or function) a `_target_` names, or None when it cannot be imported."""
     import importlib
 
     module, _, name = target.rpartition(".")
     try:
-        built = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return None
-    return getattr(built, "config_problem", None)
 
 
 def _hints(function: Any) -> dict[str, Any]:

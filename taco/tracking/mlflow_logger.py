@@ -224,6 +224,7 @@ class MLflowLogger(BaseLogger):
 
         quiet_mlflow_store_errors()
         fail_fast_over_http(self.tracking_uri)  # a server down: its writes kept, epochs go on
+        self._finished_before, self._logged_since_reopen = None, False  # this run's, not the last
         self.waiter = StoreWaiter(self.tracking_uri, self.store_timeout)
         run = self._opened(mlflow, tags, run_id)
         self.run_id = run.info.run_id
