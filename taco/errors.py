@@ -105,9 +105,14 @@ def interrupts(prog: str, resume: str | Callable[[], str] | None = None) -> Iter
 def user_error(exc: BaseException) -> TacoError | None:
     """The TacoError behind `exc`, also when Hydra's instantiate wrapped it ("Error in call to
     target ..."): the user should read the cause, not the wrapper."""
+    return cause_of(exc, lambda e: isinstance(e, TacoError))
+
+
+def cause_of(exc: BaseException | None, match: Callable[[BaseException], bool]) -> Any:
+    """The first exception in `exc`'s chain of causes that `match`es, or None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, TacoError):
+        if match(exc):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__

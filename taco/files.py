@@ -208,14 +208,10 @@ def staged_folder(final: Path) -> Iterator[Path]:
 
 def _no_space(exc: BaseException) -> OSError | None:
     """The out-of-space OSError behind `exc` (a plotting or logging library may wrap it)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    from taco.errors import cause_of
+
+    full = (errno.ENOSPC, errno.EDQUOT)
+    return cause_of(exc, lambda e: isinstance(e, OSError) and e.errno in full)
 
 
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:

@@ -241,7 +241,7 @@ class MLflowSweepParent(Callback):
     def _open_parent(self, config: Any) -> None:
         logger = config.get("logger") or {}
         if not self.enabled or not nests_sweeps(logger):
-            if len(self.planned) > 1 and not (logger and logger.get("tracking_uri")):
+            if len(self.planned) > 1 and str(logger.get("_target_", "")).endswith("NullLogger"):
                 log.warning(
                     "%d jobs with logger=none: nothing is tracked, so taco-compare will have "
                     "nothing to read (drop logger=none to compare them)",
