@@ -1,7 +1,7 @@
-"""Bootstrap intervals and paired permutation tests of per-class and macro F1
-(taco.reports.resampling): the counts agree with scikit-learn, and the test is calibrated: on
-models that are identical in distribution it declares a difference in about alpha of repeated
-trials, and finds a clear one."""
+"""Intervals (exact per class, bootstrap for macro) and paired permutation tests of per-class
+and macro F1 (taco.reports.resampling): the counts agree with scikit-learn, and the test is
+calibrated: on models that are identical in distribution it declares a difference in about
+alpha of repeated trials, and finds a clear one."""
 
 import numpy as np
 import pytest
@@ -9,10 +9,10 @@ from sklearn.metrics import f1_score
 
 from taco.metrics import evaluate
 from taco.reports.resampling import (
-    bootstrap_interval,
     bootstrap_weights,
     compare_pair,
     f1_from_weights,
+    f1_intervals,
     holm,
     paired_permutation,
 )
@@ -52,13 +52,13 @@ def test_bootstrap_interval_is_seeded_and_holds_the_point():
     rng = np.random.default_rng(1)
     y = _labels(rng)
     decided = _noisy(rng, y, 0.2)
-    first = bootstrap_interval(y, decided, bootstrap_weights(len(y), 500, seed=7))
-    again = bootstrap_interval(y, decided, bootstrap_weights(len(y), 500, seed=7))
+    first = f1_intervals(y, decided, bootstrap_weights(len(y), 500, seed=7))
+    again = f1_intervals(y, decided, bootstrap_weights(len(y), 500, seed=7))
     assert np.array_equal(first.low, again.low) and first.macro_high == again.macro_high
     assert np.all(first.low <= first.f1) and np.all(first.f1 <= first.high)
     assert first.macro_low < first.macro < first.macro_high
     # a quarter of the images: a wider interval
-    small = bootstrap_interval(y[:40], decided[:40], bootstrap_weights(40, 500, seed=7))
+    small = f1_intervals(y[:40], decided[:40], bootstrap_weights(40, 500, seed=7))
     assert small.macro_high - small.macro_low > first.macro_high - first.macro_low
 
 

@@ -59,6 +59,12 @@ def test_cli_run_finishes_with_per_class_metrics(
     assert run.data.params["seed"] == "3" and run.data.params["trainer.max_epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"split.json", "thresholds.json", "per_class_test.md", "plots", ".hydra"} <= artifacts
+    # what each threshold rests on, and which rest on fewer validation positives than the minimum
+    support = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/threshold_support.json")
+    rare = support["below_minimum"]
+    assert support["min_positives"] == 5 and rare == [
+        c for c, n in support["validation_positives"].items() if n < 5
+    ]
     assert {"config"} <= artifacts
     # why a class fails: curves, galleries, what is predicted instead, where the model looks
     analysis = {a.path for a in client.list_artifacts(run.info.run_id, "analysis")}
@@ -114,12 +120,21 @@ def test_cli_run_finishes_with_per_class_metrics(
     capsys.readouterr()
     argv = ["--model", short, str(images), "--output", str(tmp_path / "p.csv"), "--cpu-isa", "none"]
     assert predict_main(argv) == 0  # in this process: TensorFlow is loaded, so no cap to set
-    assert len(capsys.readouterr().out.strip().splitlines()) == 48
+    printed = capsys.readouterr()
+    assert len(printed.out.strip().splitlines()) == 48
+    assert bool(rare) == ("were tuned on fewer validation positives" in printed.err)
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == 48 and list(rows[0])[:3] == ["file", "labels", "score/Aluminium foil"]
-    for row in rows:  # the decisions beside the scores, as the printed labels say
+    for row in rows:  # the decisions beside the scores, as the printed labels say; a class
+        # whose threshold rests on too few validation positives marked '?'
         decided = [k[len("decision/") :] for k, v in row.items() if k.startswith("decision/")]
-        assert row["labels"] == "; ".join(c for c in decided if row[f"decision/{c}"] == "True")
+        on = [c for c in decided if row[f"decision/{c}"] == "True"]
+        assert row["labels"] == "; ".join(f"{c}?" if c in rare else c for c in on)
+    omitted = tmp_path / "omit.csv"
+    argv[4] = str(omitted)
+    assert predict_main([*argv, "--rare-thresholds", "omit"]) == 0
+    for row in csv.DictReader(omitted.open()):
+        assert "?" not in row["labels"] and not set(row["labels"].split("; ")) & set(rare)
 
     # taco-eval: the same model, split and thresholds reproduce the test scores in a new run
     from hydra import compose, initialize_config_dir

@@ -101,6 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "others and list it), as dataset.on_bad_image",
     )
     parser.add_argument(
+        "--rare-thresholds",
+        default="mark",
+        choices=["mark", "omit"],
+        help="a class whose threshold was tuned on fewer validation positives than training's "
+        "trainer.threshold_min_positives: mark its labels with '?' (the default) or leave them "
+        "out",
+    )
+    parser.add_argument(
         "--cpu-isa",
         default=default_cpu_isa(),
         type=str.upper,
@@ -124,9 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             reference = args.model or args.run_id
             model = load_logged_model(reference, uri)
         paths, scores = predict_folder(model, Path(args.images), args.on_bad_image)
-        columns = model.columns(scores)
+        columns = model.columns(scores, args.rare_thresholds)
         if args.output:  # first: a full disk is one line before any label is printed
             write_csv(Path(args.output), paths, columns)
+    if model.rare_thresholds:
+        done = "marked '?'" if args.rare_thresholds == "mark" else "left out"
+        print(
+            f"taco-predict: the thresholds of {', '.join(model.rare_thresholds)} were tuned on "
+            f"fewer validation positives than training's minimum: their labels are {done}",
+            file=sys.stderr,
+        )
     for path, labels in zip(paths, columns["labels"], strict=True):
         print(f"{path}\t{labels or '-'}")
     return 0

@@ -43,6 +43,10 @@ def registered_loaders() -> dict[str, str]:
     return loaders
 
 
+# a label whose class's threshold rests on too few validation positives
+RARE_MARK = "?"
+
+
 @dataclass
 class LoadedModel:
     info: dict
@@ -64,13 +68,26 @@ class LoadedModel:
     def resize(self) -> str:
         return self.info.get("resize", "squash")
 
-    def columns(self, scores: np.ndarray) -> dict[str, list]:
-        """`labels` (the decided class names), then `score/<class>` and `decision/<class>`."""
+    @property
+    def rare_thresholds(self) -> list[str]:
+        """Classes whose threshold was tuned on fewer validation positives than the trainer's
+        `threshold_min_positives` (none known for a model saved before this was recorded)."""
+        return list(self.info.get("rare_thresholds", []))
+
+    def columns(self, scores: np.ndarray, rare: str = "mark") -> dict[str, list]:
+        """`labels` (the decided class names; a class with a rare threshold marked `?`, or
+        with `rare="omit"` left out), then `score/<class>` and `decision/<class>`."""
         decided = scores >= self.thresholds
-        names = self.class_names
+        names, doubtful = self.class_names, set(self.rare_thresholds)
+
+        def label(name: str) -> str:
+            return f"{name}{RARE_MARK}" if name in doubtful else name
+
+        keep = [not (rare == "omit" and n in doubtful) for n in names]
         columns: dict[str, list] = {
             "labels": [
-                "; ".join(n for n, on in zip(names, row, strict=True) if on) for row in decided
+                "; ".join(label(n) for n, on, k in zip(names, row, keep, strict=True) if on and k)
+                for row in decided
             ]
         }
         columns |= {f"score/{n}": scores[:, i].tolist() for i, n in enumerate(names)}

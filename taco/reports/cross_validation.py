@@ -20,12 +20,13 @@ import numpy as np
 
 from taco.errors import DataError
 from taco.reports import tables
-from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floors
+from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark, floors
 from taco.reports.resampling import (
     Interval,
     PairedTest,
-    bootstrap_interval,
     bootstrap_weights,
+    detectable_difference,
+    f1_intervals,
     holm,
 )
 from taco.reports.resampling import compare_pair as paired
@@ -44,7 +45,7 @@ class Settings:
     --stats-seed)."""
 
     resamples: int = 2000
-    permutations: int = 2000
+    permutations: int = 9999
     alpha: float = 0.05
     seed: int = 0
 
@@ -115,9 +116,23 @@ class CrossValidation:
     index: dict[str, int] = field(default_factory=dict)  # class -> column
     # each pair's macro-F1 p-value, Holm-adjusted across the pairs (the family of the pairs table)
     macro_p_holm: dict[tuple[str, str], float] = field(default_factory=dict)
+    # each pair's per-class p-values, Holm-adjusted across every (pair, tested class): the family
+    # of the per-class verdicts and the pairs table's class counts
+    class_p: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     floors: Floors | None = None
     repetition: str = ""  # the split seed pooled, when the sweep repeats the cross-validation
     repetitions: int = 1
+    rare: dict[str, int] = field(default_factory=dict)  # class -> fewest validation positives
+    # variant -> row -> each fold job's own test F1 (the spread `make reproduce` allows for)
+    fold_values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def fold_spread(self, row: str, variant: str) -> tuple[float, int]:
+        """The SD of the row's F1 over the variant's fold jobs, and how many there are: an
+        upper bound of the training noise a re-run's pooled F1 carries (it also holds the
+        folds' data differences, which a re-run on the same folds does not change)."""
+        values = self.fold_values.get(variant, {}).get(row, np.array([]))
+        values = values[~np.isnan(values)]
+        return (float(values.std(ddof=1)) if len(values) > 1 else float("nan")), len(values)
 
     def pair_macro_p(self, a: str, b: str) -> float:
         return self.macro_p_holm[(a, b) if (a, b) in self.macro_p_holm else (b, a)]
@@ -127,19 +142,39 @@ class CrossValidation:
         smallest p is 1 / (permutations + 1), times the number of tests in the family."""
         s, warnings = self.settings, []
         smallest = 1 / (s.permutations + 1)
-        families = {"classes": self.classes_tested(), "pairs": len(self.tests)}
+        families = {"(pair, class) tests": self.class_tests(), "pairs": len(self.tests)}
         for family, m in families.items():
             if m and m * smallest > s.alpha:
                 need = int(np.ceil(m / s.alpha)) - 1
                 warnings.append(
-                    f"with {m} {family} tested and --permutations {s.permutations}, the smallest "
+                    f"with {m} {family} and --permutations {s.permutations}, the smallest "
                     f"Holm-adjusted p is {m * smallest:.3f} > alpha {s.alpha}: no difference "
                     f"between {family} can be significant; use --permutations {need} or more"
                 )
         return warnings
 
-    def classes_tested(self) -> int:
-        return max((int((~np.isnan(t.p)).sum()) for t in self.tests.values()), default=0)
+    def tested(self) -> np.ndarray:
+        """Per class column: it has at least TOO_FEW positives (tested; the others are too few
+        to tell)."""
+        names = sorted(self.index, key=self.index.get)
+        return np.array([self.support.get(c, 0) >= TOO_FEW for c in names])
+
+    def class_tests(self) -> int:
+        """The size of the per-class family: every pair times every tested class."""
+        return len(self.tests) * int(self.tested().sum())
+
+    def adjust_classes(self) -> None:
+        """Holm across every (pair, tested class) p-value; NaN for the classes not tested."""
+        tested = self.tested()
+        pairs = list(self.tests)
+        p = np.concatenate([np.where(tested, self.tests[k].p, np.nan) for k in pairs])
+        adjusted = holm(p).reshape(len(pairs), -1) if pairs else p
+        self.class_p = {k: adjusted[i] for i, k in enumerate(pairs)}
+
+    def class_p_of(self, a: str, b: str) -> np.ndarray:
+        if not self.class_p:
+            self.adjust_classes()
+        return self.class_p[(a, b) if (a, b) in self.class_p else (b, a)]
 
     def f1(self, row: str, variant: str) -> float:
         interval = self.intervals[variant]
@@ -169,11 +204,10 @@ class CrossValidation:
         for other in self.variants:
             if other == best:
                 continue
-            test = self.test(best, other)
             p = (
                 self.pair_macro_p(best, other)
                 if row == "macro F1"
-                else test.p_holm[self.index[row]]
+                else self.class_p_of(best, other)[self.index[row]]
             )
             if not (values[best] > values[other] and p < self.settings.alpha):
                 return None
@@ -188,15 +222,19 @@ class CrossValidation:
         return first, second
 
     def detectable(self, row: str) -> float:
-        """The smallest difference between the row's two best models that the row's test
-        finds 4 times in 5 (80% power), at Holm's strictest step of its family."""
+        """The smallest lead over the row's runner-up that the row's test finds 4 times in 5
+        (80% power) at Holm's strictest step of its family: for a class, simulated under that
+        alternative (`resampling.detectable_difference`); for macro F1, from the pair's paired
+        bootstrap. NaN: no lead up to F1 1 is found that often."""
         pair = self.runner_up(row)
         if pair is None:
             return float("nan")
-        test, alpha = self.test(*pair), self.settings.alpha
+        alpha = self.settings.alpha
         if row == "macro F1":
-            return test.macro_detectable(alpha, len(self.tests))
-        return float(test.detectable(alpha, self.classes_tested())[self.index[row]])
+            return self.test(*pair).macro_detectable(alpha, len(self.tests))
+        base = self.f1(row, pair[1])
+        positives, tests = self.support[row], self.class_tests()
+        return detectable_difference(base, positives, self.images, alpha, tests)
 
     def verdict(self, row: str) -> str:
         if row in self.support and self.support[row] == 0:
@@ -206,17 +244,21 @@ class CrossValidation:
         winner = self.winner(row)
         if winner:
             return f"{winner} (+{self.effect(row, winner):.2f})"
-        return f"{NO_DIFFERENCE} (80% power at ±{self.detectable(row):.2f})"
+        gap = self.detectable(row)
+        if np.isnan(gap):
+            return f"{NO_DIFFERENCE} (no lead found 4 times in 5: not estimable)"
+        return f"{NO_DIFFERENCE} (80% power at +{gap:.2f})"
 
     def effect(self, row: str, winner: str) -> float:
         """The winner's F1 lead over the runner-up (its smallest margin)."""
         others = [self.f1(row, v) for v in self.variants if v != winner]
         return self.f1(row, winner) - max(others)
 
-    def at_floor(self, row: str, variant: str) -> bool:
+    def floor_mark(self, row: str, variant: str) -> str:
+        """ " †" where the interval reaches the better floor, " ↓" where it lies wholly below."""
         if self.floors is None:
-            return False
-        return at_floor(self.bounds(row, variant)[0], self.floors.best(row))
+            return ""
+        return floor_mark(*self.bounds(row, variant), self.floors.best(row))
 
     @property
     def rows(self) -> list[str]:
@@ -262,19 +304,38 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
         repetition=first_split if max(len(r) for r in reps.values()) > 1 else "",
         repetitions=max(len(r) for r in reps.values()),
     )
+    from taco.reports.runs import rare_thresholds
+
+    held = [r for by_split in reps.values() for r in by_split.get(first_split, [])]
+    cv.rare = rare_thresholds(client, held)
+    cv.fold_values = {
+        v: fold_metrics(by_split.get(first_split, []), names) for v, by_split in reps.items()
+    }
     weights = bootstrap_weights(len(common), settings.resamples, settings.seed)
     decided = {v: p.rows(common)[1] for v, p in pooled.items()}
     for v in cv.variants:
-        cv.intervals[v] = bootstrap_interval(y, decided[v], weights)
+        cv.intervals[v] = f1_intervals(y, decided[v], weights)
     for a, b in itertools.combinations(cv.variants, 2):
         cv.tests[a, b] = paired(
             y, decided[a], decided[b], weights, settings.permutations, settings.seed
         )
     adjusted = holm(np.array([t.macro_p for t in cv.tests.values()]))
     cv.macro_p_holm = dict(zip(cv.tests, adjusted.tolist(), strict=True))
+    cv.adjust_classes()
     for warning in cv.floor_warnings():
         log.warning("taco-compare: %s", warning)
     return cv
+
+
+def fold_metrics(runs: list[Any], names: list[str]) -> dict[str, np.ndarray]:
+    """Each fold job's logged test F1, per class (its metric name sanitized) and macro."""
+    from taco.metrics import sanitize
+
+    keys = {"macro F1": "test/f1_macro"} | {c: f"test/f1/{sanitize(c)}" for c in names}
+    return {
+        row: np.array([r.data.metrics.get(key, np.nan) for r in runs], float)
+        for row, key in keys.items()
+    }
 
 
 # ---------------------------------------------------------------------- outputs
@@ -283,7 +344,7 @@ def _cell(cv: CrossValidation, row: str, variant: str) -> str:
     if np.isnan(value):
         return "n/a"
     low, high = cv.bounds(row, variant)
-    text = f"{value:.2f} [{low:.2f}, {high:.2f}]" + (" †" if cv.at_floor(row, variant) else "")
+    text = f"{value:.2f} [{low:.2f}, {high:.2f}]" + cv.floor_mark(row, variant)
     return f"**{text}**" if cv.winner(row) == variant else text
 
 
@@ -306,7 +367,7 @@ def markdown(cv: CrossValidation) -> str:
     rows = []
     for row in cv.rows:
         support = str(cv.support[row]) if row in cv.support else ""
-        label = row if row in cv.support else f"**{row}**"
+        label = tables.class_label(row, cv.rare) if row in cv.support else f"**{row}**"
         cells = [_cell(cv, row, v) for v in cv.variants]
         verdict = [cv.verdict(row)] if compared else []
         rows.append([label, support, *cells, *_floor_cells(cv, row), *verdict])
@@ -316,38 +377,44 @@ def markdown(cv: CrossValidation) -> str:
 def pairs_markdown(cv: CrossValidation) -> str:
     """Each pair: the macro F1 difference with its paired bootstrap interval and permutation
     p-value (raw, and Holm-adjusted across the pairs), and how many classes each model wins
-    significantly (Holm across the classes), ties, and classes too rare to tell."""
+    significantly (Holm across every pair and tested class), ties, and classes too rare to
+    tell."""
     alpha = cv.settings.alpha
     head = [
         "A vs B", "macro F1 A - B [95% interval]", "p", f"p (Holm, {len(cv.tests)} pairs)",
         "classes A better", "classes B better", NO_DIFFERENCE, TOO_FEW_TEXT,
     ]  # fmt: skip
     rows = []
-    rare = np.array([cv.too_few(c) for c in sorted(cv.index, key=cv.index.get)])
+    rare = ~cv.tested()
     for (a, b), t in cv.tests.items():
-        defined = ~np.isnan(t.p_holm) & ~rare
-        better_a = int(np.sum(defined & (t.p_holm < alpha) & (t.diff > 0)))
-        better_b = int(np.sum(defined & (t.p_holm < alpha) & (t.diff < 0)))
+        p = cv.class_p_of(a, b)
+        defined = ~np.isnan(t.p) & ~rare
+        better_a = int(np.sum(defined & (p < alpha) & (t.diff > 0)))
+        better_b = int(np.sum(defined & (p < alpha) & (t.diff < 0)))
         same = int(defined.sum()) - better_a - better_b
         rows.append([
             f"{a} vs {b}", f"{t.macro_diff:+.3f} [{t.macro_low:+.3f}, {t.macro_high:+.3f}]",
             tables.p_value(t.macro_p), tables.p_value(cv.pair_macro_p(a, b)),
-            better_a, better_b, same, int(np.sum(~np.isnan(t.p_holm) & rare)),
+            better_a, better_b, same, int(np.sum(~np.isnan(t.p) & rare)),
         ])  # fmt: skip
     return tables.markdown(head, rows)
 
 
 def csv_text(cv: CrossValidation) -> str:
+    """Per row and model: pooled F1, its interval, and the SD of the fold jobs' own F1 with
+    their count (what `make reproduce` allows a re-run's pooled F1 to move by)."""
     head = ["class", "support"]
     for v in cv.variants:
-        head += [f"{v} f1", f"{v} low", f"{v} high"]
+        head += [f"{v} f1", f"{v} low", f"{v} high", f"{v} fold std", f"{v} folds"]
     floors = [EVERY, PREVALENCE] if cv.floors is not None else []
     rows = []
     for row in cv.rows:
         cells = [row, str(cv.support.get(row, ""))]
         for v in cv.variants:
             low, high = cv.bounds(row, v)
+            std, folds = cv.fold_spread(row, v)
             cells += [tables.num(cv.f1(row, v)), tables.num(low), tables.num(high)]
+            cells += [tables.num(std), str(folds)]
         cells += [tables.num(cv.floors.f1(f, row)) for f in floors]
         rows.append([*cells, cv.winner(row) or ""])
     return tables.csv([*head, *floors, "significantly best"], rows)
@@ -408,7 +475,7 @@ def log_to_parent(client: Any, cv: CrossValidation, parent_id: str, folder: Path
 
 def report_body(cv: CrossValidation) -> str:
     """What REPORT.md says between its header and the per-variant lines."""
-    from taco.reports.document import MACRO_F1, TWO_LEVELS_MODELS
+    from taco.reports.document import MACRO_F1, TWO_LEVELS_MODELS, threshold_note
 
     s = cv.settings
     defined = sum(cv.support[c] > 0 for c in cv.classes)
@@ -428,22 +495,27 @@ def report_body(cv: CrossValidation) -> str:
             f"Every image is scored once per model, by the job of the {cv.folds}-fold "
             f"cross-validation that held it out ({cv.images} images; thresholds and early "
             "stopping tuned on a validation part of the other folds). F1 is pooled over all "
-            f"images; [low, high] is a 95% bootstrap interval over images ({s.resamples} "
-            f"resamples, seed {s.seed}; the macro average keeps its class set in every "
-            f"resample). {MACRO_F1} Two models are compared by a paired permutation test on "
-            f"the same images ({s.permutations} permutations), per class with Holm's correction "
-            f"across classes, at alpha {s.alpha}. **Bold** and *significantly best*: the model "
-            "is significantly better than every other model, by the F1 lead in brackets. No "
-            "detectable difference: the test found none; the figure beside it is the "
-            "difference between the two best models it would have found 4 times in 5 (80% "
-            "power), so a large figure means the test could not tell, not that the models "
-            f"are alike. Classes with fewer than {TOO_FEW} positives are *too few to tell*: "
-            "their intervals cover less than 95% (0.90 at 5 positives against 0.93 from 10 "
-            "up, README) and no test "
-            f"is claimed ({rare} such classes here). n/a: no positive image. †: the interval "
-            "reaches the better floor, so the model is not shown to beat chance there. Two "
-            "intervals may overlap while the paired test still finds a difference: pairing "
-            "removes what the images' difficulty adds to both models' spread.",
+            "images. [low, high]: for a class, an exact 95% interval (Clopper-Pearson on "
+            "TP / (TP + FP + FN), mapped to F1), which covers at least 95% at any support; for "
+            f"macro F1, a 95% bootstrap interval over images ({s.resamples} resamples, seed "
+            f"{s.seed}; each resample averages the classes it has a positive of, as the macro "
+            f"of a new test set would). {MACRO_F1} Two models are compared by a paired "
+            f"permutation test on the same images ({s.permutations} permutations), per class "
+            "with Holm's correction across every pair and tested class (the family of the "
+            f"verdicts and of the pairs table's class counts), at alpha {s.alpha}. **Bold** and "
+            "*significantly best*: the model is significantly better than every other model, "
+            "by the F1 lead in brackets. No detectable difference: the test found none; the "
+            "figure beside it is the lead over the runner-up the test would find 4 times in 5 "
+            "(80% power, simulated for a model that much better than the runner-up's F1, at "
+            "Holm's strictest step), so a large figure means the test could not tell, not that "
+            "the models are alike; not estimable: not even a perfect model would be found that "
+            f"often. Classes with fewer than {TOO_FEW} positives are *too few to tell*: no "
+            f"test is claimed ({rare} such classes here), and their intervals are wide. n/a: "
+            "no positive image. †: the interval reaches the better floor, so the model is not "
+            "shown to beat chance there; ↓: it lies wholly below it (worse than predicting the "
+            "class on every image). Two intervals may overlap while the paired test still "
+            "finds a difference: pairing removes what the images' difficulty adds to both "
+            "models' spread." + threshold_note(cv.rare),
             "",
             (
                 f"**Classes with a significant winner: {cv.significant_classes()} of {defined}.** "
@@ -458,8 +530,9 @@ def report_body(cv: CrossValidation) -> str:
             "![F1 by class with intervals](f1_intervals.png)",
             "",
             "Paired tests (A - B on the same images; classes counted after Holm's correction "
-            "across the classes; the macro-F1 p-values also Holm-adjusted across the pairs, the "
-            "family the significantly-best macro F1 is decided in):",
+            f"across all {cv.class_tests()} (pair, tested class) tests; the macro-F1 p-values "
+            "Holm-adjusted across the pairs, the family the significantly-best macro F1 is "
+            "decided in):",
             "",
             pairs_markdown(cv),
         ]

@@ -40,6 +40,19 @@ TWO_LEVELS_RECIPE = (
 REPRODUCE_FILE = "reproduce.json"
 
 
+def threshold_note(rare: dict[str, int]) -> str:
+    """What ‡ on a class means, when some class carries it."""
+    if not rare:
+        return ""
+    return (
+        " ‡: the class's threshold was tuned on fewer validation positives than the trainer's "
+        "`threshold_min_positives` in at least one job (the fewest in brackets): capped at twice "
+        "its positives, but still fitted to a few images, so its F1 says little about a new "
+        "data set; `taco-predict` marks its labels '?' (or leaves them out with "
+        "`--rare-thresholds omit`)."
+    )
+
+
 def study_description(study: str) -> str:
     """The leading comment of `conf/experiment/<study>.yaml`: what the study is and why."""
     from taco.config import CONF_DIR

@@ -58,3 +58,11 @@ def mean_floors(parts: Sequence[Floors]) -> Floors:
 def at_floor(low: float, floor: float) -> bool:
     """An interval (its lower end `low`, or the value itself) reaching the floor."""
     return not np.isnan(low) and not np.isnan(floor) and low <= floor
+
+
+def floor_mark(low: float, high: float, floor: float) -> str:
+    """ " ↓" for an interval wholly below the floor (worse than predicting every class, or than
+    chance), " †" for one that reaches it (not shown to beat it), "" above it."""
+    if not np.isnan(high) and not np.isnan(floor) and high < floor:
+        return " ↓"
+    return " †" if at_floor(low, floor) else ""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from taco.reports import tables
+from taco.reports.floors import floor_mark
 from taco.reports.resampling import holm
 from taco.reports.runs import Sweep
 
@@ -109,14 +110,17 @@ class Repeated:
         return [c for c in self.classes if not self.too_few(c)]
 
     def class_p_holm(self, a: str, b: str) -> dict[str, float]:
-        """Per tested class, the pair's corrected p Holm-adjusted across the tested classes."""
-        tested = self.tested()
-        p = np.array([self.pair(a, b, c).p for c in tested])
-        return dict(zip(tested, holm(p).tolist(), strict=True))
+        """Per tested class, the pair's corrected p Holm-adjusted across every (pair, tested
+        class): the family of the per-class verdicts and the pairs table's class counts."""
+        tested, pairs = self.tested(), self.pairs()
+        p = np.array([self.pair(x, y, c).p for x, y in pairs for c in tested])
+        adjusted = holm(p).reshape(len(pairs), len(tested)) if len(p) else p
+        row = adjusted[pairs.index((a, b) if (a, b) in pairs else (b, a))] if len(p) else []
+        return dict(zip(tested, np.asarray(row).tolist(), strict=True))
 
     def winner(self, row: str) -> str | None:
         """The recipe with the best mean that is significantly better than every other (macro:
-        Holm across the pairs; a class: Holm across the classes)."""
+        Holm across the pairs; a class: Holm across every pair and tested class)."""
         means = {v: self.recipe(v, row).mean for v in self.variants}
         if len(means) < 2 or any(np.isnan(m) for m in means.values()) or self.too_few(row):
             return None
@@ -175,9 +179,29 @@ def recipes_markdown(r: Repeated) -> str:
     rows = []
     for v in r.variants:
         t = r.recipe(v)
-        mark = " †" if t.low <= floor else ""
+        mark = floor_mark(t.low, t.high, floor)
         rows.append([v, t.folds, f"{t.mean:.3f} [{t.low:.3f}, {t.high:.3f}]{mark}", f"{floor:.3f}"])
     return tables.markdown(head, rows)
+
+
+def recipes_csv(r: Repeated) -> str:
+    """The recipe-level numbers `make reproduce` checks on a repeated cross-validation: per row
+    and recipe, the mean over the folds, their SD and count, and the corrected interval."""
+    head = ["class"]
+    for v in r.variants:
+        head += [f"{v} mean", f"{v} std", f"{v} n", f"{v} low", f"{v} high"]
+    rows = []
+    for row in [MACRO, *r.classes]:
+        cells = [row]
+        for v in r.variants:
+            values = r.values[v][row]
+            values = values[~np.isnan(values)]
+            t = r.recipe(v, row)
+            std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            cells += [tables.num(t.mean), tables.num(std), str(len(values))]
+            cells += [tables.num(t.low), tables.num(t.high)]
+        rows.append(cells)
+    return tables.csv(head, rows)
 
 
 def pairs_markdown(r: Repeated) -> str:
@@ -241,7 +265,8 @@ def report_section(r: Repeated) -> str:
             f"{r.repetitions} repetitions x {r.folds} folds: {j} folds every recipe ran, each "
             f"scored on its own test part (n_test / n_train = 1/{r.folds - 1}); t has {j - 1} "
             f"degrees of freedom; alpha {r.alpha}. †: the interval reaches the floor (predict "
-            "every class, the mean over the folds).",
+            "every class, the mean over the folds); ↓: it lies wholly below it, worse than "
+            "predicting every class.",
             "",
             recipes_markdown(r),
             "Pairs (A - B on the same folds; the plain t-test's p is shown only to say what "
@@ -249,8 +274,8 @@ def report_section(r: Repeated) -> str:
             "",
             pairs_markdown(r),
             "Per class (mean F1 over the folds with a positive; a class is decided with Holm "
-            "across the classes with enough positives; fewer than 10 in a repetition: too few "
-            "to tell, not tested):",
+            "across every pair and class with enough positives, the family the pairs table "
+            "counts in too; fewer than 10 in a repetition: too few to tell, not tested):",
             "",
             classes_markdown(r),
         ]

@@ -174,3 +174,24 @@ def load_predictions(client: Any, run: Any, part: str = "test") -> dict[str, np.
             ) from None
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
+
+
+def rare_thresholds(client: Any, runs: list[Any]) -> dict[str, int]:
+    """Classes whose tuned threshold rested on fewer validation positives than the job's
+    `trainer.threshold_min_positives` in some job of `runs`, with the fewest positives any job
+    tuned it on (from each job's `predictions/val.npz`; a job without it is skipped)."""
+    fewest: dict[str, int] = {}
+    for run in runs:
+        params = run.data.params
+        if params.get("trainer.threshold", "tuned") != "tuned":
+            continue
+        least = int(params.get("trainer.threshold_min_positives", 5))
+        try:
+            logged = load_predictions(client, run, "val")
+        except DataError:
+            continue
+        positives = np.asarray(logged["y_true"]).sum(0)
+        for name, n in zip(logged["class_names"], positives, strict=True):
+            if n < least:
+                fewest[str(name)] = min(int(n), fewest.get(str(name), int(n)))
+    return fewest

@@ -1,9 +1,15 @@
 """A seed study's table: per class and on macro and micro F1, each variant's mean over its jobs
 (training seeds, and split seeds where they vary) with a 95% t-interval and n, beside the floors.
 
-A variant is bold only where its interval clears every other variant's and the class has at
-least `TOO_FEW` test positives: one test split of a few positives moves F1 by more than the
-seeds do, and the seeds' spread does not show it.
+A variant is bold only where its interval clears every other variant's, the class has at least
+`TOO_FEW` test positives, and the jobs ran on more than one test split: on one split the seeds'
+spread leaves out the split's own sampling noise, so a lead clear of the seeds there is shown in
+italics, as a lead on that split and not a win.
+
+The t-interval is cut to [0, 1], where an F1 lies: the population mean lies in the cut interval
+whenever it lies in the uncut one, so the coverage is the t-interval's (`simulate.seed_coverage`
+measures it). Jobs that all score the same give no spread to build an interval on: the cell says
+so instead of printing a zero-width one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
 from taco.reports import tables
-from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor
+from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark
 from taco.reports.runs import Sweep
 
 SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
@@ -39,6 +45,7 @@ class Comparison(Sweep):
     # values[row][variant] -> one value per job (row: class name or summary label)
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     floors: Floors | None = None
+    rare: dict[str, int] = field(default_factory=dict)  # class -> fewest validation positives
 
     def add(self, row: str, variant: str, value: float) -> None:
         self.values.setdefault(row, {}).setdefault(variant, []).append(value)
@@ -68,6 +75,19 @@ class Comparison(Sweep):
     def too_few(self, row: str) -> bool:
         return row in self.support and self.support[row] < TOO_FEW
 
+    def splits(self) -> int:
+        """How many test splits the jobs ran on (their logged `dataset.split_seed`s)."""
+        seeds = {
+            getattr(getattr(run, "data", None), "params", {}).get("dataset.split_seed", "")
+            for runs in self.runs.values()
+            for run in runs
+        }
+        return max(len(seeds), 1)
+
+    def alike(self, row: str, variant: str) -> bool:
+        """Two or more jobs, all with the same value: no spread to build an interval on."""
+        return self.n(row, variant) > 1 and self.std(row, variant) == 0
+
     def best(self, row: str) -> set[str]:
         """The variants with the row's top mean; none when every variant ties (or only one)."""
         means = {v: self.mean(row, v) for v in self.variants}
@@ -89,23 +109,31 @@ class Comparison(Sweep):
         others = [v for v in self.variants if v != top and not np.isnan(self.mean(row, v))]
         return any(not (self.interval(row, v)[1] < low) for v in others)
 
-    def at_floor(self, row: str, variant: str) -> bool:
-        """The variant's interval (or its value, with one job) reaches the row's better floor."""
+    def floor_mark(self, row: str, variant: str) -> str:
+        """ " †" where the variant's interval (or its value, without one) reaches the row's better
+        floor, " ↓" where it lies wholly below it."""
         if self.floors is None:
-            return False
-        low = self.interval(row, variant)[0] if self.seeds() > 1 else self.mean(row, variant)
-        return at_floor(low, self.floors.best(row))
+            return ""
+        low, high = self.interval(row, variant)
+        if np.isnan(low):
+            low = high = self.mean(row, variant)
+        return floor_mark(low, high, self.floors.best(row))
 
     def cell(self, row: str, variant: str) -> str:
         m = self.mean(row, variant)
         if np.isnan(m):
             return "n/a"
         low, high = self.interval(row, variant)
-        text = f"{m:.3f}" if np.isnan(low) else f"{m:.3f} [{low:.3f}, {high:.3f}]"
-        text += " †" if self.at_floor(row, variant) else ""
+        if self.alike(row, variant):
+            text = f"{m:.3f} (all {self.n(row, variant)} alike)"
+        else:
+            text = f"{m:.3f}" if np.isnan(low) else f"{m:.3f} [{low:.3f}, {high:.3f}]"
+        text += self.floor_mark(row, variant)
         if variant not in self.best(row):
             return text
-        return f"{text} ≈" if self.within_noise(row) else f"**{text}**"
+        if self.within_noise(row):
+            return f"{text} ≈"
+        return f"**{text}**" if self.splits() > 1 else f"*{text}*"
 
     # ------------------------------------------------------------------ tables
     def markdown(self) -> str:
@@ -114,7 +142,7 @@ class Comparison(Sweep):
         rows = []
         for row in self.rows:
             support = tables.support(self.support[row]) if row in self.support else ""
-            label = f"**{row}**" if row not in self.classes else row
+            label = f"**{row}**" if row not in self.classes else tables.class_label(row, self.rare)
             floor_cells = [_floor(self.floors, f, row) for f in floors]
             rows.append([label, support, *(self.cell(row, v) for v in self.variants), *floor_cells])
         if len(self.variants) > 1:
@@ -124,7 +152,8 @@ class Comparison(Sweep):
                 for v in best if len(best) == 1 else ():
                     (noisy if self.within_noise(row) else wins)[v] += 1
             blank = [""] * len(floors)
-            rows.append(["classes won (alone)", "", *(wins[v] for v in self.variants), *blank])
+            won = "classes won (alone)" if self.splits() > 1 else "classes clear on this split"
+            rows.append([won, "", *(wins[v] for v in self.variants), *blank])
             within = [noisy[v] for v in self.variants]
             rows.append(["best but within noise (≈)", "", *within, *blank])
         return tables.markdown(head, rows)
@@ -174,7 +203,8 @@ class Comparison(Sweep):
 
 
 def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Mean ± t(n-1) * s / sqrt(n): where the mean of the jobs' population lies."""
+    """Mean ± t(n-1) * s / sqrt(n), cut to [0, 1]: where the mean of the jobs' population lies
+    (NaN with fewer than two jobs, or jobs all alike)."""
     from scipy import stats
 
     values = np.asarray(values, float)
@@ -182,8 +212,10 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     if n < 2:
         return float("nan"), float("nan")
     mean, sem = values.mean(), values.std(ddof=1) / np.sqrt(n)
+    if sem == 0:
+        return float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sem
-    return float(mean - half), float(mean + half)
+    return float(max(mean - half, 0.0)), float(min(mean + half, 1.0))
 
 
 def _floor(floors: Floors | None, kind: str, row: str) -> str:
@@ -211,7 +243,11 @@ def comparison(sweep: Sweep, client: Any = None) -> Comparison:
     table.support = {c: float(np.mean(v)) for c, v in support.items()}
     table.classes = sorted(table.support, key=lambda c: (-table.support[c], c))
     if client is not None:
+        from taco.reports.runs import rare_thresholds
+
         table.floors = logged_floors(client, sweep.runs[sweep.variants[0]])
+        rare = rare_thresholds(client, sweep.jobs())
+        table.rare = {sanitize(c): n for c, n in rare.items()}  # as the metrics name them
     return table
 
 
@@ -260,7 +296,7 @@ def write_outputs(table: Comparison, folder: Path) -> None:
 
 def report_body(table: Comparison) -> str:
     """What REPORT.md says between its header and the per-variant lines."""
-    from taco.reports.document import MACRO_F1, TWO_LEVELS_SEEDS
+    from taco.reports.document import MACRO_F1, TWO_LEVELS_SEEDS, threshold_note
 
     n = table.seeds()
     return "\n".join(
@@ -273,17 +309,29 @@ def report_body(table: Comparison) -> str:
             f"predicts no positive where there are some scores 0, not n/a). {MACRO_F1}"
             + (
                 f" Cells are the mean over {n} jobs with its 95% t-interval (t with n - 1 "
-                "degrees of freedom: where the mean over all seeds would lie). **Bold**: the "
-                "best mean, its interval clear of every other variant's, on a class with at "
-                f"least {TOO_FEW} test positives; ≈: the best mean but not clear of the others "
-                f"(intervals overlap, or fewer than {TOO_FEW} positives: too few to tell)."
+                "degrees of freedom: where the mean over all seeds would lie), cut to [0, 1] "
+                "where an F1 lies; all n alike: the jobs agree, so no interval can be drawn. "
+                + (
+                    "**Bold**: the best mean, its interval clear of every other variant's, on "
+                    f"a class with at least {TOO_FEW} test positives"
+                    if table.splits() > 1
+                    else "*Italics*: the best mean, its interval clear of every other "
+                    f"variant's, on a class with at least {TOO_FEW} test positives; a lead on "
+                    "this one test split, not a win: the seeds' spread leaves out the split's "
+                    "own sampling noise, so no cell is bold (a study that also varies "
+                    "`dataset.split_seed`, or a cross-validation, can make one)"
+                )
+                + f"; ≈: the best mean but not clear of the others (intervals overlap, or "
+                f"fewer than {TOO_FEW} positives: too few to tell)."
                 if n > 1
-                else " **Bold**: the best variant of the row, one job each: no interval says "
-                "how far apart they are, so ≈ marks every best."
+                else " The best variant of the row, one job each: no interval says how far "
+                "apart they are, so ≈ marks every best."
             )
             + " †: the interval (or the value) reaches the better of the two floors: not shown "
-            "to beat chance. Floors: F1 of predicting the class on every test image, and of "
-            "predicting it at random at its test prevalence.",
+            "to beat chance; ↓: it lies wholly below the better floor, worse than predicting "
+            "the class on every image (or at random). Floors: F1 of predicting the class on "
+            "every test image, and of predicting it at random at its test prevalence."
+            + threshold_note(table.rare),
             "",
             table.markdown(),
             "![test F1 heatmap](f1_heatmap.png)",

@@ -43,6 +43,12 @@ def none(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
+def class_label(row: str, rare: dict[str, int]) -> str:
+    """A class row's name, with ‡ and the fewest validation positives where its threshold was
+    tuned on too few of them."""
+    return f"{row} ‡ ({rare[row]})" if row in rare else row
+
+
 def p_value(p: float) -> str:
     return f"{p:.4f}" if p >= 0.0001 else "< 0.0001"
 

@@ -131,6 +131,7 @@ class LogModel(Callback):
             "dataset": self.dataset or datamodule.name,
             "class_names": datamodule.class_names,
             "thresholds": [float(t) for t in classifier.thresholds],
+            "rare_thresholds": trainer.threshold_support(datamodule.class_names)["below_minimum"],
             "image_size": datamodule.image_size,
             "resize": datamodule.resize,
         }

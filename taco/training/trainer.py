@@ -296,8 +296,23 @@ class Trainer:
         logger.log_metrics(result.summary("val/final"))
         thresholds = zip(result.class_names, classifier.thresholds, strict=True)
         logger.log_dict({name: float(t) for name, t in thresholds}, "thresholds.json")
+        self.validation_positives = [int(n) for n in np.asarray(y).sum(0)]
+        logger.log_dict(self.threshold_support(result.class_names), "threshold_support.json")
         self._call("on_validation_end", result)
         return result
+
+    def threshold_support(self, class_names: list[str]) -> dict:
+        """What each tuned threshold rests on: the validation positives per class, and the
+        classes below `threshold_min_positives` (capped, still fitted to a few images: their
+        labels are marked by `taco-compare` and `taco-predict`)."""
+        tuned, least = self.threshold == "tuned", self.threshold_min_positives
+        counts = getattr(self, "validation_positives", [])  # none: thresholds from elsewhere
+        positives = dict(zip(class_names, counts, strict=True)) if counts else {}
+        return {
+            "min_positives": least,
+            "validation_positives": positives,
+            "below_minimum": [c for c, n in positives.items() if tuned and n < least],
+        }
 
     def test(
         self, classifier: Classifier, datamodule: DataModule, logger: RunLogger | None = None
