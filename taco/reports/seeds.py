@@ -25,7 +25,7 @@ import numpy as np
 from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
 from taco.reports import tables
-from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark
+from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floor_mark
 from taco.reports.runs import Sweep
 
 SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
@@ -115,8 +115,8 @@ class Comparison(Sweep):
         if self.floors is None:
             return ""
         low, high = self.interval(row, variant)
-        if np.isnan(low):
-            low = high = self.mean(row, variant)
+        if np.isnan(low):  # no interval: the value may reach the floor, not lie "wholly" below
+            return " †" if at_floor(self.mean(row, variant), self.floors.best(row)) else ""
         return floor_mark(low, high, self.floors.best(row))
 
     def cell(self, row: str, variant: str) -> str:
