@@ -299,7 +299,7 @@ def test_a_cross_validation_verdict_says_too_few_to_tell_power_and_the_winners_l
     assert cv.class_tests() == 6 and cv.class_p_of("b", "a")[0] == pytest.approx(0.006)
     assert cv.verdict("class2") == "too few to tell (< 10 positives)"
     # no difference: the lead over b (0.4) the test finds 4 times in 5 at alpha / 6, simulated
-    lead = detectable_difference(0.4, 10, 50, 0.05, 6)
+    lead = detectable_difference(0.4, 10, 50, 0.05, 6, 2000)
     assert 0.1 < lead < 0.6
     assert cv.verdict("class1") == f"no detectable difference (80% power at +{lead:.2f})"
     cv.images = 12  # 10 positives of 12 images: no model is found better 4 times in 5

@@ -234,7 +234,8 @@ class CrossValidation:
             return self.test(*pair).macro_detectable(alpha, len(self.tests))
         base = self.f1(row, pair[1])
         positives, tests = self.support[row], self.class_tests()
-        return detectable_difference(base, positives, self.images, alpha, tests)
+        shuffles = self.settings.permutations
+        return detectable_difference(base, positives, self.images, alpha, tests, shuffles)
 
     def verdict(self, row: str) -> str:
         if row in self.support and self.support[row] == 0:

@@ -162,7 +162,7 @@ def power_check(
     lead`, each predicting as many images as the class has positives, on `IMAGES` images."""
     from taco.reports.resampling import detectable_difference, paired_permutation
 
-    lead = detectable_difference(base, positives, IMAGES, alpha, tests)
+    lead = detectable_difference(base, positives, IMAGES, alpha, tests, permutations)
     rng = np.random.default_rng(seed)
     negatives, found = IMAGES - positives, 0
     for trial in range(trials):
