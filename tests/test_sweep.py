@@ -321,7 +321,14 @@ def test_cross_validation_sweep_pools_folds_with_intervals_and_paired_tests(
     capfd.readouterr()
     check = ["--check", str(tmp_path / "cv"), "--experiment", "taco", "--no-log"]
     assert compare_main([*check, "--out", str(tmp_path / "checked")]) == 0
-    assert "identical mode: all " in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "identical mode: all " in out and "| macro F1 | model.classifier" in out
+    recipe = float(recipes[1].split(",")[1])  # the recipes' numbers, not the pooled ones
+    assert f"| macro F1 | {variant} | {recipe:.3f} [" in out
+    # a report from before recipes.csv: its pooled first repetition, as it states it
+    (tmp_path / "cv" / "recipes.csv").unlink()
+    assert compare_main([*check, "--out", str(tmp_path / "checked_old")]) == 0
+    assert f"| macro F1 | {variant} | {value:.3f} [" in capfd.readouterr().out
 
 
 def test_a_model_the_study_does_not_list_takes_its_default(compose_cfg):
