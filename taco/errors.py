@@ -173,18 +173,21 @@ def hydra_task_started() -> None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-# what a missing plugin's config group means: the make target that installs it
-_PLUGIN_GROUPS = {"hydra/sweeper/optuna": ("hydra-optuna-sweeper", "make setup-optuna")}
+# what a missing plugin's config group means, and what to use instead
+_PLUGIN_GROUPS = {
+    "hydra/sweeper/optuna": "hydra/sweeper=optuna is Hydra's own Optuna sweeper "
+    "(hydra-optuna-sweeper, Optuna 2), not installed: hparams_search=optuna uses taco's "
+    "(hydra/sweeper=taco_optuna, Optuna 5)"
+}
 
 
 def hydra_message(exc: BaseException) -> str:
     """Hydra's message on one line: its lines joined, a list of options comma-separated, the
-    OmegaConf reason after it; a missing plugin's group names the make target to run."""
+    OmegaConf reason after it; a missing plugin's group says what to use instead."""
     text = str(exc)
-    for group, (plugin, target) in _PLUGIN_GROUPS.items():
+    for group, said in _PLUGIN_GROUPS.items():
         if f"Could not find '{group}'" in text:
-            where, option = group.rsplit("/", 1)
-            return f"{where}={option} needs {plugin}: run `{target}`"
+            return said
     text = text.split("Config search path")[0]  # where Hydra looked: its folders, not the user
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     parts: list[str] = []

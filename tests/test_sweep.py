@@ -134,7 +134,7 @@ def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parent, children = _family(mlflow_uri)
     assert len(children) == 3 and parent.info.status == "FINISHED"
-    best = {k: v for k, v in parent.data.params.items() if k.startswith("best/")}
+    best = {k: v for k, v in parent.data.tags.items() if k.startswith("best/")}
     assert set(best) == {  # dense_units is fixed on the command line, so not searched
         "best/model.classifier.learning_rate",
         "best/model.classifier.build.dropout",

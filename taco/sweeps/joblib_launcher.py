@@ -23,10 +23,12 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ class JobProcess:
     process: Any = None
     result: JobReturn | None = None
     died: str = ""  # why the process ended without a result
+    worker: int = 0  # the worker slot it runs in (launch_as_ready)
+    started: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -112,6 +116,51 @@ class ProcessPerJobLauncher(Launcher):
                 close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
         return [job.result or failed_return(job.overrides) for job in jobs]
 
+    def launch_as_ready(
+        self,
+        next_job: Callable[[], tuple[int, list[str]] | None],
+        on_result: Callable[[int, JobReturn], None],
+    ) -> list[tuple[int, int, float, float]]:
+        """No batches: each worker, once free, starts `next_job()` at once (None: nothing to
+        start now), and `on_result(num, result)` hears of every job as it ends. Returns the
+        timeline: (worker, job number, start, end) per job, for the workers' idle time."""
+        setup_globals()
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        free, running = list(range(self.workers())), dict[int, JobProcess]()
+        ended: queue.Queue[JobProcess] = queue.Queue()
+        timeline: list[tuple[int, int, float, float]] = []
+        log.info("launching jobs as %d worker(s) free up, in %s", len(free), sweep_dir)
+        try:
+            while True:
+                while free and (spec := next_job()) is not None:
+                    job = JobProcess(spec[0], list(spec[1]), worker=free.pop(0))
+                    log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+                    job.started, job.process = time.time(), self._start(job)
+                    running[job.num] = job
+                    threading.Thread(
+                        target=self._watch, args=(job, lambda j=job: ended.put(j)), daemon=True
+                    ).start()
+                if not running:
+                    return timeline
+                try:
+                    job = ended.get(timeout=0.2)  # short waits: signals reach this thread
+                except queue.Empty:
+                    continue
+                del running[job.num]
+                free = sorted([*free, job.worker])
+                timeline.append((job.worker, job.num, job.started, time.time()))
+                if job.died:
+                    from taco.sweeps.parent import close_dead_job
+
+                    close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
+                on_result(job.num, job.result or failed_return(job.overrides))
+        except KeyboardInterrupt:
+            self._stop(list(running.values()), sweep_dir)
+            raise
+
     # ------------------------------------------------------------------ running
     def _run_all(self, jobs: list[JobProcess]) -> None:
         slots = threading.Semaphore(self.workers())
@@ -119,7 +168,7 @@ class ProcessPerJobLauncher(Launcher):
             while not slots.acquire(timeout=0.2):  # short waits: signals reach this thread
                 pass
             job.process = self._start(job)
-            threading.Thread(target=self._watch, args=(job, slots), daemon=True).start()
+            threading.Thread(target=self._watch, args=(job, slots.release), daemon=True).start()
         for job in jobs:
             while not job.done.wait(timeout=0.2):
                 pass
@@ -147,7 +196,7 @@ class ProcessPerJobLauncher(Launcher):
         process.receive = receive
         return process
 
-    def _watch(self, job: JobProcess, slots: threading.Semaphore) -> None:
+    def _watch(self, job: JobProcess, release: Callable[[], None]) -> None:
         """Wait for one job's result or its process's end; a death is recorded, not raised."""
         import cloudpickle
 
@@ -164,8 +213,8 @@ class ProcessPerJobLauncher(Launcher):
                 job.died = _death(process.exitcode)
                 log.error("job #%d: %s", job.num, job.died)
         finally:
-            slots.release()
             job.done.set()
+            release()
 
     def _stop(self, jobs: list[JobProcess], sweep_dir: Path) -> None:
         """Interrupted: every running job saves and closes KILLED, none starts any more."""

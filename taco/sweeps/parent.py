@@ -48,6 +48,9 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     overrides in job order. (Other sweepers, e.g. Optuna, choose values as they go: each job
     checks its own, and nothing is planned.)"""
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+        sweeper = sweeper_class(config)
+        if hasattr(sweeper, "check"):  # a sweeper that checks its own space (taco_optuna)
+            sweeper.check(config, list(config.hydra.overrides.task))
         return []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -203,6 +206,19 @@ def hold_sweep_dir(sweep_dir: Path) -> Any:
     return handle
 
 
+def sweeper_class(config: Any) -> Any:
+    """The configured sweeper's class (looked up, not built), or None."""
+    target = config.hydra.sweeper.get("_target_")
+    if not target:
+        return None
+    from hydra.utils import get_class
+
+    try:
+        return get_class(str(target))
+    except Exception:  # Hydra itself will say that the plugin is missing
+        return None
+
+
 def nests_sweeps(logger: Any) -> bool:
     """Whether the configured logger's class declares that its runs nest under a sweep's parent
     run (`nests_sweeps`, a class attribute: the class is looked up, not built)."""
@@ -274,8 +290,10 @@ class MLflowSweepParent(Callback):
         study = config.hydra.runtime.choices.get("experiment")
         study = study or f"sweep-{config.get('task_name', 'train')}"
         run_name = f"{study} {time.strftime('%Y-%m-%d %H:%M:%S')}"  # the study and its start
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = self._continued(config, experiment_id, tags)
+        if self.run_id is None:
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
         self.started = time.time()
         os.environ[PARENT_ENV] = self.run_id
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -292,6 +310,32 @@ class MLflowSweepParent(Callback):
         atexit.register(self._close, "KILLED")
         _OPEN.append(self)
         log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
+
+    def _continued(self, config: Any, experiment_id: str, tags: dict) -> str | None:
+        """A sweeper whose search outlives its sweep (an Optuna study) continues the parent run
+        of its earlier sweeps: reopened RUNNING, its stale children closed FAILED."""
+        earlier = getattr(sweeper_class(config), "earlier_parent_run", None)
+        run_id = earlier(config) if earlier else None
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # deleted, or in another store: a new parent
+            return None
+        if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+            return None
+        from taco.tracking.stale import is_stale
+
+        for child in child_runs(self.client, run_id):
+            if is_stale(child):
+                self.client.set_tag(child.info.run_id, "error", "stale: its sweep was killed")
+                self.client.set_terminated(child.info.run_id, "FAILED")
+        self.client.update_run(run_id, status="RUNNING")
+        for key in ("hydra_overrides", "sweep_dir"):
+            self.client.set_tag(run_id, key, tags[key])
+        self.client.set_tag(run_id, "continued", time.strftime("%Y-%m-%d %H:%M:%S"))
+        log.info("continuing the search's parent run %s", run_id)
+        return run_id
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if self._lock is not None:
@@ -317,6 +361,11 @@ class MLflowSweepParent(Callback):
             with contextlib.suppress(Exception):  # after _close's own "no job logged a run"
                 self.client.set_tag(run_id, "error", reason[:5000])
 
+    def of_this_sweep(self, child: Any) -> bool:
+        """A child this sweep started: a continued search's earlier failures were named when
+        their own sweep ended (and their trials asked again)."""
+        return child.info.start_time >= int(self.started * 1000) - 1000
+
     def children(self, run_id: str) -> list[Any]:
         return child_runs(self.client, run_id)
 
@@ -332,7 +381,7 @@ class MLflowSweepParent(Callback):
                 f"{c.info.run_name} [{c.data.tags.get('hydra_overrides', '')}]: {c.info.status}"
                 + (f" ({c.data.tags['error'][:300]})" if c.data.tags.get("error") else "")
                 for c in children
-                if c.info.status != "FINISHED"
+                if c.info.status != "FINISHED" and self.of_this_sweep(c)
             ]
             finished = len(children) - len(failed)
             never = not_started(self.sweep_dir, self.planned, children)
@@ -361,15 +410,31 @@ class MLflowSweepParent(Callback):
             return []
 
     def _log_optimization_results(self, run_id: str) -> None:
-        """An Optuna sweep's best parameters and value, logged to the parent."""
-        path = (self.sweep_dir or Path(".")) / "optimization_results.yaml"
+        """An Optuna sweep's best parameters and value, trial counts, workers' idle time and
+        plots, logged to the parent (a continued search's best may change: a tag, not a
+        param, which MLflow would refuse to change)."""
+        folder = self.sweep_dir or Path(".")
+        path = folder / "optimization_results.yaml"
         if not path.is_file():
             return
         import yaml
 
         results = yaml.safe_load(path.read_text()) or {}
         for key, value in (results.get("best_params") or {}).items():
-            self.client.log_param(run_id, f"best/{key}", value)
+            self.client.set_tag(run_id, f"best/{key}", str(value))
+        if results.get("best_trial") is not None:
+            self.client.set_tag(run_id, "optuna.best_trial", str(results["best_trial"]))
+        metrics = {f"optuna/trials_{k.lower()}": v for k, v in results["trials"].items()}
         if results.get("best_value") is not None:
-            self.client.log_metric(run_id, "best_value", float(results["best_value"]))
+            metrics["best_value"] = float(results["best_value"])
+        metrics["optuna/epochs_trained"] = results.get("epochs_trained", 0)
+        workers = folder / "workers.yaml"
+        if workers.is_file():
+            for row in (yaml.safe_load(workers.read_text()) or {}).get("workers", []):
+                metrics[f"sweep/worker_{row['worker']}_idle_share"] = row["idle_share"]
+            self.client.log_artifact(run_id, str(workers))
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
         self.client.log_artifact(run_id, str(path))
+        if (folder / "optuna").is_dir():
+            self.client.log_artifacts(run_id, str(folder / "optuna"), "optuna")

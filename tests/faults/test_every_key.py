@@ -200,11 +200,12 @@ def test_a_missing_sweeper_plugin_is_one_line(command, tmp_path):
 
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper"):
         pytest.skip("hydra-optuna-sweeper is installed here")
-    proc = command("taco-train", "hparams_search=optuna", f"hydra.run.dir={tmp_path}/r")
+    proc = command("taco-train", "-m", "hydra/sweeper=optuna", f"hydra.run.dir={tmp_path}/r")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "taco-train: error: hydra/sweeper=optuna needs hydra-optuna-sweeper: run "
-        "`make setup-optuna`"
+        "taco-train: error: hydra/sweeper=optuna is Hydra's own Optuna sweeper "
+        "(hydra-optuna-sweeper, Optuna 2), not installed: hparams_search=optuna uses taco's "
+        "(hydra/sweeper=taco_optuna, Optuna 5)"
     ]
 
 
