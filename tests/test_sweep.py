@@ -142,6 +142,13 @@ def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
     }
     values = [c.data.metrics["val/final/f1_macro"] for c in children]
     assert parent.data.metrics["best_value"] == pytest.approx(max(values))
+    # taco-compare on the search: the best trial's table, said to be chosen on validation
+    assert compare_main(["--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "search.md").read_text()
+    best = parent.data.tags["optuna.best_trial"]
+    assert f"trial {best} is the best of 3" in text and "chosen on validation" in text
+    (best_run,) = [c for c in children if c.data.tags["optuna.trial"] == best]
+    assert f"| macro F1 | | {best_run.data.metrics['test/f1_macro']:.3f} |" in text
 
 
 @pytest.mark.subprocess

@@ -110,6 +110,7 @@ def default_out() -> Path:
 def compare(args: argparse.Namespace) -> int:
     import mlflow
 
+    from taco.reports import search
     from taco.reports.runs import collect, find_parent, not_finished
     from taco.reports.seeds import comparison
     from taco.tracking.stale import stale_runs
@@ -121,6 +122,8 @@ def compare(args: argparse.Namespace) -> int:
     if args.close_stale:
         return close_stale_runs(client)
     parent = find_parent(client, args.parent, study_experiment(client, args))
+    if search.is_search(parent):  # a hyperparameter search: its best trial, said so
+        return search_table(args, client, parent)
     sweep = collect(client, parent)
     table = comparison(sweep, client)
     for line in not_finished(parent, sweep.unfinished):
@@ -146,6 +149,27 @@ def compare(args: argparse.Namespace) -> int:
     if args.register:
         register(uri, table, args.register)
     return check(args.check, table, value) if args.check else 0
+
+
+def search_table(args: argparse.Namespace, client: object, parent: object) -> int:
+    """A search's parent: the best trial's per-class table (search.md), not a comparison of
+    trials, which were chosen among on validation and are not independent variants."""
+    from taco.reports import search
+
+    if args.check or args.report:
+        raise DataError(
+            f"run {parent.info.run_id} is a hyperparameter search: --report and --check are "
+            "for studies; re-run the chosen configuration as a study to report it"
+        )
+    text = search.markdown(client, parent)
+    folder = args.out or default_out()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "search.md").write_text(text)
+    if not args.no_log:
+        client.log_artifact(parent.info.run_id, str(folder / "search.md"))
+    print(text)
+    print(f"written to {folder}" + ("" if args.no_log else "; logged to the parent run"))
+    return 0
 
 
 def at_least(low: int) -> Callable[[str], int]:
