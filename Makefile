@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
+.PHONY: optuna-dashboard setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
 	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-feed bench-compile bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
 	slurm-wlm serve clean
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# opt-in launchers and sweepers: hparams_search=optuna, hydra/launcher=submitit_*, ray; the
+# opt-in tools and launchers: the Optuna dashboard, hydra/launcher=submitit_*, ray; the
 # PostgreSQL driver of a team server (postgres)
 setup-optuna setup-slurm setup-ui setup-postgres: setup-%: $(VENV)/.installed-%
 
@@ -172,6 +172,12 @@ PORT  ?= 5001
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000 (first time in this browser: sidebar toggle GenAI -> Model training)"
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+# the hyperparameter searches' Optuna studies (optuna.db beside mlflow.db, or TACO_OPTUNA_STORAGE)
+OPTUNA_STORAGE ?= $(or $(TACO_OPTUNA_STORAGE),sqlite:///$(abspath optuna.db))
+optuna-dashboard: setup-optuna
+	@echo "Optuna dashboard: http://127.0.0.1:8080 ($(OPTUNA_STORAGE))"
+	$(BIN)/optuna-dashboard "$(OPTUNA_STORAGE)" --host 127.0.0.1 --port 8080
 
 # docs/ui_*.png: a small sweep in a throwaway store, MLflow's UI on a free port, headless Chromium
 ui-shots: setup-ui chromium
