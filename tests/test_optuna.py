@@ -206,11 +206,25 @@ def test_a_pruned_search_tags_its_runs_and_logs_the_study_to_the_parent(
     assert study.user_attrs["mlflow_parent_run"] == parent.info.run_id
 
 
-def test_a_free_worker_starts_the_next_trial_without_waiting_for_the_other(tmp_path):
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra.launcher.n_jobs=2"],  # taco's joblib launcher: trials as workers free up
+        # a launcher of batches only (submitit, Ray): one job per call, on 2 threads
+        pytest.param(
+            ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2"], marks=pytest.mark.slow
+        ),
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_a_free_worker_starts_the_next_trial_without_waiting_for_the_other(tmp_path, launcher):
     # trial 0 ends only once trials 1-4 have run: a batched sweeper would start trial 2 only
     # after trial 0 ended, and trial 0 would time out (-1)
     import optuna
     import yaml
+
+    if "submitit" in launcher[0]:
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="make setup-slurm")
 
     proc = subprocess.run(
         [
@@ -222,7 +236,7 @@ def test_a_free_worker_starts_the_next_trial_without_waiting_for_the_other(tmp_p
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
             f"hydra.sweep.dir={tmp_path}/sweep",
             "hydra.sweeper.n_trials=5",
-            "hydra.launcher.n_jobs=2",
+            *launcher,
             "x=interval(0, 0.9)",
             "wait_s=100",
         ],
