@@ -301,3 +301,43 @@ def test_a_killed_search_is_continued_by_the_same_command(tmp_path, tiny_overrid
     statuses = sorted(c.info.status for c in children)
     assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED", "FINISHED"]
     assert parents[0].data.metrics["optuna/trials_complete"] == 4
+
+
+@pytest.mark.parametrize("sampler", ["grid", "cmaes"])  # TPE: the searches above
+def test_each_sampler_runs_seeded_and_the_grid_each_point_once(tmp_path, sampler):
+    import optuna
+
+    space = "x=choice(0.1, 0.2, 0.3)" if sampler == "grid" else "x=interval(0, 0.9)"
+
+    def run(folder: Path) -> list:
+        folder.mkdir()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "optuna_barrier_app.py"),
+                "-m",
+                f"hydra.searchpath=[file://{ROOT}/conf]",
+                f"folder={folder}",
+                f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db",
+                f"hydra.sweep.dir={folder}/sweep",
+                f"hydra/sweeper/sampler={sampler}",
+                "hydra.sweeper.n_trials=4",
+                "hydra/launcher=basic",
+                space,
+                "wait_s=0",  # one worker: trial 0 does not wait for the others
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=folder,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        study = optuna.load_study(study_name="taco", storage=f"sqlite:///{folder}/optuna.db")
+        return [t.params["x"] for t in study.trials]
+
+    drawn = run(tmp_path / "a")
+    assert drawn == run(tmp_path / "b")  # seeded: the same trials again
+    if sampler == "grid":
+        assert sorted(drawn) == [0.1, 0.2, 0.3]  # every point once, then it stops (not 4)
+    else:
+        assert len(drawn) == 4 and len(set(drawn)) == 4

@@ -171,7 +171,13 @@ class OptunaSweeper(Sweeper):
             self.n_trials,
             "nothing left to do" if done >= self.n_trials else "continuing",
         )
-        loop = TrialLoop(study, space, self.n_trials, self.max_failure_rate, config)
+        n_trials = self.n_trials
+        if isinstance(sampler, optuna.samplers.GridSampler):  # each point once, no more
+            points = math.prod(len(v) for v in space.grid().values())
+            if points < n_trials:
+                log.info("the grid has %d points: %d trials, not %d", points, points, n_trials)
+            n_trials = min(n_trials, points)
+        loop = TrialLoop(study, space, n_trials, self.max_failure_rate, config)
         loop.heartbeat.every_s = self.heartbeat[0]
         started = time.time()
         try:
@@ -264,6 +270,7 @@ class TrialLoop:
         self.lock = threading.Lock()
         self.running: dict[int, Any] = {}  # job number (= trial number) -> trial
         self.failed = 0
+        self.exhausted = False  # a grid sampler's every point has run
         self.results: list[Any] = []
         self.heartbeat = optuna_study.Heartbeat(study._storage)
 
@@ -277,7 +284,7 @@ class TrialLoop:
         """The next trial's (number, overrides), or None when the trials done, running here and
         running elsewhere make `n_trials` (or too many failed)."""
         with self.lock:
-            if self.too_many_failures():
+            if self.too_many_failures() or self.exhausted:
                 return None
             busy = optuna_study.finished(self.study) + len(self.running) + self._others_running()
             if busy >= self.n_trials:
@@ -304,16 +311,26 @@ class TrialLoop:
             value = _value(result)
             attrs = self.study._storage.get_trial(trial._trial_id).user_attrs
             if attrs.get(PRUNED_ATTR):
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self._tell(trial, state=TrialState.PRUNED)
                 state = f"pruned after epoch {attrs[PRUNED_ATTR]}"
             elif optuna_study.is_nan(value):
                 self.failed += 1
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._tell(trial, state=TrialState.FAIL)
                 state = "failed"
             else:
-                self.study.tell(trial, float(value))
+                self._tell(trial, float(value))
                 state = f"{float(value):.4f}"
             log.info("trial %d: %s %s", num, state, trial.params)
+
+    def _tell(self, trial: Any, *values: float, **state: Any) -> None:
+        """Optuna's tell; a grid sampler that has run every point asks the study to stop
+        (`Study.stop`, which only `Study.optimize` takes): no more trials are asked."""
+        try:
+            self.study.tell(trial, *values, **state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self.exhausted = True  # the trial's state is stored before the sampler is asked
 
     def too_many_failures(self) -> bool:
         return self.failed > self.max_failures
@@ -323,7 +340,9 @@ class TrialLoop:
         are failed once their heartbeat is stale, and asked again here."""
         import optuna
 
-        if self.too_many_failures() or optuna_study.finished(self.study) >= self.n_trials:
+        if self.too_many_failures() or self.exhausted:
+            return False
+        if optuna_study.finished(self.study) >= self.n_trials:
             return False
         optuna.storages.fail_stale_trials(self.study)
         others = self._others_running()
