@@ -206,6 +206,30 @@ def test_a_pruned_search_tags_its_runs_and_logs_the_study_to_the_parent(
     assert study.user_attrs["mlflow_parent_run"] == parent.info.run_id
 
 
+def _barrier_search(folder: Path, *overrides: str):
+    """`tests/optuna_barrier_app.py` searched with taco's sweeper in `folder`; its study."""
+    import optuna
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "optuna_barrier_app.py"),
+            "-m",
+            f"hydra.searchpath=[file://{ROOT}/conf]",
+            f"folder={folder}",
+            f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db",
+            f"hydra.sweep.dir={folder}/sweep",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return optuna.load_study(study_name="taco", storage=f"sqlite:///{folder}/optuna.db")
+
+
 @pytest.mark.parametrize(
     "launcher",
     [
@@ -220,33 +244,14 @@ def test_a_pruned_search_tags_its_runs_and_logs_the_study_to_the_parent(
 def test_a_free_worker_starts_the_next_trial_without_waiting_for_the_other(tmp_path, launcher):
     # trial 0 ends only once trials 1-4 have run: a batched sweeper would start trial 2 only
     # after trial 0 ended, and trial 0 would time out (-1)
-    import optuna
     import yaml
 
     if "submitit" in launcher[0]:
         pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="make setup-slurm")
 
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "optuna_barrier_app.py"),
-            "-m",
-            f"hydra.searchpath=[file://{ROOT}/conf]",
-            f"folder={tmp_path}",
-            f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
-            f"hydra.sweep.dir={tmp_path}/sweep",
-            "hydra.sweeper.n_trials=5",
-            *launcher,
-            "x=interval(0, 0.9)",
-            "wait_s=100",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+    study = _barrier_search(
+        tmp_path, "hydra.sweeper.n_trials=5", *launcher, "x=interval(0, 0.9)", "wait_s=100"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    study = optuna.load_study(study_name="taco", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert study.trials[0].value == 1.0, "trial 0 timed out: the other worker waited for it"
     workers = yaml.safe_load((tmp_path / "sweep" / "workers.yaml").read_text())["workers"]
     assert sorted(w["jobs"] for w in workers) == [1, 4]
@@ -305,34 +310,19 @@ def test_a_killed_search_is_continued_by_the_same_command(tmp_path, tiny_overrid
 
 @pytest.mark.parametrize("sampler", ["grid", "cmaes"])  # TPE: the searches above
 def test_each_sampler_runs_seeded_and_the_grid_each_point_once(tmp_path, sampler):
-    import optuna
 
     space = "x=choice(0.1, 0.2, 0.3)" if sampler == "grid" else "x=interval(0, 0.9)"
 
     def run(folder: Path) -> list:
         folder.mkdir()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "optuna_barrier_app.py"),
-                "-m",
-                f"hydra.searchpath=[file://{ROOT}/conf]",
-                f"folder={folder}",
-                f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db",
-                f"hydra.sweep.dir={folder}/sweep",
-                f"hydra/sweeper/sampler={sampler}",
-                "hydra.sweeper.n_trials=4",
-                "hydra/launcher=basic",
-                space,
-                "wait_s=0",  # one worker: trial 0 does not wait for the others
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=folder,
+        study = _barrier_search(
+            folder,
+            f"hydra/sweeper/sampler={sampler}",
+            "hydra.sweeper.n_trials=4",
+            "hydra/launcher=basic",
+            space,
+            "wait_s=0",  # one worker: trial 0 does not wait for the others
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        study = optuna.load_study(study_name="taco", storage=f"sqlite:///{folder}/optuna.db")
         return [t.params["x"] for t in study.trials]
 
     drawn = run(tmp_path / "a")
