@@ -45,8 +45,8 @@ _OPEN: list[MLflowSweepParent] = []  # this process's sweep parents, for fail_op
 def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     """Every job of a grid sweep composed and checked against the schema before the first job
     starts: a typo in the tenth value of a sweep fails now, not hours later. Returns the jobs'
-    overrides in job order. (Other sweepers, e.g. Optuna, choose values as they go: each job
-    checks its own, and nothing is planned.)"""
+    overrides in job order. A sweeper that chooses values as it goes (taco_optuna) plans
+    nothing; one with a `check` checks its own space here, before the parent run opens."""
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         sweeper = sweeper_class(config)
         if hasattr(sweeper, "check"):  # a sweeper that checks its own space (taco_optuna)
