@@ -10,9 +10,8 @@ from taco.errors import TacoError
 
 
 @pytest.fixture(scope="module")
-def keras_model(tmp_path_factory):
-    """The project's CNN (32 px, 5 classes, its preprocessing inside), saved and loaded back
-    as `taco-predict` loads it."""
+def model_folder(tmp_path_factory):
+    """The project's CNN (32 px, 5 classes, its preprocessing inside) saved as a run saves it."""
     import keras
 
     from taco.models.cnn import build_cnn
@@ -22,8 +21,16 @@ def keras_model(tmp_path_factory):
     classifier = KerasClassifier(build=lambda **kw: build_cnn(filters=[8, 16], **kw))
     classifier.setup(5, 32)
     folder = tmp_path_factory.mktemp("model")
-    classifier.save(folder, {"class_names": list("abcde"), "image_size": 32})
-    return keras.saving.load_model(folder / "model.keras", compile=False)
+    meta = {"class_names": list("abcde"), "image_size": 32, "thresholds": [0.5] * 5}
+    return classifier.save(folder, meta)
+
+
+@pytest.fixture(scope="module")
+def keras_model(model_folder):
+    """The saved model loaded back as `taco-predict` loads it."""
+    import keras
+
+    return keras.saving.load_model(model_folder / "model.keras", compile=False)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "litert"])
@@ -55,3 +62,58 @@ def test_a_truncated_or_foreign_file_is_one_line(keras_model, tmp_path):
         message = str(error.value)
         assert message.startswith(f"{tmp_path / name}: its runtime cannot load it")
         assert "\n" not in message
+
+
+def test_predict_labels_a_folder_with_the_onnx_runtime_alone(
+    model_folder, keras_model, tmp_path, command
+):
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from taco.export.convert import export_keras
+    from taco.export.sidecar import write_sidecar
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    info = json.loads((model_folder / "taco_model.json").read_text())
+    path = export_keras(keras_model, tmp_path / "cnn.onnx", "onnx")
+    write_sidecar(path, info, "onnx", "none", {"model_dir": str(model_folder)})
+    out = {}
+    for runtime, model in (("keras", ["--model-dir", str(model_folder)]), ("onnx", [])):
+        csv_path = tmp_path / f"{runtime}.csv"
+        if runtime == "keras":
+            proc = command("taco-predict", *model, str(images), "--output", str(csv_path))
+        else:  # a fresh process, its imports timed: neither Keras nor TensorFlow loads
+            exe = [sys.executable, "-X", "importtime", "-m", "taco.cli.predict"]
+            args = ["--runtime", "onnx", "--model", str(path), str(images)]
+            proc = subprocess.run(
+                [*exe, *args, "--output", str(csv_path)], capture_output=True, text=True
+            )
+            imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+            assert not {"keras", "tensorflow", "jax", "mlflow"} & imported
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[runtime] = list(csv.DictReader(csv_path.open()))
+    for keras_row, onnx_row in zip(out["keras"], out["onnx"], strict=True):
+        assert keras_row["labels"] == onnx_row["labels"]
+        for name in "abcde":
+            key = f"score/{name}"
+            assert abs(float(keras_row[key]) - float(onnx_row[key])) < 1e-4
+
+
+def test_a_file_whose_size_disagrees_with_its_sidecar_is_refused(keras_model, tmp_path):
+    from taco.export.convert import export_keras
+    from taco.export.runtime import load_exported
+    from taco.export.sidecar import write_sidecar
+
+    path = export_keras(keras_model, tmp_path / "m.tflite", "litert")
+    info = {"class_names": list("abcde"), "thresholds": [0.5] * 5, "image_size": 64}
+    write_sidecar(path, info, "litert", "none", {})
+    with pytest.raises(TacoError, match="the file takes 32 x 32 images but its sidecar says 64"):
+        load_exported(path)

@@ -2,6 +2,7 @@
 
 examples:
   taco-predict --model 3f2a9c images/                 a run id, or its first characters
+  taco-predict --runtime onnx --model cnn.onnx images/   an exported file, without Keras
   taco-predict --model models:/litter/2 images/       a registered model's version
   taco-predict --model-dir downloads/model images/ --output labels.csv
 """
@@ -86,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     source.add_argument("--run-id", help="a training run whose model to use (same as --model)")
     source.add_argument("--model-dir", help="a downloaded model/ folder")
+    parser.add_argument(
+        "--runtime",
+        default="keras",
+        choices=["keras", "onnx", "litert"],
+        help="keras (the logged model, the default), or onnx / litert: --model is a file "
+        "taco-export wrote (.onnx, .tflite, its .json beside it), run without Keras",
+    )
     parser.add_argument("images", help="folder of images to label")
     parser.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db"
@@ -124,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     uri = args.tracking_uri or default_tracking_uri()
     with cli_errors("taco-predict"), store_errors(uri), native_noise_filtered():
-        if args.model_dir:
+        if args.runtime != "keras":
+            model = load_runtime_model(args.runtime, args.model or args.model_dir)
+        elif args.model_dir:
             model = load_model(args.model_dir)
         else:
             from taco.tracking.logged_model import load_logged_model
@@ -145,6 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, labels in zip(paths, columns["labels"], strict=True):
         print(f"{path}\t{labels or '-'}")
     return 0
+
+
+def load_runtime_model(runtime: str, reference: str | None) -> LoadedModel:
+    """An exported file run by `runtime` alone (no Keras, no TensorFlow)."""
+    from taco.export.runtime import load_exported
+
+    suffix = {"onnx": ".onnx", "litert": ".tflite"}[runtime]
+    path = Path(str(reference))
+    if path.suffix.lower() != suffix:
+        raise TacoError(f"--runtime {runtime} runs a {suffix} file; got --model {reference}")
+    return load_exported(path)
 
 
 def default_cpu_isa() -> str:

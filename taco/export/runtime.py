@@ -35,6 +35,17 @@ class ExportedModel:
             reason = " ".join(str(exc).split())[:300]
             raise TacoError(f"{self.path}: its runtime cannot load it ({reason})") from None
 
+    @property
+    def image_shape(self) -> tuple[int | None, int | None]:
+        """The (height, width) the file takes; None where it takes any."""
+        if self.path.suffix.lower() == ".onnx":
+            dims = self._session.get_inputs()[0].shape
+        else:
+            dims = list(self._session.get_input_details()[0]["shape_signature"])
+        return tuple(
+            int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in dims[1:3]
+        )
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(np.asarray(images)), np.float64)
 
@@ -69,3 +80,20 @@ def _litert(path: Path, threads: int | None) -> tuple[Any, Any]:
         return np.array(interpreter.get_tensor(out))
 
     return interpreter, run
+
+
+def load_exported(model_file: Path, threads: int | None = None) -> Any:
+    """An exported file and its sidecar as a `LoadedModel`: `taco-predict --runtime` labels
+    with it as with a logged model, the runtime alone scoring."""
+    from taco.export.sidecar import read_sidecar
+    from taco.models.registry import LoadedModel
+
+    info = read_sidecar(Path(model_file))
+    model = ExportedModel(Path(model_file), threads)
+    size = int(info["image_size"])
+    if model.image_shape not in ((size, size), (None, None)):
+        raise TacoError(
+            f"{model_file}: the file takes {model.image_shape[0]} x {model.image_shape[1]} "
+            f"images but its sidecar says {size}: export it again (taco-export)"
+        )
+    return LoadedModel(info, model.predict)
