@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: bench-optuna optuna-dashboard setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
+.PHONY: export bench-optuna optuna-dashboard setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
 	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-feed bench-compile bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
 	slurm-wlm serve clean
 
@@ -177,6 +177,14 @@ PORT  ?= 5001
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000 (first time in this browser: sidebar toggle GenAI -> Model training)"
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+# a trained model as a file a device runs: make export RUN=<run id|last|models:/NAME/VERSION>
+# FORMAT=onnx|litert QUANTIZE=none|float16 (taco-export; README "Deploying a model")
+RUN ?= last
+FORMAT ?= onnx
+QUANTIZE ?= none
+export: setup
+	$(BIN)/taco-export --model $(RUN) --format $(FORMAT) --quantize $(QUANTIZE) $(ARGS)
 
 # the hyperparameter searches' Optuna studies (optuna.db beside mlflow.db, or TACO_OPTUNA_STORAGE)
 OPTUNA_STORAGE ?= $(or $(TACO_OPTUNA_STORAGE),sqlite:///$(abspath optuna.db))

@@ -81,7 +81,8 @@ def test_conf_groups_exist():
         ("taco-explain", ["why a trained model fails", "sweep=<parent run id>", "Examples:"], []),
         ("taco-download", ["(default: 8)", "(default: <repo>/data/taco)"], []),
         ("taco-compare", ["outputs/compare/<date>/<time>"], []),
-        ("taco-predict", ["$MLFLOW_TRACKING_URI or <repo>/mlflow.db"], []),
+        ("taco-predict", ["$MLFLOW_TRACKING_URI or <repo>/mlflow.db", "--runtime"], []),
+        ("taco-export", ["{onnx,litert}", "outputs/export/<source>/<format>-<quantize>"], []),
     ],
 )
 def test_help_describes_each_command(command, says, not_listed):

@@ -117,3 +117,46 @@ def test_a_file_whose_size_disagrees_with_its_sidecar_is_refused(keras_model, tm
     write_sidecar(path, info, "litert", "none", {})
     with pytest.raises(TacoError, match="the file takes 32 x 32 images but its sidecar says 64"):
         load_exported(path)
+
+
+def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
+    tmp_path, tiny_overrides, mlflow_uri, command
+):
+    import json
+
+    import mlflow
+
+    trained = command("taco-train", *tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path}/run")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    client = mlflow.MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
+    out = tmp_path / "export"
+    proc = command("taco-export", "--model", "last", "--format", "onnx", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((out / "model.onnx.json").read_text())
+    assert record["source"]["run_id"] == run.info.run_id
+    assert record["source"]["git_commit"] == run.data.tags["git_commit"]
+    assert record["format"] == "onnx" and record["input"]["dtype"] == "uint8"
+    assert len(record["class_names"]) == len(record["thresholds"])
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (50, 40), (120, 30, 200)).save(images / "a.png")
+    labelled = command(
+        "taco-predict", "--runtime", "onnx", "--model", str(out / "model.onnx"), str(images)
+    )
+    assert labelled.returncode == 0 and labelled.stdout.startswith(str(images / "a.png"))
+
+
+def test_a_family_without_a_graph_is_refused_in_one_line(tmp_path, command):
+    import json
+
+    folder = tmp_path / "forest"
+    folder.mkdir()
+    loader = "taco.models.forest.ForestClassifier"
+    (folder / "taco_model.json").write_text(json.dumps({"kind": "forest", "loader": loader}))
+    proc = command("taco-export", "--model-dir", str(folder), "--format", "litert")
+    assert proc.returncode != 0
+    (line,) = proc.stderr.strip().splitlines()
+    assert "a forest model cannot be exported" in line

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from taco.errors import TacoError
 from taco.protocols import Batches, BatchHooks, EpochHooks
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ class BaseClassifier(abc.ABC):
         reads its files now (a downloaded folder is removed once loaded)."""
 
     # ------------------------------------------------------------------ defaults
+    @staticmethod
+    def load_exportable(folder: Path, info: Mapping[str, Any]) -> Any:
+        """The saved model as a graph `taco-export` can write: an object with Keras' `export(path,
+        format=...)` ("onnx", "tf_saved_model"). A family that has none says why, in one line."""
+        raise TacoError(
+            f"a {info.get('kind', 'model')} model cannot be exported: its family gives no graph "
+            "(BaseClassifier.load_exportable)"
+        )
+
     def check(self, image_size: int) -> None:
         """Config checks that need no data; none by default."""
         return None

@@ -250,6 +250,16 @@ class KerasClassifier(BaseClassifier):
         model = keras.saving.load_model(folder / "model.keras", compile=False)
         return lambda x: np.asarray(model.predict(x, verbose=0), np.float64)
 
+    @staticmethod
+    def load_exportable(folder: Path, info: Mapping[str, Any]) -> Any:
+        """The saved Keras model itself: Keras exports it to ONNX and to a SavedModel."""
+        import keras
+
+        import taco.models.backbones  # noqa: F401  (registers the custom layers)
+        import taco.models.losses  # noqa: F401
+
+        return keras.saving.load_model(folder / "model.keras", compile=False)
+
     # ------------------------------------------------------------------ helpers
     def _starts_fine_tuning(self, epoch: int) -> bool:
         staged = self.backbone is not None and bool(self.head_epochs)

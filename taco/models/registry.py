@@ -105,6 +105,13 @@ def write_info(folder: Path, classifier: Any, meta: Mapping[str, Any]) -> Path:
 
 def load_model(folder: str | Path) -> LoadedModel:
     """A model folder as written by a classifier's `save`, or a run's logged model around it."""
+    folder, info, cls = model_class(folder)
+    return LoadedModel(info, cls.load_predictor(folder, info))
+
+
+def model_class(folder: str | Path) -> tuple[Path, dict, Any]:
+    """A model folder's own folder (inside a logged model's), its info and its loader class,
+    the loader imported only when it is registered."""
     folder = Path(folder)
     inner = sorted(folder.glob(f"artifacts/*/{INFO_NAME}"))  # a logged (MLflow pyfunc) model
     if len(inner) == 1 and not (folder / INFO_NAME).is_file():
@@ -132,4 +139,4 @@ def load_model(folder: str | Path) -> LoadedModel:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise TacoError(f"{info_path}: cannot import its loader {loader} ({exc})") from None
-    return LoadedModel(info, cls.load_predictor(folder, info))
+    return folder, info, cls

@@ -71,9 +71,12 @@ def prediction_frame(model: LoadedModel, images: np.ndarray) -> Any:
 
 def model_uri(reference: str, client: Any) -> str:
     """`models:/NAME/VERSION`, `models:/<id>`, `runs:/<run id>/model`, a run id or the first
-    characters of one (as the UI and `taco-compare` show them) -> an MLflow model URI."""
+    characters of one (as the UI and `taco-compare` show them), or `last` (the newest finished
+    run) -> an MLflow model URI."""
     if reference.startswith(("models:/", "runs:/")):
         return reference
+    if reference == "last":
+        return f"runs:/{last_run(client)}/{MODEL_NAME}"
     if not reference.isalnum():
         raise TacoError(
             f"{reference!r} is not a model reference: give models:/NAME/VERSION, "
@@ -91,11 +94,33 @@ def model_uri(reference: str, client: Any) -> str:
     return f"runs:/{runs[0].info.run_id}/{MODEL_NAME}"
 
 
+def last_run(client: Any) -> str:
+    """The newest finished training run (not a sweep's parent) of the store."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    for run in runs:
+        if run.data.tags.get("taco.sweep") != "parent":
+            return run.info.run_id
+    raise TacoError(f"no finished run in {client.tracking_uri}: train one first (make train)")
+
+
 def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
     """A model logged by a run (or registered), downloaded from the store and loaded; the
     download is removed once loaded (MLflow's own temporary folder would stay behind: a VGG16
     is 150 MB a call)."""
-    import os
+    with downloaded_model(reference, tracking_uri) as (folder, _):
+        return load_model(folder)  # a loader reads its files here, not later
+
+
+@contextlib.contextmanager
+def downloaded_model(reference: str, tracking_uri: str) -> Iterator[tuple[Path, dict]]:
+    """A logged or registered model's folder, downloaded for the `with` block, and where it
+    came from: its `models:/` or `runs:/` URI and the run that logged it."""
     import tempfile
 
     import mlflow
@@ -109,9 +134,14 @@ def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
             folder = mlflow.artifacts.download_artifacts(
                 artifact_uri=location, tracking_uri=tracking_uri, dst_path=tmp
             )
+            run_id = source_run_id(uri, client)
+            tags = client.get_run(run_id).data.tags if run_id else {}
         except Exception as exc:
             raise TacoError(f"cannot fetch the model {uri} from {tracking_uri}: {exc}") from None
-        return load_model(Path(folder))  # a loader reads its files here, not later
+        source = {"model_uri": uri, "run_id": run_id, "tracking_uri": tracking_uri}
+        if tags.get("git_commit"):  # the code that trained it
+            source["git_commit"] = tags["git_commit"]
+        yield Path(folder), source
 
 
 def source_run_id(reference: str, client: Any) -> str | None:
