@@ -133,6 +133,8 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     out = tmp_path / "export"
     proc = command("taco-export", "--model", "last", "--format", "onnx", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| macro F1 |" in proc.stdout and (out / "check.md").is_file()  # checked on test
+    assert "| +0.000 |" in proc.stdout.split("| macro F1 |")[1]
     record = json.loads((out / "model.onnx.json").read_text())
     assert record["source"]["run_id"] == run.info.run_id
     assert record["source"]["git_commit"] == run.data.tags["git_commit"]
@@ -160,3 +162,19 @@ def test_a_family_without_a_graph_is_refused_in_one_line(tmp_path, command):
     assert proc.returncode != 0
     (line,) = proc.stderr.strip().splitlines()
     assert "a forest model cannot be exported" in line
+
+
+def test_the_check_names_a_class_whose_f1_moved_and_a_float32_score_that_did():
+    from taco.export.check import check_export
+
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    keras = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6], [0.1, 0.2]])
+    same = check_export(keras, keras + 1e-5, y, np.array([0.5, 0.5]), ["Can", "Lid"], "none")
+    assert same.failures() == [] and same.max_score_diff < 1e-4
+    moved = keras.copy()
+    moved[1, 1] = 0.4  # Lid's true positive lost: F1 1.0 -> 0.667
+    check = check_export(keras, moved, y, np.array([0.5, 0.5]), ["Can", "Lid"], "float16")
+    assert check.failures() == ["class Lid (F1 1.000 -> 0.667) moved by more than 0.01"]
+    assert "| Lid | 2 | 1.000 | 0.667 | -0.333 |" in check.markdown()
+    as_float32 = check_export(keras, moved, y, np.array([0.5, 0.5]), ["Can", "Lid"], "none")
+    assert any("a score moved by 3.00e-01" in f for f in as_float32.failures())

@@ -14,6 +14,9 @@ import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri, project_root
@@ -55,14 +58,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from taco.tracking.store import store_errors
 
     with cli_errors("taco-export"), store_errors(uri), native_noise_filtered():
-        path, sidecar = export(args, uri)
-    print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)\n{sidecar}")
+        path, sidecar, check = export(args, uri)
+        print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)\n{sidecar}")
+        if check is None:
+            print(
+                "not checked: a model folder has no source run, so no test split; give "
+                "--model <run> to check the export on its run's test split"
+            )
+            return 0
+        print(check.markdown())
+        failures = check.failures()
+        if failures:
+            from taco.errors import TacoError
+
+            raise TacoError(f"the export of {path} changed the model: " + "; ".join(failures))
     return 0
 
 
-def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path]:
-    """The model written in the asked format, its JSON beside it; returns both paths."""
+def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
+    """The model written in the asked format, its JSON beside it, and the check of the
+    exported file against the model on the source run's test split (None without a run)."""
+    from taco.export.check import check_export
     from taco.export.convert import FORMATS, export_keras
+    from taco.export.runtime import ExportedModel
     from taco.export.sidecar import write_sidecar
     from taco.models.registry import model_class
     from taco.tracking.mlflow_logger import git_state
@@ -74,9 +92,44 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path]:
         out = args.out or project_root() / "outputs" / "export" / name
         out = out / f"{args.format}-{args.quantize}" if args.out is None else out
         path = export_keras(graph, out / f"model{FORMATS[args.format]}", args.format, args.quantize)
-    exported_at = git_state(project_root()).get("git_commit", "unknown")
-    source = {**source, "exported_at_commit": exported_at}
-    return path, write_sidecar(path, info, args.format, args.quantize, source)
+        exported_at = git_state(project_root()).get("git_commit", "unknown")
+        source = {**source, "exported_at_commit": exported_at}
+        sidecar = write_sidecar(path, info, args.format, args.quantize, source)
+        split = test_split(uri, source.get("run_id"), info)
+        if split is None:
+            return path, sidecar, None
+        images, y = split
+        keras_scores = cls.load_predictor(folder, info)(images)
+    exported = ExportedModel(path).predict(images)
+    thresholds = np.asarray(info["thresholds"], float)
+    check = check_export(keras_scores, exported, y, thresholds, info["class_names"], args.quantize)
+    (path.parent / "check.md").write_text(check.markdown())
+    return path, sidecar, check
+
+
+def test_split(uri: str, run_id: str | None, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The source run's test images (as the model sees them) and labels, rebuilt from its
+    logged config: the same data set and seeded split."""
+    if not run_id:
+        return None
+    import tempfile
+
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from taco.config import build, register_resolvers
+
+    register_resolvers()
+    with tempfile.TemporaryDirectory() as tmp:
+        client = mlflow.MlflowClient(uri)
+        logged = client.download_artifacts(run_id, "config/config.yaml", tmp)
+        cfg = OmegaConf.load(logged)
+    size, resize = int(info["image_size"]), info.get("resize", "squash")
+    datamodule = build(cfg.dataset, image_size=size, resize=resize, augmentation=None)
+    datamodule.prepare_data()
+    datamodule.setup()
+    test = datamodule.batches("test")
+    return test.images(), test.targets()
 
 
 @contextlib.contextmanager
