@@ -145,10 +145,23 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     from PIL import Image
 
     Image.new("RGB", (50, 40), (120, 30, 200)).save(images / "a.png")
+    # int8: calibrated on the run's training images, thresholds re-tuned on validation
+    int8 = ["--format", "litert", "--quantize", "int8", "--out", str(tmp_path / "int8")]
+    int8 = command("taco-export", "--model", "last", *int8)
+    assert int8.returncode == 0, int8.stderr[-2000:]
+    assert "export F1, thresholds re-tuned on validation" in int8.stdout
     labelled = command(
         "taco-predict", "--runtime", "onnx", "--model", str(out / "model.onnx"), str(images)
     )
     assert labelled.returncode == 0 and labelled.stdout.startswith(str(images / "a.png"))
+
+
+def test_int8_without_a_run_to_draw_from_is_refused_in_one_line(model_folder, command):
+    given = ["--model-dir", str(model_folder), "--format", "onnx", "--quantize", "int8"]
+    proc = command("taco-export", *given)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "quantize=int8 needs representative images to calibrate on" in line
 
 
 def test_a_family_without_a_graph_is_refused_in_one_line(tmp_path, command):

@@ -23,6 +23,8 @@ from taco.config import default_tracking_uri, project_root
 from taco.errors import cli_errors
 from taco.process import native_noise_filtered
 
+DRAWN = 100  # representative images an int8 export calibrates on
+
 
 def parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
@@ -38,7 +40,12 @@ def parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--model-dir", help="a model/ folder (a run's, or downloaded)")
     parser.add_argument("--format", required=True, choices=["onnx", "litert"])
-    parser.add_argument("--quantize", default="none", choices=["none", "float16"])
+    parser.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "float16", "int8"],
+        help=f"int8 calibrates on {DRAWN} training images of the source run, drawn seeded",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -82,34 +89,42 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     from taco.export.convert import FORMATS, export_keras
     from taco.export.runtime import ExportedModel
     from taco.export.sidecar import write_sidecar
+    from taco.metrics import evaluate, tune_thresholds
     from taco.models.registry import model_class
     from taco.tracking.mlflow_logger import git_state
 
     with source_folder(args, uri) as (given, source):
         folder, info, cls = model_class(given)
         graph = cls.load_exportable(folder, info)
+        data = source_data(uri, source.get("run_id"), info)
+        drawn = representative(data) if args.quantize == "int8" and data else None
         name = source.get("run_id") or Path(given).resolve().name
         out = args.out or project_root() / "outputs" / "export" / name
         out = out / f"{args.format}-{args.quantize}" if args.out is None else out
-        path = export_keras(graph, out / f"model{FORMATS[args.format]}", args.format, args.quantize)
+        file = out / f"model{FORMATS[args.format]}"
+        path = export_keras(graph, file, args.format, args.quantize, drawn)
         exported_at = git_state(project_root()).get("git_commit", "unknown")
         source = {**source, "exported_at_commit": exported_at}
         sidecar = write_sidecar(path, info, args.format, args.quantize, source)
-        split = test_split(uri, source.get("run_id"), info)
-        if split is None:
+        if data is None:
             return path, sidecar, None
-        images, y = split
+        test = data.batches("test")
+        images, y = test.images(), test.targets()
         keras_scores = cls.load_predictor(folder, info)(images)
-    exported = ExportedModel(path).predict(images)
-    thresholds = np.asarray(info["thresholds"], float)
-    check = check_export(keras_scores, exported, y, thresholds, info["class_names"], args.quantize)
+    runtime = ExportedModel(path)
+    names, thresholds = info["class_names"], np.asarray(info["thresholds"], float)
+    check = check_export(keras_scores, runtime.predict(images), y, thresholds, names, args.quantize)
+    if args.quantize == "int8":  # thresholds tuned again, on validation, for the int8 scores
+        val = data.batches("val")
+        retuned = tune_thresholds(val.targets(), runtime.predict(val.images()))
+        check.retuned = evaluate(y, runtime.predict(images), retuned, names)
     (path.parent / "check.md").write_text(check.markdown())
     return path, sidecar, check
 
 
-def test_split(uri: str, run_id: str | None, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The source run's test images (as the model sees them) and labels, rebuilt from its
-    logged config: the same data set and seeded split."""
+def source_data(uri: str, run_id: str | None, info: dict) -> Any:
+    """The source run's data module (its data set and seeded split, as the model sees the
+    images), rebuilt from its logged config; None without a run."""
     if not run_id:
         return None
     import tempfile
@@ -128,8 +143,14 @@ def test_split(uri: str, run_id: str | None, info: dict) -> tuple[np.ndarray, np
     datamodule = build(cfg.dataset, image_size=size, resize=resize, augmentation=None)
     datamodule.prepare_data()
     datamodule.setup()
-    test = datamodule.batches("test")
-    return test.images(), test.targets()
+    return datamodule
+
+
+def representative(data: Any, count: int = DRAWN, seed: int = 0) -> np.ndarray:
+    """`count` training images, drawn seeded: what int8 calibrates its ranges on."""
+    images = data.batches("train").images()
+    pick = np.random.default_rng(seed).permutation(len(images))[:count]
+    return images[np.sort(pick)]
 
 
 @contextlib.contextmanager

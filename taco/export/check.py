@@ -25,6 +25,7 @@ class ExportCheck:
     max_score_diff: float
     quantize: str
     images: int
+    retuned: Evaluation | None = None  # int8: the export's F1 at thresholds tuned again on val
 
     def moved(self) -> list[str]:
         """Classes whose F1 changed beyond the bound (none expected for float32, float16)."""
@@ -54,19 +55,21 @@ class ExportCheck:
             f"Test split, {self.images} images, thresholds of the source run; largest score "
             f"difference {self.max_score_diff:.2e}.",
             "",
-            "| class | support | Keras F1 | export F1 | change |",
-            "|---|---:|---:|---:|---:|",
+            "| class | support | Keras F1 | export F1 | change |"
+            + (" export F1, thresholds re-tuned on validation |" if self.retuned else ""),
+            "|---|---:|---:|---:|---:|" + ("---:|" if self.retuned else ""),
         ]
-        k, e = self.keras, self.exported
+        k, e, r = self.keras, self.exported, self.retuned
         for i, name in enumerate(k.class_names):
             if k.support[i] == 0:
                 continue
             lines.append(
                 f"| {name} | {int(k.support[i])} | {k.f1[i]:.3f} | {e.f1[i]:.3f} | "
-                f"{e.f1[i] - k.f1[i]:+.3f} |"
+                f"{e.f1[i] - k.f1[i]:+.3f} |" + (f" {r.f1[i]:.3f} |" if r else "")
             )
         lines.append(
             f"| macro F1 | | {k.f1_macro:.3f} | {e.f1_macro:.3f} | {e.f1_macro - k.f1_macro:+.3f} |"
+            + (f" {r.f1_macro:.3f} |" if r else "")
         )
         return "\n".join(lines) + "\n"
 
