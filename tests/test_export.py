@@ -150,6 +150,13 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     int8 = command("taco-export", "--model", "last", *int8)
     assert int8.returncode == 0, int8.stderr[-2000:]
     assert "export F1, thresholds re-tuned on validation" in int8.stdout
+    # logged to the source run, and (--register) a model version carrying the check
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "export/onnx-none")}
+    assert {"export/onnx-none/model.onnx", "export/onnx-none/check.md"} <= logged
+    registered = ["--format", "onnx", "--register", "bin", "--out", str(tmp_path / "r")]
+    assert command("taco-export", "--model", "last", *registered).returncode == 0
+    version = client.get_model_version("bin", "1")
+    assert version.run_id == run.info.run_id and "| macro F1 |" in version.description
     labelled = command(
         "taco-predict", "--runtime", "onnx", "--model", str(out / "model.onnx"), str(images)
     )

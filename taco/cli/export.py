@@ -56,6 +56,16 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or <repo>/mlflow.db"
     )
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the export to its source run (export/<format>-<quantize>/)",
+    )
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also register it as a new version of NAME, the check table as its description",
+    )
     return parser
 
 
@@ -79,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from taco.errors import TacoError
 
             raise TacoError(f"the export of {path} changed the model: " + "; ".join(failures))
+        if not args.no_log:
+            from taco.tracking.logged_model import log_export
+
+            run_id, label = check.source_run, f"{args.format}-{args.quantize}"
+            version = log_export(uri, run_id, path.parent, label, args.register, check.markdown())
+            where = f"; registered as {args.register} version {version.version}" if version else ""
+            print(f"logged to run {run_id} under export/{label}/{where}")
     return 0
 
 
@@ -114,6 +131,7 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     runtime = ExportedModel(path)
     names, thresholds = info["class_names"], np.asarray(info["thresholds"], float)
     check = check_export(keras_scores, runtime.predict(images), y, thresholds, names, args.quantize)
+    check.source_run = source["run_id"]
     if args.quantize == "int8":  # thresholds tuned again, on validation, for the int8 scores
         val = data.batches("val")
         retuned = tune_thresholds(val.targets(), runtime.predict(val.images()))

@@ -26,6 +26,7 @@ class ExportCheck:
     quantize: str
     images: int
     retuned: Evaluation | None = None  # int8: the export's F1 at thresholds tuned again on val
+    source_run: str = ""  # the run whose model and test split these are
 
     def moved(self) -> list[str]:
         """Classes whose F1 changed beyond the bound (none expected for float32, float16)."""

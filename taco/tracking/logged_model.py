@@ -209,6 +209,30 @@ def register_best(client: Any, comparison: Any, name: str) -> Any:
         )
 
 
+def log_export(
+    tracking_uri: str, run_id: str, folder: Path, label: str, register: str | None, note: str
+) -> Any:
+    """An export's folder (file, sidecar, check) logged under `export/<label>/` of its source
+    run; with `register`, a new version of that registered model whose source is the logged
+    folder and whose description is the check (`note`). Returns the version, or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    path = f"export/{label}"
+    client.log_artifacts(run_id, str(folder), path)
+    if not register:
+        return None
+    try:
+        client.get_registered_model(register)
+    except Exception:
+        client.create_registered_model(register, description="taco model exported for devices")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{path}"
+    with process_tracking_uri(tracking_uri):
+        return client.create_model_version(
+            register, source=source, run_id=run_id, tags={"export": label}, description=note
+        )
+
+
 @contextlib.contextmanager
 def process_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's SQL registry finds a `models:/<id>` source through the process-wide tracking URI,
