@@ -134,6 +134,7 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     proc = command("taco-export", "--model", "last", "--format", "onnx", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| macro F1 |" in proc.stdout and (out / "check.md").is_file()  # checked on test
+    assert "batch 1 on 1 thread: p50 " in (out / "cost.txt").read_text()  # size and latency
     assert "| +0.000 |" in proc.stdout.split("| macro F1 |")[1]
     record = json.loads((out / "model.onnx.json").read_text())
     assert record["source"]["run_id"] == run.info.run_id

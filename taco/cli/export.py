@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -76,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with cli_errors("taco-export"), store_errors(uri), native_noise_filtered():
         path, sidecar, check = export(args, uri)
-        print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)\n{sidecar}")
+        from taco.export.latency import measure
+
+        cost = measure(path, int(json.loads(sidecar.read_text())["image_size"]))
+        (path.parent / "cost.txt").write_text(cost.line() + "\n")
+        print(f"{path}: {cost.line()}\n{sidecar}")
         if check is None:
             print(
                 "not checked: a model folder has no source run, so no test split; give "
