@@ -199,3 +199,19 @@ def test_the_check_names_a_class_whose_f1_moved_and_a_float32_score_that_did():
     assert "| Lid | 2 | 1.000 | 0.667 | -0.333 |" in check.markdown()
     as_float32 = check_export(keras, moved, y, np.array([0.5, 0.5]), ["Can", "Lid"], "none")
     assert any("a score moved by 3.00e-01" in f for f in as_float32.failures())
+
+
+@pytest.mark.slow  # a VGG16 and an Xception (60 and 85 MB files): `make test-all`
+@pytest.mark.parametrize(("name", "size"), [("vgg16", 32), ("xception", 72)])
+def test_the_transfer_heads_export_to_both_formats(compose_cfg, tmp_path, name, size):
+    from taco.config import build
+    from taco.export.convert import FORMATS, export_keras
+    from taco.export.runtime import ExportedModel
+
+    classifier = build(compose_cfg([f"model={name}", "model.weights=null"]).model.classifier)
+    classifier.setup(5, size)
+    images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    expected = classifier.model.predict(images, verbose=0)
+    for fmt, suffix in FORMATS.items():
+        path = export_keras(classifier.model, tmp_path / f"m{suffix}", fmt)
+        assert np.abs(ExportedModel(path).predict(images) - expected).max() < 1e-4
