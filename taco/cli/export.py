@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.cli import ArgumentParser
+from taco.cli import command_parser, model_source
 from taco.config import default_tracking_uri, project_root
 from taco.errors import cli_errors
 from taco.process import native_noise_filtered
@@ -28,18 +28,8 @@ DRAWN = 100  # representative images an int8 export calibrates on
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="taco-export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model",
-        help="models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model, a run id or its first "
-        "characters",
-    )
-    source.add_argument("--model-dir", help="a model/ folder (a run's, or downloaded)")
+    parser = command_parser("taco-export", __doc__)
+    model_source(parser, "a model/ folder (a run's, or downloaded)")
     parser.add_argument("--format", required=True, choices=["onnx", "litert"])
     parser.add_argument(
         "--quantize",

@@ -9,7 +9,6 @@ examples:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taco.cli import ArgumentParser
+from taco.cli import command_parser, model_source
 from taco.config import default_tracking_uri
 from taco.data.images import BAD_IMAGE_POLICIES
 from taco.errors import TacoError, cli_errors
@@ -74,19 +73,9 @@ def predict_folder(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="taco-predict",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model",
-        help="models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model, a run id or its first "
-        "characters",
-    )
+    parser = command_parser("taco-predict", __doc__)
+    source = model_source(parser, "a downloaded model/ folder")
     source.add_argument("--run-id", help="a training run whose model to use (same as --model)")
-    source.add_argument("--model-dir", help="a downloaded model/ folder")
     parser.add_argument(
         "--runtime",
         default="keras",
