@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 STUDY  ?= compare_models
 
-.PHONY: export bench-optuna optuna-dashboard setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
+.PHONY: export bench-export bench-optuna optuna-dashboard setup setup-optuna setup-slurm setup-ray setup-ui setup-postgres setup-scale lock train compare report reproduce explain download stats bench bench-models bench-trainer \
 	bench-store bench-store-wait bench-launchers bench-thresholds bench-statistics bench-gpu bench-feed bench-compile bench-repro test test-fast test-all test-faults test-scale lint format ui ui-shots chromium postgresql\
 	slurm-wlm serve clean
 
@@ -115,6 +115,11 @@ bench-store-wait: setup
 	$(BIN)/python benchmarks/store_wait.py $(ARGS)
 
 # the simulations behind README "How sure is a number?": coverage, type-I error, power
+# what an export costs: the CNN, VGG16 and Xception heads trained, exported to ONNX and LiteRT
+# at float32, float16 and int8, beside Keras (macro F1, largest class drop, size, latency)
+bench-export: setup
+	$(BIN)/python benchmarks/export.py $(ARGS)
+
 # does pruning save time at equal quality? taco's sweeper (no pruning, median, Hyperband) and
 # hydra-optuna-sweeper 1.3 (in .venv-optuna2), over 3 sampler seeds; 2 workers' idle shares
 bench-optuna: setup
