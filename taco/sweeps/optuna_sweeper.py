@@ -34,7 +34,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from taco.errors import ConfigError
+from taco.errors import ConfigError, TacoError
 from taco.sweeps import optuna_study
 from taco.sweeps.search_space import SearchSpace, search_space
 
@@ -189,9 +189,10 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         write_results(study, sweep_dir, started, timeline, self._workers())
         if loop.too_many_failures():
-            raise RuntimeError(
+            raise TacoError(
                 f"{loop.failed} of {self.n_trials} trials failed, more than "
-                f"max_failure_rate={self.max_failure_rate}: the search stopped"
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: the search stopped "
+                "(the failed runs say why; the same command continues the study)"
             )
         return loop.results
 
