@@ -283,8 +283,17 @@ def test_a_killed_search_is_continued_by_the_same_command(tmp_path, tiny_overrid
     first = subprocess.Popen(
         [*exe, *args, "hydra.sweeper.n_trials=3"], env=env, start_new_session=True
     )
+
+    def running_run() -> bool:  # the second trial's job has opened its MLflow run
+        try:
+            client = mlflow.MlflowClient(mlflow_uri)
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        except Exception:
+            return False
+        return any(r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags for r in runs)
+
     deadline = time.time() + 300
-    while not ("COMPLETE" in states() and "RUNNING" in states()):  # the second trial started
+    while not ("COMPLETE" in states() and "RUNNING" in states() and running_run()):
         assert first.poll() is None and time.time() < deadline, states()
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)

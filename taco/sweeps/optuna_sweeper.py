@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from taco.errors import ConfigError, TacoError
 from taco.sweeps import optuna_study
 from taco.sweeps.search_space import SearchSpace, search_space
+from taco.tracking.lineage import PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class OptunaSweeper(Sweeper):
         study = optuna_study.open_study(
             url, self.study_name, self.direction, sampler, pruner, self.heartbeat
         )
-        parent = os.environ.get("TACO_SWEEP_PARENT_RUN_ID")
+        parent = os.environ.get(PARENT_ENV)
         if parent and study.user_attrs.get(optuna_study.PARENT_ATTR) != parent:
             study.set_user_attr(optuna_study.PARENT_ATTR, parent)
         import optuna
@@ -177,8 +178,7 @@ class OptunaSweeper(Sweeper):
             if points < n_trials:
                 log.info("the grid has %d points: %d trials, not %d", points, points, n_trials)
             n_trials = min(n_trials, points)
-        loop = TrialLoop(study, space, n_trials, self.max_failure_rate, config)
-        loop.heartbeat.every_s = self.heartbeat[0]
+        loop = TrialLoop(study, space, n_trials, self.max_failure_rate, config, self.heartbeat[0])
         started = time.time()
         try:
             timeline = self._run(loop)
@@ -263,7 +263,13 @@ class TrialLoop:
     """Asks Optuna for trials and tells it their ends, from any worker thread."""
 
     def __init__(
-        self, study: Any, space: SearchSpace, n_trials: int, max_failure_rate: float, config: Any
+        self,
+        study: Any,
+        space: SearchSpace,
+        n_trials: int,
+        max_failure_rate: float,
+        config: Any,
+        heartbeat_s: float = optuna_study.HEARTBEAT_S,
     ) -> None:
         self.study, self.space, self.n_trials = study, space, n_trials
         self.max_failures = math.floor(max_failure_rate * n_trials)
@@ -273,7 +279,7 @@ class TrialLoop:
         self.failed = 0
         self.exhausted = False  # a grid sampler's every point has run
         self.results: list[Any] = []
-        self.heartbeat = optuna_study.Heartbeat(study._storage)
+        self.heartbeat = optuna_study.Heartbeat(study._storage, heartbeat_s)
 
     def _others_running(self) -> int:
         from optuna.trial import TrialState
