@@ -117,6 +117,21 @@ def job_overrides() -> str | None:
     return " ".join(hydra.overrides.task) if hydra is not None else None
 
 
+def run_reference(cfg: Any, key: str) -> str | None:
+    """A run id (or its first characters) as the user typed it: Hydra reads `sweep=61641851`
+    as a number (and `01234567` as 1234567), so a number is taken back from the override's
+    own text."""
+    value = cfg.get(key)
+    if value is None or value == "" or isinstance(value, str):
+        return value or None
+    hydra = hydra_runtime()
+    for override in hydra.overrides.task if hydra is not None else []:
+        name, _, text = override.partition("=")
+        if name.lstrip("+~") == key:
+            return text.strip("'\"")
+    return str(value)
+
+
 def start_cores() -> list[int]:
     """The cores this process was started with: its affinity before a job pins its training
     to `trainer.cpu_threads` of them (captured when taco first loads; a joblib worker runs job

@@ -168,7 +168,7 @@ class TacoSchema:
 class EvalSchema(TacoSchema):
     """`taco-eval` (conf/eval.yaml): the training config plus the model to score."""
 
-    run_id: str | None = None
+    run_id: str | int | None = None  # all digits: read as a number (taco.config.run_reference)
     model_dir: str | None = None
 
 
@@ -176,7 +176,7 @@ class EvalSchema(TacoSchema):
 class ExplainSchema(EvalSchema):
     """`taco-explain` (conf/explain.yaml)."""
 
-    sweep: str | None = None
+    sweep: str | int | None = None
     split: Literal["train", "val", "test"] = "test"
     images: str | None = None
     on_bad_image: Literal["error", "skip"] = "error"

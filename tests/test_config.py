@@ -131,3 +131,12 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own():
         folder = str(OmegaConf.select(cfg, key))
         assert folder.endswith(f"_{os.getpid()}"), (key, folder)
         assert re.search(r"/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_\d+$", folder), (key, folder)
+
+
+@pytest.mark.parametrize("typed", ["01234567", "61641851"])
+def test_a_run_id_prefix_of_digits_is_looked_up_as_typed(typed, command, tmp_path, mlflow_uri):
+    # Hydra reads an all-digit value as a number (01234567 as 1234567): the command takes the
+    # override's own text back, so the lookup says what the user typed
+    proc = command("taco-explain", f"sweep={typed}", f"hydra.run.dir={tmp_path}/r")
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and f"no run id starts with '{typed}'" in line, line

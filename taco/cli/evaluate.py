@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
+from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, cli_errors, hydra_errors, interrupts
 
 log = logging.getLogger("taco.eval")
@@ -47,7 +47,8 @@ def evaluate_model(cfg: DictConfig) -> float:
     if cfg.run_id:
         from taco.tracking.logged_model import load_logged_model
 
-        model = load_logged_model(str(cfg.run_id), logger.tracking_uri or default_tracking_uri())
+        reference = run_reference(cfg, "run_id")
+        model = load_logged_model(reference, logger.tracking_uri or default_tracking_uri())
     else:
         model = load_model(Path(folder))
     datamodule = build(
@@ -58,12 +59,16 @@ def evaluate_model(cfg: DictConfig) -> float:
     check_same_classes(model, datamodule, cfg)
     tags = {"task": "eval", "dataset": cfg.dataset.name, "model": model.info.get("model", "?")}
     if cfg.run_id:
-        tags["source_run_id"] = str(cfg.run_id)
+        tags["source_run_id"] = run_reference(cfg, "run_id")
     with logger.run(tags=tags):
         test = datamodule.batches("test")
         scores = model.predict(test.images())
         result = evaluate(test.targets(), scores, model.thresholds, model.class_names)
-        params = {"run_id": cfg.run_id, "model_dir": folder, "dataset.name": cfg.dataset.name}
+        params = {
+            "run_id": run_reference(cfg, "run_id"),
+            "model_dir": folder,
+            "dataset.name": cfg.dataset.name,
+        }
         logger.log_params({**params, "seed": cfg.seed})
         logger.log_metrics({**result.summary("test"), **result.per_class("test")})
         logger.log_text(result.table(), "per_class_test.md")

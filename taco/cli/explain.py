@@ -20,7 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config
+from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors, interrupts
 from taco.files import staged_folder
 
@@ -69,12 +69,13 @@ def explain(cfg: DictConfig) -> Path:
         if cfg.sweep:
             explained = [
                 explain_model(load(run_id, uri), cfg, staging / label, label)
-                for label, run_id in sweep_models(str(cfg.sweep), uri)
+                for label, run_id in sweep_models(run_reference(cfg, "sweep"), uri)
             ]
             if not cfg.images:
                 side_by_side(staging / "compare", explained, int(cfg.per_class))
         else:
-            model = load(str(cfg.run_id), uri) if cfg.run_id else _from_folder(cfg.model_dir)
+            reference = run_reference(cfg, "run_id")
+            model = load(reference, uri) if reference else _from_folder(cfg.model_dir)
             explain_model(model, cfg, staging, model.info.get("model", "model"))
     seconds = time.perf_counter() - started
     print(f"taco-explain: wrote {out} in {seconds:.1f} s")
@@ -234,9 +235,9 @@ def _log(cfg: DictConfig, out: Path, uri: str) -> None:
 
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     if cfg.sweep:
-        run_id = model_uri(str(cfg.sweep), client)[len("runs:/") :].partition("/")[0]
+        run_id = model_uri(run_reference(cfg, "sweep"), client)[len("runs:/") :].partition("/")[0]
     else:  # run_id= (explain() refused log=true with model_dir=)
-        run_id = source_run_id(str(cfg.run_id), client)
+        run_id = source_run_id(run_reference(cfg, "run_id"), client)
     name = f"explain/{'images' if cfg.images else cfg.split}"
     client.log_artifacts(run_id, str(out), name)
     print(f"taco-explain: logged to run {run_id} under {name}/")
