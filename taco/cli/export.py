@@ -129,7 +129,8 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     check.source_run = source["run_id"]
     if args.quantize == "int8":  # thresholds tuned again, on validation, for the int8 scores
         val = data.batches("val")
-        retuned = tune_thresholds(val.targets(), runtime.predict(val.images()))
+        least = data.threshold_min_positives
+        retuned = tune_thresholds(val.targets(), runtime.predict(val.images()), min_positives=least)
         check.retuned = evaluate(y, runtime.predict(images), retuned, names)
     (path.parent / "check.md").write_text(check.markdown())
     return path, sidecar, check
@@ -156,6 +157,8 @@ def source_data(uri: str, run_id: str | None, info: dict) -> Any:
     datamodule = build(cfg.dataset, image_size=size, resize=resize, augmentation=None)
     datamodule.prepare_data()
     datamodule.setup()
+    # thresholds re-tuned (int8) as the run tuned its own: with its minimum of positives
+    datamodule.threshold_min_positives = int(cfg.trainer.get("threshold_min_positives", 1))
     return datamodule
 
 
