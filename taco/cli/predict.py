@@ -148,9 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_runtime_model(runtime: str, reference: str | None) -> LoadedModel:
     """An exported file run by `runtime` alone (no Keras, no TensorFlow)."""
+    from taco.export.convert import FORMATS
     from taco.export.runtime import load_exported
 
-    suffix = {"onnx": ".onnx", "litert": ".tflite"}[runtime]
+    suffix = FORMATS[runtime]
     path = Path(str(reference))
     if path.suffix.lower() != suffix:
         raise TacoError(f"--runtime {runtime} runs a {suffix} file; got --model {reference}")

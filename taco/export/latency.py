@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from taco.tracking.mlflow_logger import cpu_name
+
 RUNTIMES = {".onnx": "onnxruntime", ".tflite": "ai-edge-litert"}
 
 
@@ -64,13 +66,3 @@ def measure(path: Path, image_size: int, repeats: int = 50, seed: int = 0) -> Co
         runtime=f"{name} {version(name)}",
         threads=threads,
     )
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or platform.machine()

@@ -95,11 +95,7 @@ class ProcessPerJobLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        setup_globals()
-        assert self.config is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = self._prepare()
         jobs = [JobProcess(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         log.info("launching %d jobs, %d at a time, in %s", len(jobs), self.workers(), sweep_dir)
         for job in jobs:
@@ -116,6 +112,15 @@ class ProcessPerJobLauncher(Launcher):
                 close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
         return [job.result or failed_return(job.overrides) for job in jobs]
 
+    def _prepare(self) -> Path:
+        """Hydra's globals and logging set up for launching; the sweep folder made."""
+        setup_globals()
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return sweep_dir
+
     def launch_as_ready(
         self,
         next_job: Callable[[], tuple[int, list[str]] | None],
@@ -124,11 +129,7 @@ class ProcessPerJobLauncher(Launcher):
         """No batches: each worker, once free, starts `next_job()` at once (None: nothing to
         start now), and `on_result(num, result)` hears of every job as it ends. Returns the
         timeline: (worker, job number, start, end) per job, for the workers' idle time."""
-        setup_globals()
-        assert self.config is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = self._prepare()
         free, running = list(range(self.workers())), dict[int, JobProcess]()
         ended: queue.Queue[JobProcess] = queue.Queue()
         timeline: list[tuple[int, int, float, float]] = []

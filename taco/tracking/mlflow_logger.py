@@ -90,19 +90,23 @@ VERSIONED = (
 )
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform` knows of it elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or platform.machine()
+
+
 def machine_tags() -> dict[str, str]:
     """What a number depends on besides the config: the CPU, its cores, the library versions
     (`taco-compare` writes them into a study's report)."""
-    import platform
-
     from taco.config import installed_versions, usable_cores
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     versions = [f"{name} {version}" for name, version in installed_versions(VERSIONED).items()]
     return {
         "cpu": f"{cpu}, {usable_cores()} cores",
