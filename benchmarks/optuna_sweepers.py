@@ -188,6 +188,32 @@ def plot(results: list[dict], out: Path) -> None:
     figure.savefig(out, dpi=110, bbox_inches="tight")
 
 
+def write_report(results: list[dict], args: argparse.Namespace, folder: Path) -> None:
+    """`optuna_sweepers.md` and `best_so_far.png` for the searches done so far."""
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    names = [line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line]
+    model = names[0] if names else "?"
+    given = f"; overrides: {' '.join(args.extra)}" if args.extra else ""
+    text = [
+        f"CNN on the embedded data: {args.trials} trials, up to {args.epochs} epochs, TPE "
+        f"(5 startup trials), sampler seeds {args.seeds}{given}; {os.cpu_count()} cores, {model}",
+        "",
+        table(results),
+        "",
+        f"With {args.workers} workers (joblib launcher), sampler seed {args.seeds[0]}: idle "
+        "share of each worker",
+        "",
+        "| search | wall min | idle share per worker |",
+        "|---|---:|---|",
+    ]
+    for r in results:
+        if len(r["idle"]) > 1:
+            shares = ", ".join(f"{s:.3f}" for s in r["idle"])
+            text.append(f"| {LABELS[r['variant']]} | {r['wall'] / 60:.1f} | {shares} |")
+    (folder / "optuna_sweepers.md").write_text("\n".join(text) + "\n")
+    plot(results, folder / "best_so_far.png")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
@@ -216,33 +242,14 @@ def main() -> int:
             run = search(folder, variant, seed, args, 1)
             results.append(outcome(uri, run, 1))
             print(f"{run['name']}: {run['wall']:.0f} s", flush=True)
+            write_report(results, args, folder)  # so far: a stopped benchmark keeps its searches
     pair = [v for v in ("median", "hydra") if v in args.variants] if args.workers > 1 else []
     for variant in pair:
         run = search(folder, variant, args.seeds[0], args, args.workers)
         results.append(outcome(uri, run, args.workers))
         print(f"{run['name']}: {run['wall']:.0f} s", flush=True)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    names = [line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line]
-    model = names[0] if names else "?"
-    text = [
-        f"CNN on the embedded data: {args.trials} trials, up to {args.epochs} epochs, TPE "
-        f"(5 startup trials), sampler seeds {args.seeds}; {os.cpu_count()} cores, {model}",
-        "",
-        table(results),
-        "",
-        f"With {args.workers} workers (joblib launcher), sampler seed {args.seeds[0]}: idle "
-        "share of each worker",
-        "",
-        "| search | wall min | idle share per worker |",
-        "|---|---:|---|",
-    ]
-    for r in results:
-        if len(r["idle"]) > 1:
-            shares = ", ".join(f"{s:.3f}" for s in r["idle"])
-            text.append(f"| {LABELS[r['variant']]} | {r['wall'] / 60:.1f} | {shares} |")
-    (folder / "optuna_sweepers.md").write_text("\n".join(text) + "\n")
-    plot(results, folder / "best_so_far.png")
-    print("\n".join(text))
+        write_report(results, args, folder)
+    print((folder / "optuna_sweepers.md").read_text())
     print(f"\nwritten to {folder}")
     return 0
 
