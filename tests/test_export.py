@@ -162,6 +162,14 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
         "taco-predict", "--runtime", "onnx", "--model", str(out / "model.onnx"), str(images)
     )
     assert labelled.returncode == 0 and labelled.stdout.startswith(str(images / "a.png"))
+    # a registered version of the trained model exports as its run does
+    (logged,) = [o.model_id for o in client.get_run(run.info.run_id).outputs.model_outputs]
+    client.create_registered_model("litter")
+    client.create_model_version("litter", f"models:/{logged}", run.info.run_id, model_id=logged)
+    given = ["--format", "onnx", "--no-log", "--out", str(tmp_path / "v1")]
+    assert command("taco-export", "--model", "models:/litter/1", *given).returncode == 0
+    source = json.loads((tmp_path / "v1" / "model.onnx.json").read_text())["source"]
+    assert source["model_uri"] == "models:/litter/1" and source["run_id"] == run.info.run_id
 
 
 def test_int8_without_a_run_to_draw_from_is_refused_in_one_line(model_folder, command):
@@ -172,17 +180,63 @@ def test_int8_without_a_run_to_draw_from_is_refused_in_one_line(model_folder, co
     assert "quantize=int8 needs representative images to calibrate on" in line
 
 
-def test_a_family_without_a_graph_is_refused_in_one_line(tmp_path, command):
+@pytest.fixture(scope="module")
+def forest_folder(tmp_path_factory):
+    """A forest on a random-init VGG16's features (32 px, 5 classes: "b" positive on every
+    training image, "c" on none), saved as a run saves it."""
+    import keras
+    from sklearn.ensemble import RandomForestClassifier
+
+    from taco.models.forest import ForestClassifier
+
+    keras.utils.set_random_seed(0)
+    classifier = ForestClassifier(backbone="VGG16", weights=None, n_jobs=1)
+    classifier.setup(5, 32, np.zeros((1, 5)))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    features = classifier._extractor().predict(images, verbose=0)
+    labels = (rng.random((40, 5)) < 0.4).astype(np.int64)
+    labels[:, 1], labels[:, 2] = 1, 0
+    classifier.forest = RandomForestClassifier(20, random_state=0).fit(features, labels)
+    meta = {"class_names": list("abcde"), "image_size": 32, "thresholds": [0.5] * 5}
+    return classifier.save(tmp_path_factory.mktemp("forest"), meta)
+
+
+def test_a_forest_exports_to_onnx_as_one_graph_scoring_as_taco_does(forest_folder, tmp_path):
     import json
 
-    folder = tmp_path / "forest"
-    folder.mkdir()
-    loader = "taco.models.forest.ForestClassifier"
-    (folder / "taco_model.json").write_text(json.dumps({"kind": "forest", "loader": loader}))
-    proc = command("taco-export", "--model-dir", str(folder), "--format", "litert")
+    import onnx
+
+    from taco.export.convert import export_keras
+    from taco.export.runtime import ExportedModel
+    from taco.models.forest import ForestClassifier
+
+    info = json.loads((forest_folder / "taco_model.json").read_text())
+    graph = ForestClassifier.load_exportable(forest_folder, info)
+    path = export_keras(graph, tmp_path / "m.onnx", "onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"Conv", "TreeEnsembleClassifier"} <= ops  # features and forest: one file
+    images = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    expected = ForestClassifier.load_predictor(forest_folder, info)(images)
+    got = ExportedModel(path, threads=1).predict(images)
+    assert got.shape == (12, 5) and np.abs(got - expected).max() < 1e-4
+    assert (got[:, 1] == 1).all() and (got[:, 2] == 0).all()  # labels constant in training
+
+
+def test_a_forest_to_litert_and_a_family_without_a_graph_are_refused_in_one_line(
+    forest_folder, tmp_path, command
+):
+    out = tmp_path / "litert"
+    given = ["--model-dir", str(forest_folder), "--format", "litert", "--out", str(out)]
+    proc = command("taco-export", *given)
     assert proc.returncode != 0
     (line,) = proc.stderr.strip().splitlines()
-    assert "a forest model cannot be exported" in line
+    assert "a forest model exports to ONNX only (--format onnx): LiteRT has no" in line
+    assert not out.exists()  # refused: nothing left behind
+    from tests.toy_family import PooledLogistic  # the README's recipe: it gives no graph
+
+    with pytest.raises(TacoError, match="a pooled_logistic model cannot be exported: its fam"):
+        PooledLogistic.load_exportable(tmp_path, {"kind": "pooled_logistic"})
 
 
 def test_the_check_names_a_class_whose_f1_moved_and_a_float32_score_that_did():

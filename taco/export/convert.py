@@ -29,16 +29,22 @@ def export_keras(
             "quantize=int8 needs representative images to calibrate on: export a run's model "
             "(--model <run>), whose training split they are drawn from"
         )
+    made = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _called(model)
-    if fmt == "onnx":
-        model.export(str(path), format="onnx", verbose=False)
-        if quantize == "float16":
-            _onnx_float16(path)
-        elif quantize == "int8":
-            _onnx_int8(path, representative)
-    else:
-        _litert(model, path, quantize, representative)
+    try:
+        _called(model)
+        if fmt == "onnx":
+            model.export(str(path), format="onnx", verbose=False)
+            if quantize == "float16":
+                _onnx_float16(path)
+            elif quantize == "int8":
+                _onnx_int8(path, representative)
+        else:
+            _litert(model, path, quantize, representative)
+    except BaseException:
+        if made and not any(path.parent.iterdir()):  # a refused export leaves no empty folder
+            path.parent.rmdir()
+        raise
     return path
 
 

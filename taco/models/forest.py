@@ -131,18 +131,17 @@ class ForestClassifier(BaseClassifier):
 
     @staticmethod
     def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
-        import keras
-
-        import taco.models.backbones  # noqa: F401  (registers the custom layers)
-
-        # read with taco's own trusted types, not those the folder's MLmodel file lists
-        path = folder / "forest" / "model.skops"
-        if not path.is_file():
-            raise DataError(f"{path} is missing: not a taco forest model folder")
-        forest = trusted_forest(path.read_bytes(), path)
-        extractor = keras.saving.load_model(folder / "features.keras", compile=False)
+        forest, extractor = saved_forest(folder)
         n = len(info["class_names"])
         return lambda x: forest_scores(forest, extractor.predict(x, verbose=0), n)
+
+    @staticmethod
+    def load_exportable(folder: Path, info: Mapping[str, Any]) -> Any:
+        """The feature extractor and the forest as one ONNX graph (`ForestGraph`)."""
+        from taco.models.forest_graph import ForestGraph
+
+        forest, extractor = saved_forest(folder)
+        return ForestGraph(extractor, forest, len(info["class_names"]))
 
     # ------------------------------------------------------------------ features
     def feature_name(self) -> str:
@@ -169,6 +168,20 @@ class ForestClassifier(BaseClassifier):
             inputs, outputs = backbone_features(self.backbone, self.image_size, self.weights)
             self.extractor = keras.Model(inputs, outputs, name=f"{self.backbone}_features")
         return self.extractor
+
+
+def saved_forest(folder: Path) -> tuple[Any, Any]:
+    """A saved model folder's forest and feature extractor, the forest read with taco's own
+    trusted types (not those the folder's MLmodel file lists)."""
+    import keras
+
+    import taco.models.backbones  # noqa: F401  (registers the custom layers)
+
+    path = folder / "forest" / "model.skops"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: not a taco forest model folder")
+    forest = trusted_forest(path.read_bytes(), path)
+    return forest, keras.saving.load_model(folder / "features.keras", compile=False)
 
 
 # what a forest checkpoint may contain beyond skops' own safe defaults (numpy, built-ins)
