@@ -123,8 +123,11 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     tmp_path, tiny_overrides, mlflow_uri, command
 ):
     import json
+    from pathlib import Path
 
     import mlflow
+
+    from taco.export.runtime import ExportedModel
 
     trained = command("taco-train", *tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path}/run")
     assert trained.returncode == 0, trained.stderr[-2000:]
@@ -158,6 +161,19 @@ def test_export_of_the_last_run_writes_a_file_and_its_sidecar(
     assert command("taco-export", "--model", "last", *registered).returncode == 0
     version = client.get_model_version("bin", "1")
     assert version.run_id == run.info.run_id and "| macro F1 |" in version.description
+    # an MLflow model of the onnx flavour: mlflow.onnx and pyfunc users load the version
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=version.source, tracking_uri=mlflow_uri, dst_path=str(tmp_path / "got")
+    )
+    import mlflow.onnx
+
+    assert mlflow.onnx.load_model(local).graph.node  # the ONNX graph itself
+    size = record["image_size"]
+    pixels = np.full((2, size, size, 3), 128, np.uint8)
+    scores = mlflow.pyfunc.load_model(local).predict(pixels)
+    expected = ExportedModel(out / "model.onnx").predict(pixels)
+    assert np.abs(np.asarray(next(iter(scores.values()))) - expected).max() < 1e-5
+    assert (Path(local) / "model.onnx.json").is_file()  # the sidecar travels with it
     labelled = command(
         "taco-predict", "--runtime", "onnx", "--model", str(out / "model.onnx"), str(images)
     )

@@ -10,7 +10,9 @@ Registry and `mlflow models serve` take it, and `taco-predict`/`taco-eval` still
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -219,7 +221,10 @@ def log_export(
 
     client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     path = f"export/{label}"
-    client.log_artifacts(run_id, str(folder), path)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_file = folder / "model.onnx"
+        logged = onnx_model_folder(folder, Path(tmp) / "m") if onnx_file.is_file() else folder
+        client.log_artifacts(run_id, str(logged), path)
     if not register:
         return None
     try:
@@ -231,6 +236,40 @@ def log_export(
         return client.create_model_version(
             register, source=source, run_id=run_id, tags={"export": label}, description=note
         )
+
+
+def onnx_model_folder(folder: Path, dest: Path) -> Path:
+    """An ONNX export as an MLflow model of the `onnx` flavour (one file, its sidecar, check and
+    cost beside it): `mlflow.onnx.load_model` and `mlflow.pyfunc.load_model` take its logged
+    folder and its registered version."""
+    import shutil
+
+    import mlflow.onnx
+    import onnx
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from taco.config import installed_versions
+
+    info = json.loads((folder / "model.onnx.json").read_text())  # taco-export's sidecar
+    size, classes = int(info["image_size"]), len(info["class_names"])
+    mlflow.onnx.save_model(
+        onnx.load(str(folder / "model.onnx")),
+        str(dest),
+        signature=ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, size, size, 3))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]),
+        ),
+        pip_requirements=[
+            f"{n}=={v}" for n, v in installed_versions(("onnx", "onnxruntime")).items()
+        ],
+        save_as_external_data=False,  # one file, as the device gets it
+        metadata={"taco": {k: info[k] for k in ("kind", "format", "quantize") if k in info}},
+    )
+    for given in folder.iterdir():
+        if given.name != "model.onnx":
+            shutil.copy2(given, dest / given.name)
+    return dest
 
 
 @contextlib.contextmanager
