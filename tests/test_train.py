@@ -153,14 +153,13 @@ def test_cli_run_finishes_with_per_class_metrics(
     assert len(evaluation) == 1 and evaluation[0].info.status == "FINISHED"
     assert evaluation[0].data.metrics["test/f1_macro"] == pytest.approx(m["test/f1_macro"])
 
-    # a downloaded model folder: model_dir, and its deprecated name ckpt_path (still accepted)
+    # a downloaded model folder
     folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")
-    for key in ("model_dir", "ckpt_path"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("eval", [*overrides, "seed=3", "logger=none", f"{key}={folder}"])
-        GlobalHydra.instance().clear()
-        assert evaluate_model(cfg) == pytest.approx(m["test/f1_macro"])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", [*overrides, "seed=3", "logger=none", f"model_dir={folder}"])
+    GlobalHydra.instance().clear()
+    assert evaluate_model(cfg) == pytest.approx(m["test/f1_macro"])
 
 
 def test_missing_dataset_is_refused_before_a_run_opens(

@@ -7,7 +7,6 @@ with the training run's id (`source_run_id`).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,6 @@ from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, cli_errors, hydra_errors, interrupts
-
-log = logging.getLogger("taco.eval")
-
-
-def model_dir(cfg: DictConfig) -> str | None:
-    """`model_dir`, or its deprecated name `ckpt_path` (a model folder, not a checkpoint)."""
-    if cfg.get("ckpt_path"):
-        if cfg.get("model_dir"):
-            raise ConfigError("give model_dir only (ckpt_path is its deprecated name)")
-        log.warning("taco-eval: ckpt_path is deprecated, use model_dir=%s", cfg.ckpt_path)
-        return str(cfg.ckpt_path)
-    return str(cfg.model_dir) if cfg.get("model_dir") else None
 
 
 def evaluate_model(cfg: DictConfig) -> float:
@@ -40,7 +27,7 @@ def evaluate_model(cfg: DictConfig) -> float:
     check_config(resolved_config(cfg), EvalSchema)
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))  # the kernels training used: the same numbers
-    folder = model_dir(cfg)
+    folder = str(cfg.model_dir) if cfg.get("model_dir") else None
     if bool(cfg.run_id) == bool(folder):
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")
     logger = build(cfg.logger)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from taco.schema import NonNegative
-from taco.tracking.base import BaseLogger, NullLogger  # noqa: F401  (NullLogger: old configs)
+from taco.tracking.base import BaseLogger
 
 log = logging.getLogger(__name__)
 
