@@ -1,16 +1,18 @@
-"""The three interfaces the Trainer and the entry points are written against.
+"""The interfaces of what has no base class: a data source (`DataModule`, whose batches are
+`Batches`), the Trainer's hooks a classifier reports to, a profiler.
 
-A new model family implements `Classifier`, a new data source `DataModule` (whose batches are
-`Batches`), a new tracking backend `RunLogger`. Nothing outside `taco/data` reads a data module's
-arrays; nothing outside `taco/models` knows a model kind.
+A new model family subclasses `taco.models.base.BaseClassifier`, a new tracking backend
+`taco.tracking.base.BaseLogger`: those base classes are the contracts, each member stated once,
+with its default. Nothing outside `taco/data` reads a data module's arrays; nothing outside
+`taco/models` knows a model kind.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -123,90 +125,3 @@ class EpochHooks(BatchHooks, Protocol):
 
     def epoch_started(self, epoch: int) -> None: ...
     def epoch_ended(self, epoch: int, loss: float) -> bool: ...
-
-
-@runtime_checkable
-class Classifier(Protocol):
-    """A model family behind the Trainer: Keras models and the random forest alike."""
-
-    kind: str  # names the saved format (taco.models.registry)
-    single_pass: bool  # fitted in one pass (the forest): the Trainer runs one epoch
-    thresholds: np.ndarray | None  # per class, tuned on validation by `Trainer.validate`
-
-    def check(self, image_size: int) -> None:
-        """Config checks that need no data (backbone, image size, parameters): fail early."""
-
-    def use_callbacks(self, callbacks: Sequence[Any]) -> None:
-        """Callbacks of the model's own framework (e.g. `keras.callbacks.*`) that the Trainer
-        does not drive itself; raise ConfigError for one the classifier cannot drive either."""
-
-    def setup(self, num_classes: int, image_size: int, train_labels: np.ndarray) -> None: ...
-    def train_epoch(self, batches: Batches, epoch: int, hooks: BatchHooks) -> float:
-        """Train one epoch (0-based `epoch`); returns its training loss (NaN if none)."""
-
-    def train_epochs(self, batches: Batches, epochs: range, hooks: EpochHooks) -> None:
-        """Train `epochs` in order, calling `hooks.epoch_started` before each and
-        `hooks.epoch_ended` after it (stop when it says so). The Trainer calls this; a family
-        that can run several epochs in one go (Keras: one `fit` per stage) saves the set-up
-        of each (`BaseClassifier` runs `train_epoch` once per epoch)."""
-
-    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
-        """After the Trainer's callbacks: hand the epoch's metrics to the model's own callbacks;
-        True asks the Trainer to stop."""
-
-    def end_fit(self) -> None: ...
-    def predict_scores(self, batches: Batches) -> np.ndarray:
-        """(images, classes) scores in [0, 1], in batch order."""
-
-    def get_state(self) -> Any:
-        """The weights in memory (the best epoch so far)."""
-
-    def set_state(self, state: Any) -> None: ...
-    def checkpoint_state(self) -> dict[str, np.ndarray]:
-        """Everything a resumed run needs, as named arrays."""
-
-    def load_checkpoint_state(
-        self, arrays: Mapping[str, np.ndarray], source: Any = "", weights_only: bool = False
-    ) -> None: ...
-    def set_learning_rate_factor(self, factor: float) -> float | None:
-        """Scale the learning rate of the current stage; the rate now in use (None: no rate)."""
-
-    def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
-        """The trained model and `taco_model.json` (`taco.models.registry.write_info`)."""
-
-    @staticmethod
-    def load_predictor(folder: Path, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
-        """A saved model as a function: (n, size, size, 3) uint8-range images -> scores; it
-        reads its files now (a downloaded folder is removed once loaded)."""
-
-
-class RunLogger(Protocol):
-    """A tracking backend: one run per job, closed FINISHED, FAILED or KILLED."""
-
-    run_id: str | None
-    tracking_uri: str | None
-    active: bool  # False: nothing is recorded, so nothing needs preparing for it
-    resumed: bool  # True: run() reopened an existing run (resuming from a checkpoint)
-    nests_sweeps: bool  # True: a sweep opens a parent run in this store and jobs nest under it
-
-    def run(
-        self, tags: Mapping[str, str] | None = None, run_id: str | None = None
-    ) -> contextlib.AbstractContextManager[RunLogger]: ...
-    # defaults for all of these: `taco.tracking.base.BaseLogger`
-    def check(self) -> None:
-        """Refuse a store that cannot be used (ConfigError, TacoError), before a run opens."""
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-    def log_dict(self, data: Any, name: str) -> None: ...
-    def log_text(self, text: str, name: str) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
-    def log_artifacts(self, folder: str | Path, name: str | None = None) -> None: ...
-    def log_dataset(self, record: Mapping[str, Any]) -> None:
-        """The run's data as a dataset input (a DataModule's split record: name, source, the
-        annotations' hash, the class names and each part's image ids)."""
-
-    def log_model(self, folder: Path, example: np.ndarray) -> None:
-        """A saved model folder (a classifier's `save`) as the run's model, with one or more
-        images (uint8) as its input example."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from taco.protocols import Classifier
+from taco.models.base import BaseClassifier
 from tests.toy_family import PooledLogistic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,6 @@ def test_a_new_model_family_from_one_module_and_one_config(
     from taco.cli.compare import main as compare_main
     from taco.cli.predict import main as predict_main
 
-    assert isinstance(PooledLogistic(), Classifier)  # the protocol, checked at run time
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "pooled_logistic.yaml").write_text(CONFIG)
     site = register_loader(tmp_path / "site")
@@ -123,8 +122,6 @@ def test_a_new_model_family_from_one_module_and_one_config(
 def test_a_family_lacking_a_required_member_is_named_when_built():
     """`BaseClassifier` gives the optional members; the required ones are named if missing."""
     import pytest
-
-    from taco.models.base import BaseClassifier
 
     class Half(BaseClassifier):
         kind = "half"

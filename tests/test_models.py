@@ -42,6 +42,29 @@ FAMILIES = {
 }
 
 
+@pytest.mark.parametrize(
+    "family",
+    [
+        pytest.param("cnn", marks=pytest.mark.backend),
+        pytest.param("vgg16", marks=pytest.mark.backend),
+        pytest.param("xception", marks=pytest.mark.slow),  # 71 px: `make test-all`
+        "vgg16_rf",
+        pytest.param("xception_rf", marks=pytest.mark.slow),
+        "toy",  # the README's recipe (tests/toy_family.py)
+    ],
+)
+def test_every_family_keeps_the_classifier_contract(family, compose_cfg, tmp_path):
+    from taco.training.contract import check_classifier
+    from tests.toy_family import PooledLogistic
+
+    if family == "toy":
+        check_classifier(PooledLogistic, tmp_path)
+        return
+    given = ["model.classifier.build.filters=[8,16]", "model.classifier.build.dense_units=16"]
+    cfg = compose_cfg([f"paths.data_dir={tmp_path}/data", *(FAMILIES.get(family) or given)])
+    check_classifier(lambda: build(cfg.model.classifier), tmp_path, cfg.model.image_size)
+
+
 def _tiny(tiny_overrides, tmp_path, extra):
     keep = [o for o in tiny_overrides(tmp_path) if not o.startswith(("model.", "trainer."))]
     return [*keep, "trainer.max_epochs=2", *extra]

@@ -1,1 +1,1 @@
-"""Model families behind `taco.protocols.Classifier`; each config in conf/model/ builds one."""
+"""Model families, each a `taco.models.base.BaseClassifier`; each conf/model/ config builds one."""

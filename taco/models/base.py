@@ -1,8 +1,11 @@
-"""`BaseClassifier`: `taco.protocols.Classifier` with a default for every member a model family
-may not need, so a new family writes what it does and nothing else. What it must write is
-abstract: fitting (`train_epoch`), scoring (`predict_scores`), its state for checkpoints
-(`checkpoint_state`, `load_checkpoint_state`) and its saved model (`save`, `load_predictor`);
-instantiating a family that lacks one names the missing members."""
+"""`BaseClassifier`: the contract of a model family behind the Trainer, Keras models and the
+random forest alike. The Trainer, callbacks and entry points are written against it, and every
+family subclasses it (there is no separate Protocol to keep in step: one statement of each
+member). What a family must write is abstract: fitting (`train_epoch`), scoring
+(`predict_scores`), its state for checkpoints (`checkpoint_state`, `load_checkpoint_state`) and
+its saved model (`save`, `load_predictor`); instantiating a family that lacks one names the
+missing members. Every other member has a default, so a new family writes what it does and
+nothing else."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 class BaseClassifier(abc.ABC):
     kind: str = ""  # names the saved format (`taco.models.registry`); set it
     single_pass = False  # True: fitted in one pass, so the Trainer runs one epoch
+    has_gradients = False  # True: `gradient_model` gives a differentiable model (saliency)
     thresholds: np.ndarray | None = None  # per class, tuned on validation by the Trainer
 
     # ------------------------------------------------------------------ must write
@@ -64,12 +68,20 @@ class BaseClassifier(abc.ABC):
             "(BaseClassifier.load_exportable)"
         )
 
+    def gradient_model(self) -> Any:
+        """The set-up model whose input gradients show where it looks (a `keras.Model` taking
+        the images), for a family with `has_gradients`."""
+        raise TacoError(f"a {self.kind or type(self).__name__} model has no input gradients")
+
     def check(self, image_size: int) -> None:
-        """Config checks that need no data; none by default."""
+        """Config checks that need no data (backbone, image size, parameters), to fail before a
+        run opens; none by default."""
         return None
 
     def use_callbacks(self, callbacks: Sequence[Any]) -> None:
-        """Plain Keras callbacks mean nothing to a model that is not a Keras model: said once."""
+        """Callbacks of the model's own framework (`keras.callbacks.*`) that the Trainer does
+        not drive itself; a family raises ConfigError for one it cannot drive either. By
+        default they mean nothing (not a Keras model): said once."""
         if callbacks:
             names = ", ".join(type(c).__qualname__ for c in callbacks)
             log.warning("callbacks %s are ignored by %s (not a Keras model)", names, self.kind)
@@ -79,24 +91,30 @@ class BaseClassifier(abc.ABC):
         self.thresholds = None
 
     def train_epochs(self, batches: Batches, epochs: range, hooks: EpochHooks) -> None:
-        """One `train_epoch` per epoch, between the Trainer's epoch hooks."""
+        """Train `epochs` in order, `hooks.epoch_started` before each and `hooks.epoch_ended`
+        after it (stop when it says so). The Trainer calls this; a family that runs several
+        epochs in one go (Keras: one `fit` per stage) saves the set-up of each. By default one
+        `train_epoch` per epoch."""
         for epoch in epochs:
             hooks.epoch_started(epoch)
             if hooks.epoch_ended(epoch, self.train_epoch(batches, epoch, hooks)):
                 return
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """After the Trainer's callbacks: the epoch's metrics to the model's own callbacks;
+        True asks the Trainer to stop."""
         return False  # no callbacks of its own that could ask to stop
 
     def end_fit(self) -> None:
         return None
 
     def get_state(self) -> Any:
-        """The best epoch's state, kept in memory: the checkpoint state by default."""
+        """The weights in memory (the best epoch so far): the checkpoint state by default."""
         return self.checkpoint_state()
 
     def set_state(self, state: Any) -> None:
         self.load_checkpoint_state(state)
 
     def set_learning_rate_factor(self, factor: float) -> float | None:
+        """Scale the learning rate of the current stage; the rate now in use (None: none)."""
         return None  # no learning rate to schedule

@@ -4,7 +4,7 @@ Features depend only on (backbone, weights, image size, image cache), and for ra
 weights (`weights: null`) on the seed that drew them, so they are computed once for every cached
 image, stored on disk under that key by the data (`Batches.derived`), and reused by every forest
 of a sweep that shares it (every fold of a cross-validation; not the seeds of a random init).
-Implements `taco.protocols.Classifier` directly: it is fitted in a single pass, so the Trainer
+A `BaseClassifier` fitted in a single pass, so the Trainer
 runs one epoch, and it goes through the same thresholds, metrics and MLflow logging as the Keras
 models.
 """

@@ -1,4 +1,4 @@
-"""KerasClassifier: a keras.Model builder behind `taco.protocols.Classifier`.
+"""KerasClassifier: a keras.Model builder behind `taco.models.base.BaseClassifier`.
 
 All that is Keras about training lives here: one `model.fit` epoch per `train_epoch`, the loss,
 the optimizer and its stages, and the plain Keras callbacks a user lists in `conf/callbacks/`
@@ -37,6 +37,7 @@ Loss = Literal["bce", "weighted_bce", "focal"]  # taco.models.losses.make_loss
 class KerasClassifier(BaseClassifier):
     kind = "keras"
     single_pass = False
+    has_gradients = True  # input gradients for `where_it_looks.method=gradient`
 
     def __init__(
         self,
@@ -259,6 +260,9 @@ class KerasClassifier(BaseClassifier):
         import taco.models.losses  # noqa: F401
 
         return keras.saving.load_model(folder / "model.keras", compile=False)
+
+    def gradient_model(self) -> keras.Model:
+        return self._model()
 
     # ------------------------------------------------------------------ helpers
     def _starts_fine_tuning(self, epoch: int) -> bool:

@@ -21,7 +21,7 @@ from taco.metrics import EPOCH_METRICS
 from taco.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from taco.protocols import Classifier
+    from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class OptunaPruning(Callback):
         self.trial: Any = None
         self.pruned_epoch = 0
 
-    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_start(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         if self.number is None:
             return
         import optuna
@@ -92,7 +92,7 @@ class OptunaPruning(Callback):
         built = instantiate(pruner) if pruner is not None and pruner.get("_target_") else None
         return url, str(self.study_name or sweeper.study_name), built
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if self.trial is None or value is None or self.pruned_epoch:
             return
@@ -112,7 +112,7 @@ class OptunaPruning(Callback):
             value,
         )
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Any) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Any) -> None:
         if self.trial is not None and not self.pruned_epoch:
             trainer.logger.set_tags({STATE_TAG: "COMPLETE"})
 

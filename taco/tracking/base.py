@@ -1,5 +1,7 @@
-"""`BaseLogger`: `taco.protocols.RunLogger` with a no-op default for every member, so a logger
-backend writes only what it records; `NullLogger` (`logger=none`) is it, recording nothing."""
+"""`BaseLogger`: the contract of a tracking backend (one run per job, closed FINISHED, FAILED or
+KILLED), with a no-op default for every member, so a backend writes only what it records. The
+Trainer and the job are written against it and every backend subclasses it (no separate
+Protocol to keep in step). `NullLogger` (`logger=none`) is it, recording nothing."""
 
 from __future__ import annotations
 
@@ -10,10 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from taco.protocols import RunLogger
 
-
-class BaseLogger(RunLogger):
+class BaseLogger:
     """Every member a no-op: `run()` opens nothing and yields the logger, `log_*` drop what they
     are given. A backend overrides `run` (closing its run FINISHED, FAILED or KILLED) and the
     `log_*` methods it records, and says what it can do: `active` (records anything),
@@ -32,6 +32,7 @@ class BaseLogger(RunLogger):
         yield self
 
     def check(self) -> None:
+        """Refuse a store that cannot be used (ConfigError, TacoError), before a run opens."""
         return None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -56,9 +57,13 @@ class BaseLogger(RunLogger):
         return None
 
     def log_dataset(self, record: Mapping[str, Any]) -> None:
+        """The run's data as a dataset input (a DataModule's split record: name, source, the
+        annotations' hash, the class names and each part's image ids)."""
         return None
 
     def log_model(self, folder: Path, example: np.ndarray) -> None:
+        """A saved model folder (a classifier's `save`) as the run's model, with one or more
+        images (uint8) as its input example."""
         return None
 
 

@@ -21,7 +21,7 @@ from taco.training.callbacks import Callback
 if TYPE_CHECKING:
     from taco.analysis.gradients import GradientSaliency
     from taco.analysis.report import Saliency
-    from taco.protocols import Classifier
+    from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
 
 
@@ -29,7 +29,7 @@ class PerClassCurves(Callback):
     """`analysis/per_class_curves.png`: per class with test positives, precision-recall with the
     tuned threshold marked and test F1 against the threshold."""
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         from taco.analysis.report import write_curves
 
         if not trainer.logger.active or not len(result.y_true):
@@ -56,14 +56,14 @@ class WhereItLooks(Callback):
         self.method, self.patch, self.stride = method, patch, stride
         self.looks: Saliency | GradientSaliency | None = None
 
-    def check(self, classifier: Classifier) -> None:
-        if self.method == "gradient" and getattr(classifier, "kind", "") != "keras":
+    def check(self, classifier: BaseClassifier) -> None:
+        if self.method == "gradient" and not classifier.has_gradients:
             raise ConfigError(
-                f"callbacks.where_it_looks.method=gradient needs a Keras family; "
-                f"{type(classifier).__name__} has no gradients: use method=occlusion"
+                f"callbacks.where_it_looks.method=gradient needs a family with gradients (Keras); "
+                f"{type(classifier).__name__} has none: use method=occlusion"
             )
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         from taco.analysis.report import saliency, write_pointing
 
         logger, datamodule = trainer.logger, trainer.datamodule
@@ -77,7 +77,7 @@ class WhereItLooks(Callback):
 
                 pairs = {int(i): set(np.flatnonzero(row).tolist())
                          for i, row in enumerate(result.y_true)}  # fmt: skip
-                self.looks = GradientSaliency(classifier.model, images, pairs)
+                self.looks = GradientSaliency(classifier.gradient_model(), images, pairs)
             else:
                 predict = scorer(classifier, datamodule.batch_size, len(names))
                 self.looks = saliency(predict, images, len(names), self.patch, self.stride)
@@ -105,7 +105,7 @@ class ErrorGallery(Callback):
     def __init__(self, per_class: PositiveInt = 6) -> None:
         self.per_class = per_class
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         from taco.analysis.report import write_errors
 
         logger, datamodule = trainer.logger, trainer.datamodule
@@ -129,7 +129,7 @@ class ErrorGallery(Callback):
             logger.log_artifacts(tmp, "analysis")
 
 
-def scorer(classifier: Classifier, batch_size: int, num_classes: int) -> Any:
+def scorer(classifier: BaseClassifier, batch_size: int, num_classes: int) -> Any:
     """The classifier's scores of in-memory images (any family)."""
     from taco.data.pipeline import ArrayBatches
 

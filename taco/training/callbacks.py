@@ -32,7 +32,7 @@ from taco.schema import Count, Mode, NonNegative, PositiveInt, Range
 from taco.training import checkpoint
 
 if TYPE_CHECKING:
-    from taco.protocols import Classifier
+    from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -50,36 +50,40 @@ class Callback:
         """The key of this callback's state in a checkpoint."""
         return type(self).__qualname__
 
-    def check(self, classifier: Classifier) -> None:
+    def check(self, classifier: BaseClassifier) -> None:
         """Refuse (ConfigError) a classifier this callback cannot serve: called when the job is
         built, before a run opens or any data work."""
 
-    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_start(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         """Data set up, model built (and restored when resuming), before the first epoch."""
 
-    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_start(
+        self, trainer: Trainer, classifier: BaseClassifier, epoch: int
+    ) -> None:
         """Before epoch `epoch` (0-based) trains; `trainer.callback_metrics` is empty."""
 
     def on_train_batch_end(
-        self, trainer: Trainer, classifier: Classifier, batch: int, logs: dict
+        self, trainer: Trainer, classifier: BaseClassifier, batch: int, logs: dict
     ) -> None:
         """After each training batch, with the model's running `logs` (e.g. `loss`)."""
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         """After epoch `epoch` trained and (on validation epochs) was scored."""
 
-    def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_end(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         """After the last epoch (or an early stop), before thresholds are tuned."""
 
     def on_validation_end(
-        self, trainer: Trainer, classifier: Classifier, result: Evaluation
+        self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation
     ) -> None:
         """After `Trainer.validate` tuned the thresholds (`classifier.thresholds`)."""
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         """After `Trainer.test` scored the test part with the tuned thresholds."""
 
-    def on_exception(self, trainer: Trainer, classifier: Classifier, error: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, classifier: BaseClassifier, error: BaseException
+    ) -> None:
         """Fitting stopped on an error or an interrupt (Ctrl-C, SIGTERM); it is re-raised."""
 
     def state_dict(self) -> dict:
@@ -144,7 +148,7 @@ class EarlyStopping(_Monitoring):
         self.wait = 0
         self.stopped_epoch = 0
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         value = self.current(trainer)
         if value is None:
             return
@@ -198,7 +202,7 @@ class ModelCheckpoint(_Monitoring):
     def writes(self, trainer: Trainer) -> bool:
         return self.dirpath is not None and not trainer.fast_dev_run
 
-    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_start(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         if not self.writes(trainer):
             return
         owner = checkpoint.live_owner(self.dirpath)
@@ -233,7 +237,7 @@ class ModelCheckpoint(_Monitoring):
                 tmp.unlink(missing_ok=True)
             log.info("resumed: carried the best epoch's checkpoint %s into %s", source, target)
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         value = self.current(trainer)
         if value is not None and self.improved(value):
             self.best, self.best_epoch = value, epoch + 1
@@ -246,13 +250,13 @@ class ModelCheckpoint(_Monitoring):
         if self.writes(trainer):
             checkpoint.heartbeat(self.dirpath)
 
-    def on_fit_end(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_end(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         best = self._restore_best(trainer, classifier)
         trainer.logger.log_metrics({"best_epoch": best})
         if self.writes(trainer):
             checkpoint.release(self.dirpath)
 
-    def _restore_best(self, trainer: Trainer, classifier: Classifier) -> int:
+    def _restore_best(self, trainer: Trainer, classifier: BaseClassifier) -> int:
         """The best epoch's weights into the classifier; returns the epoch now held."""
         if not self.restore_best or not self.best_epoch:
             return trainer.epochs_completed
@@ -272,7 +276,9 @@ class ModelCheckpoint(_Monitoring):
         log.info("restored the weights of epoch %d (best %s)", self.best_epoch, self.monitor)
         return self.best_epoch
 
-    def on_exception(self, trainer: Trainer, classifier: Classifier, error: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, classifier: BaseClassifier, error: BaseException
+    ) -> None:
         if self.dirpath is not None:
             checkpoint.release(self.dirpath)
         if isinstance(error, KeyboardInterrupt) and self.last_path is not None:
@@ -283,7 +289,7 @@ class ModelCheckpoint(_Monitoring):
                 file=sys.stderr,
             )
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         """The run finished: neither its checkpoints nor the one it resumed from are `last`."""
         trainer.checkpoints.mark_finished(self.dirpath if self.last_path is not None else None)
 
@@ -320,7 +326,9 @@ class LearningRateSchedule(Callback):
             return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
         return 1.0
 
-    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_start(
+        self, trainer: Trainer, classifier: BaseClassifier, epoch: int
+    ) -> None:
         lr = classifier.set_learning_rate_factor(self.factor(epoch, trainer.max_epochs))
         if lr is not None:
             trainer.callback_metrics["lr"] = lr
@@ -336,14 +344,16 @@ class ProgressBar(Callback):
         self.bar: Progress | None = None
         self._loss_read = 0.0
 
-    def on_train_epoch_start(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_start(
+        self, trainer: Trainer, classifier: BaseClassifier, epoch: int
+    ) -> None:
         label = f"epoch {epoch + 1}/{trainer.epochs}"
         self.bar = Progress(
             trainer.num_training_batches, label, self.enabled, unit="batch", leave=False
         )
 
     def on_train_batch_end(
-        self, trainer: Trainer, classifier: Classifier, batch: int, logs: dict
+        self, trainer: Trainer, classifier: BaseClassifier, batch: int, logs: dict
     ) -> None:
         done = batch + 1
         if not self.bar.enabled or (done % self.refresh_rate and done != self.bar.total):
@@ -356,7 +366,7 @@ class ProgressBar(Callback):
             note = f"loss {float(loss):.4f}" if loss is not None else ""
         self.bar.update(done, note)
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         if self.bar is not None:
             self.bar.close()
         m = trainer.callback_metrics
@@ -377,6 +387,6 @@ class ProgressBar(Callback):
 class LogEpochMetrics(Callback):
     """Logs each epoch's metrics (and the learning rate) to the run: the curves in MLflow."""
 
-    def on_train_epoch_end(self, trainer: Trainer, classifier: Classifier, epoch: int) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, classifier: BaseClassifier, epoch: int) -> None:
         metrics = {k: v for k, v in trainer.callback_metrics.items() if not np.isnan(v)}
         trainer.logger.log_metrics(metrics, step=epoch + 1)

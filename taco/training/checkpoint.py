@@ -24,7 +24,7 @@ import numpy as np
 from taco.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from taco.protocols import Classifier
+    from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,8 @@ class CheckpointConnector:
         with trainer.profiler.section("checkpoint"):
             return write(path, trainer.classifier.checkpoint_state(), meta)
 
-    def restore(self, classifier: Classifier, path: Path) -> int:
-        """Classifier and callback states from `path`; returns the epochs it had completed."""
+    def restore(self, classifier: BaseClassifier, path: Path) -> int:
+        """BaseClassifier and callback states from `path`; returns the epochs it had completed."""
         arrays, meta = read(path)
         if meta.get("classifier") != classifier.kind:
             raise ConfigError(

@@ -42,7 +42,9 @@ from taco.training.checkpoint import Resume
 from taco.training.hardware import check_hardware
 
 if TYPE_CHECKING:
-    from taco.protocols import Classifier, DataModule, RunLogger
+    from taco.models.base import BaseClassifier
+    from taco.protocols import DataModule
+    from taco.tracking.base import BaseLogger
     from taco.training.trainer import Trainer
 
 
@@ -51,9 +53,9 @@ class Job:
     """Every part of a training job, built and checked before a run opens."""
 
     datamodule: DataModule
-    classifier: Classifier
+    classifier: BaseClassifier
     trainer: Trainer
-    logger: RunLogger
+    logger: BaseLogger
     tags: dict[str, str]
     resolved: dict  # the config, resolved once
     resume: Resume = field(default_factory=Resume)  # what ckpt_path resolved to
@@ -150,7 +152,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def log_config(logger: RunLogger, resolved: dict, out: Path | None) -> None:
+def log_config(logger: BaseLogger, resolved: dict, out: Path | None) -> None:
     """Params and the resolved config (a resumed run keeps those it started with) and Hydra's
     own record of the job (`.hydra/`)."""
     if not logger.resumed:  # a study's per-model lookup tables are not this job's params

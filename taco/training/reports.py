@@ -17,11 +17,12 @@ from taco.metrics import Evaluation, floors
 from taco.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from taco.protocols import Classifier, RunLogger
+    from taco.models.base import BaseClassifier
+    from taco.tracking.base import BaseLogger
     from taco.training.trainer import Trainer
 
 
-def log_figure(logger: RunLogger, figure: Any, name: str) -> None:
+def log_figure(logger: BaseLogger, figure: Any, name: str) -> None:
     import matplotlib.pyplot as plt
 
     logger.log_figure(figure, name)
@@ -34,7 +35,7 @@ class AugmentationPreview(Callback):
     def __init__(self, images: int = 6) -> None:
         self.images = int(images)
 
-    def on_fit_start(self, trainer: Trainer, classifier: Classifier) -> None:
+    def on_fit_start(self, trainer: Trainer, classifier: BaseClassifier) -> None:
         from taco.plots import augmentation_preview
 
         datamodule = trainer.datamodule
@@ -52,7 +53,7 @@ class PerClassReport(Callback):
     def __init__(self, title: str = "test F1") -> None:
         self.title = title
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         from taco.plots import per_class_f1
 
         datamodule, logger = trainer.datamodule, trainer.logger
@@ -85,11 +86,11 @@ class LogPredictions(Callback):
     on the validation files (`benchmarks/thresholds.py`)."""
 
     def on_validation_end(
-        self, trainer: Trainer, classifier: Classifier, result: Evaluation
+        self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation
     ) -> None:
         self._log(trainer, "val", result)
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         self._log(trainer, "test", result)
 
     @staticmethod
@@ -122,7 +123,7 @@ class LogModel(Callback):
     def __init__(self, model: str = "", dataset: str = "") -> None:
         self.model, self.dataset = model, dataset
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         if not trainer.logger.active:
             return
         datamodule = trainer.datamodule
@@ -145,7 +146,7 @@ class ProfileReport(Callback):
 
     order = 90  # after the other reports, so their time is counted
 
-    def on_test_end(self, trainer: Trainer, classifier: Classifier, result: Evaluation) -> None:
+    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
         profiler = trainer.profiler
         if not profiler.enabled:
             return

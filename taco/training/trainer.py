@@ -22,9 +22,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from taco.metrics import Evaluation, epoch_scores, evaluate, tune_thresholds
-from taco.protocols import Batches, Classifier, DataModule, RunLogger
+from taco.models.base import BaseClassifier
+from taco.protocols import Batches, DataModule
 from taco.schema import Count, PositiveInt, Probability, Seed
-from taco.tracking.base import NullLogger
+from taco.tracking.base import BaseLogger, NullLogger
 from taco.training.callbacks import Callback
 from taco.training.checkpoint import CheckpointConnector
 from taco.training.hardware import Accelerator, Backend, Devices, Hardware, Precision
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Fits any `taco.protocols.Classifier`; callbacks do the rest (`conf/callbacks/`)."""
+    """Fits any `taco.models.base.BaseClassifier`; callbacks do the rest (`conf/callbacks/`)."""
 
     def __init__(
         self,
@@ -72,8 +73,8 @@ class Trainer:
         # ordered by `Callback.order`: checkpoints (order 100) save every other callback's state
         self.callbacks = sorted((c for c in every if isinstance(c, Callback)), key=_order)
         self.model_callbacks = [c for c in every if not isinstance(c, Callback)]
-        self.logger: RunLogger = NullLogger()
-        self.classifier: Classifier | None = None
+        self.logger: BaseLogger = NullLogger()
+        self.classifier: BaseClassifier | None = None
         self.datamodule: DataModule | None = None
         self.callback_metrics: dict[str, float] = {}
         self.epochs_completed = 0  # the one epoch counter: epochs trained so far in this fit
@@ -94,7 +95,7 @@ class Trainer:
         single = self.classifier is not None and self.classifier.single_pass
         return 1 if single else self.max_epochs
 
-    def connect(self, classifier: Classifier) -> None:
+    def connect(self, classifier: BaseClassifier) -> None:
         """Hand the classifier the callbacks of its own framework (plain Keras callbacks); one
         it cannot drive, or a callback that cannot serve this classifier, fails here, before
         any data work."""
@@ -145,9 +146,9 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     def fit(
         self,
-        classifier: Classifier,
+        classifier: BaseClassifier,
         datamodule: DataModule,
-        logger: RunLogger | None = None,
+        logger: BaseLogger | None = None,
         ckpt_path: str | Path | None = None,
     ) -> None:
         """Set the data up, build the model, train; with `ckpt_path`, continue from that
@@ -194,7 +195,7 @@ class Trainer:
         if skipped:
             self.logger.log_dict(skipped, "skipped_images.json")
 
-    def _setup_model(self, classifier: Classifier, datamodule: DataModule) -> None:
+    def _setup_model(self, classifier: BaseClassifier, datamodule: DataModule) -> None:
         if self.seed is not None:
             self.seed_everything(self.seed)
         self.connect(classifier)
@@ -217,7 +218,9 @@ class Trainer:
 
             tf.config.experimental.enable_op_determinism()
 
-    def _epoch_loop(self, classifier: Classifier, train: Batches, val: Batches, start: int) -> None:
+    def _epoch_loop(
+        self, classifier: BaseClassifier, train: Batches, val: Batches, start: int
+    ) -> None:
         """The classifier trains the epochs left, calling back at each one's start and end
         (`epoch_started`, `epoch_ended`): a Keras model runs them in one `fit` per stage."""
         if start >= self.epochs:
@@ -276,7 +279,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ validate / test
     def validate(
-        self, classifier: Classifier, datamodule: DataModule, logger: RunLogger | None = None
+        self, classifier: BaseClassifier, datamodule: DataModule, logger: BaseLogger | None = None
     ) -> Evaluation:
         """Score validation, choose the thresholds (tuned per class, or fixed), store them with
         the classifier and log them."""
@@ -315,7 +318,7 @@ class Trainer:
         }
 
     def test(
-        self, classifier: Classifier, datamodule: DataModule, logger: RunLogger | None = None
+        self, classifier: BaseClassifier, datamodule: DataModule, logger: BaseLogger | None = None
     ) -> Evaluation:
         """Apply the validation thresholds to the test part and log per-class scores."""
         self.classifier, self.datamodule = classifier, datamodule
@@ -331,7 +334,7 @@ class Trainer:
         self._call("on_test_end", result)
         return result
 
-    def timed_logger(self, logger: RunLogger | None) -> RunLogger:
+    def timed_logger(self, logger: BaseLogger | None) -> BaseLogger:
         """The logger, timed as `logging` when the profiler is on (wrapped once)."""
         logger = logger or NullLogger()
         if not self.profiler.enabled or isinstance(logger, ProfiledLogger):
