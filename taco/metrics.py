@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from taco import tables
+
 # Per-epoch metrics the Trainer puts in `callback_metrics` (monitors choose among them).
 EPOCH_METRICS = (
     "train/loss",
@@ -86,22 +88,23 @@ class Evaluation:
 
     def table(self) -> str:
         """Markdown table: one row per class, undefined values shown as 'n/a'."""
-        width = max(len(n) for n in self.class_names)
-        head = f"| {'class':<{width}} | support | precision | recall |   f1   | threshold |"
-        rule = f"|{'-' * (width + 2)}|--------:|----------:|-------:|-------:|----------:|"
-        rows = [head, rule]
-        for i, name in enumerate(self.class_names):
-            thr = self.thresholds[i] if len(self.thresholds) else np.nan
-            rows.append(
-                f"| {name:<{width}} | {int(self.support[i]):>7} | {_fmt(self.precision[i]):>9} "
-                f"| {_fmt(self.recall[i]):>6} | {_fmt(self.f1[i]):>6} | {_fmt(thr):>9} |"
-            )
-        rows.append(
+        rows = [
+            [
+                name,
+                int(self.support[i]),
+                _fmt(self.precision[i]),
+                _fmt(self.recall[i]),
+                _fmt(self.f1[i]),
+                _fmt(self.thresholds[i] if len(self.thresholds) else np.nan),
+            ]
+            for i, name in enumerate(self.class_names)
+        ]
+        head = ["class", "support", "precision", "recall", "f1", "threshold"]
+        return tables.markdown(head, rows, padded=True) + (
             f"\nmicro F1 {self.f1_micro:.3f} | macro F1 {self.f1_macro:.3f} over "
             f"{self.macro_classes}/{len(self.class_names)} classes with positives | "
             f"samples F1 {self.f1_samples:.3f}"
         )
-        return "\n".join(rows)
 
 
 def _fmt(value: float) -> str:

@@ -34,3 +34,15 @@ def test_every_room_is_in_a_layer():
     rooms = {f"taco.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
     rooms |= {f"taco.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
     assert rooms == named, f"not in a layer: {sorted(rooms - named)}; gone: {sorted(named - rooms)}"
+
+
+def test_one_table_writer_draws_every_markdown_rule():
+    """Every Markdown table goes through `taco.tables.markdown`: no other module draws a rule."""
+    drawn = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "taco").rglob("*.py"))
+        if path.name != "tables.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "|---" in line or "---:|" in line
+    ]
+    assert not drawn, f"Markdown rules drawn outside taco/tables.py: {drawn}"

@@ -8,7 +8,7 @@ def test_counts_and_cooccurrence_units():
     np.testing.assert_array_equal(cooccurrence(y), [[2, 1, 0], [1, 2, 1], [0, 1, 1]])
     assert labels_per_image(y) == {1: 1, 2: 2}
     table = class_table(["a", "b", "c"], {"train": y[:2], "test": y[2:]})
-    assert "| a     |      2 |       2 |       0 |" in table
+    assert "| a        |      2 |     2 |    0 |" in table
 
 
 def test_stats_on_real_taco_with_taco10(compose_cfg, tmp_path, real_annotations):

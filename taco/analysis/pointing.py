@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from taco import tables
+
 
 @dataclass(frozen=True)
 class PointingScore:
@@ -101,11 +103,8 @@ def overall(scores: Sequence[PointingScore]) -> PointingScore:
 
 def pointing_table(scores: Sequence[PointingScore]) -> str:
     """Markdown: per class with pairs, then all pairs pooled."""
-    lines = [
-        "| class | pairs | model | centre | random |",
-        "|---|---:|---:|---:|---:|",
+    rows = [
+        [s.name, s.pairs, *(f"{rate:.3f}" for rate in s.rates)]
+        for s in [*sorted((s for s in scores if s.pairs), key=lambda s: -s.pairs), overall(scores)]
     ]
-    for s in [*sorted((s for s in scores if s.pairs), key=lambda s: -s.pairs), overall(scores)]:
-        model, centre, random = s.rates
-        lines.append(f"| {s.name} | {s.pairs} | {model:.3f} | {centre:.3f} | {random:.3f} |")
-    return "\n".join(lines)
+    return tables.markdown(["class", "pairs", "model", "centre", "random"], rows)

@@ -90,7 +90,7 @@ def write_pointing(
 
     scores = pointing_game(looks.map, y_true, boxes, class_names, looks.size)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / "pointing_game.md").write_text(pointing_table(scores) + "\n")
+    (Path(folder) / "pointing_game.md").write_text(pointing_table(scores))
     pooled = overall(scores)
     model, centre, random = pooled.rates
     return {"pairs": float(pooled.pairs), "model": model, "centre": centre, "random": random}

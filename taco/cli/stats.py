@@ -13,6 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from taco import tables
 from taco.config import CONF_DIR, build, resolved_config
 from taco.errors import cli_errors, hydra_errors, interrupts
 
@@ -21,19 +22,13 @@ log = logging.getLogger("taco.stats")
 
 def class_table(class_names: list[str], parts: dict[str, np.ndarray]) -> str:
     """Markdown: class | images | per part; `parts`: each part's (images, classes) labels."""
-    names = list(parts)
-    width = max(len(n) for n in [*class_names, "class"])
-    head = f"| {'class':<{width}} | images | " + " | ".join(f"{p:>7}" for p in names) + " |"
-    rule = f"|{'-' * (width + 2)}|-------:|" + "|".join("--------:" for _ in names) + "|"
-    lines = [head, rule]
+    rows = []
     for j, name in enumerate(class_names):
         counts = [int(labels[:, j].sum()) for labels in parts.values()]
-        cells = " | ".join(f"{c:>7}" for c in counts)
-        lines.append(f"| {name:<{width}} | {sum(counts):>6} | {cells} |")
+        rows.append([name, sum(counts), *counts])
     sizes = [len(labels) for labels in parts.values()]
-    cells = " | ".join(f"{n:>7}" for n in sizes)
-    lines.append(f"| {'(images)':<{width}} | {sum(sizes):>6} | {cells} |")
-    return "\n".join(lines)
+    rows.append(["(images)", sum(sizes), *sizes])
+    return tables.markdown(["class", "images", *parts], rows, padded=True)
 
 
 def labels_per_image(labels: np.ndarray) -> dict[int, int]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from taco import tables
 from taco.metrics import Evaluation, evaluate
 
 F1_BOUND = 0.01
@@ -52,27 +53,23 @@ class ExportCheck:
         return failed
 
     def markdown(self) -> str:
-        lines = [
-            f"Test split, {self.images} images, thresholds of the source run; largest score "
-            f"difference {self.max_score_diff:.2e}.",
-            "",
-            "| class | support | Keras F1 | export F1 | change |"
-            + (" export F1, thresholds re-tuned on validation |" if self.retuned else ""),
-            "|---|---:|---:|---:|---:|" + ("---:|" if self.retuned else ""),
-        ]
         k, e, r = self.keras, self.exported, self.retuned
-        for i, name in enumerate(k.class_names):
-            if k.support[i] == 0:
-                continue
-            lines.append(
-                f"| {name} | {int(k.support[i])} | {k.f1[i]:.3f} | {e.f1[i]:.3f} | "
-                f"{e.f1[i] - k.f1[i]:+.3f} |" + (f" {r.f1[i]:.3f} |" if r else "")
-            )
-        lines.append(
-            f"| macro F1 | | {k.f1_macro:.3f} | {e.f1_macro:.3f} | {e.f1_macro - k.f1_macro:+.3f} |"
-            + (f" {r.f1_macro:.3f} |" if r else "")
+        head = ["class", "support", "Keras F1", "export F1", "change"]
+        head += ["export F1, thresholds re-tuned on validation"] if r else []
+        rows = [
+            [name, int(k.support[i]), f"{k.f1[i]:.3f}", f"{e.f1[i]:.3f}",
+             f"{e.f1[i] - k.f1[i]:+.3f}", *([f"{r.f1[i]:.3f}"] if r else [])]
+            for i, name in enumerate(k.class_names)
+            if k.support[i] > 0
+        ]  # fmt: skip
+        rows.append(
+            ["macro F1", "", f"{k.f1_macro:.3f}", f"{e.f1_macro:.3f}",
+             f"{e.f1_macro - k.f1_macro:+.3f}", *([f"{r.f1_macro:.3f}"] if r else [])]
+        )  # fmt: skip
+        return (
+            f"Test split, {self.images} images, thresholds of the source run; largest score "
+            f"difference {self.max_score_diff:.2e}.\n\n" + tables.markdown(head, rows)
         )
-        return "\n".join(lines) + "\n"
 
 
 def check_export(

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from taco import tables
 from taco.errors import DataError
-from taco.reports import tables
 from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark, floors
 from taco.reports.resampling import (
     Interval,

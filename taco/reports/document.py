@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from taco import tables
 from taco.reports.runs import Sweep, recipe
 
 MACRO_F1 = (
@@ -141,18 +142,17 @@ def write_machine(sweep: Sweep, folder: Path, jobs_per_variant: int) -> None:
 
 def _per_variant_lines(sweep: Sweep) -> list[str]:
     """What each variant ran (its logged config), its time and the jobs left out."""
+    rows = []
+    for variant, runs in sweep.runs.items():
+        m = defaultdict(lambda: float("nan"), runs[0].data.metrics)
+        rows.append([variant, len(runs), f"`{runs[0].info.run_id[:8]}`", recipe(runs).text(),
+                     f"{m['fit_seconds']:.0f}"])  # fmt: skip
+    head = ["variant", "jobs", "first run", "weights, image size, epochs, batch", "fit s"]
     lines = [
         "What each variant ran (from its jobs' logged config; fit time of the first job):",
         "",
-        "| variant | jobs | first run | weights, image size, epochs, batch | fit s |",
-        "|---|---:|---|---|---:|",
+        *tables.markdown(head, rows, align="lrllr").splitlines(),
     ]
-    for variant, runs in sweep.runs.items():
-        m = defaultdict(lambda: float("nan"), runs[0].data.metrics)
-        lines.append(
-            f"| {variant} | {len(runs)} | `{runs[0].info.run_id[:8]}` | {recipe(runs).text()} "
-            f"| {m['fit_seconds']:.0f} |"
-        )
     if sweep.unfinished:
         lines += ["", "Jobs that did not finish (left out of the table):", ""]
         lines += [

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.reports import tables
+from taco import tables
 from taco.reports.floors import floor_mark
 from taco.reports.resampling import holm
 from taco.reports.runs import Sweep

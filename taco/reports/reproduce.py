@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from taco import tables
 from taco.errors import DataError
 
 # comparison.csv keeps 4 decimals: a difference below this is the file's rounding
@@ -189,10 +190,7 @@ def check_table(found: list[Check], how: str) -> str:
     """A Markdown table: the committed number as stated, the new one, the difference, the range
     it must lie in, and whether it does (informative rows in brackets)."""
     need = "must equal" if how == "identical" else "must lie in"
-    lines = [
-        f"| class | variant | committed | new | difference | {need} | within |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     for c in found:
         new = "n/a" if math.isnan(c.new) else f"{round(c.new, 4):.3f}"  # as the CSV rounds
         within = "yes" if c.within else ("**no**" if c.decides else "no")
@@ -201,11 +199,9 @@ def check_table(found: list[Check], how: str) -> str:
         target = (
             f"{c.low:.4f}" if c.low == c.high else f"[{c.low:.3f}, {c.high:.3f}]"
         ) if not math.isnan(c.low) else "n/a"  # fmt: skip
-        lines.append(
-            f"| {c.row} | {c.variant} | {c.committed.text} | {new} "
-            f"| {_difference(c)} | {target} | {within} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append([c.row, c.variant, c.committed.text, new, _difference(c), target, within])
+    head = ["class", "variant", "committed", "new", "difference", need, "within"]
+    return tables.markdown(head, rows, align="llrrrrl")
 
 
 def _difference(check: Check) -> str:

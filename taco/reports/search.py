@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from taco import tables
 from taco.errors import DataError
 from taco.metrics import sanitize
 from taco.reports.floors import floors
@@ -65,18 +66,16 @@ def markdown(client: Any, parent: Any) -> str:
         "",
         *(f"- {k} = {v}" for k, v in params.items()),
         "",
-        "| class | test support | test F1 | floor: every class |",
-        "|---|---:|---:|---:|",
     ]
+    rows = []
     for name in names:
         every = floor.f1("floor: every class", name) if floor else float("nan")
-        lines.append(
-            f"| {name} | {int(metrics[f'test/support/{name}'])} | "
-            f"{_f(metrics, f'test/f1/{name}')} | {_num(every)} |"
-        )
+        rows.append([name, int(metrics[f"test/support/{name}"]), _f(metrics, f"test/f1/{name}"),
+                     _num(every)])  # fmt: skip
     macro_floor = floor.f1("floor: every class", "macro F1") if floor else float("nan")
-    lines.append(f"| macro F1 | | {_f(metrics, 'test/f1_macro')} | {_num(macro_floor)} |")
-    return "\n".join(lines) + "\n"
+    rows.append(["macro F1", "", _f(metrics, "test/f1_macro"), _num(macro_floor)])
+    head = ["class", "test support", "test F1", "floor: every class"]
+    return "\n".join(lines) + "\n" + tables.markdown(head, rows)
 
 
 def _f(metrics: dict, key: str) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from taco import tables
 from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
-from taco.reports import tables
 from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floor_mark
 from taco.reports.runs import Sweep
 

@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+from taco import tables
+
 
 class PassThroughProfiler:
     """No timing at all: the default."""
@@ -63,16 +65,12 @@ class SimpleProfiler(PassThroughProfiler):
     def table(self) -> str:
         total = time.perf_counter() - self.started
         rows = [
-            "| stage | total s | calls | mean ms | % of job |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for name, s in self.summary().items():
-            rows.append(
-                f"| {name} | {s['seconds']:.2f} | {int(s['calls'])} | {1000 * s['mean']:.1f} "
-                f"| {100 * s['seconds'] / total:.1f} |"
-            )
-        rows.append(f"| job total | {total:.2f} | 1 | | 100.0 |")
-        return "\n".join(rows) + "\n"
+            [name, f"{s['seconds']:.2f}", int(s["calls"]), f"{1000 * s['mean']:.1f}",
+             f"{100 * s['seconds'] / total:.1f}"]
+            for name, s in self.summary().items()
+        ]  # fmt: skip
+        rows.append(["job total", f"{total:.2f}", 1, "", "100.0"])
+        return tables.markdown(["stage", "total s", "calls", "mean ms", "% of job"], rows)
 
 
 def make_profiler(kind: str | None) -> PassThroughProfiler:
