@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,76 +28,6 @@ class StoreError(TacoError):
 
 class DiskFullError(DataError):
     """A write did not fit on its disk (or would not: checked before the work starts)."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """A signal (SIGTERM from a scheduler or `kill`) stopping a command as Ctrl-C does."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"terminated by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-def interrupt_once(signum: int, frame: Any) -> None:
-    """Signal handler: the first SIGTERM or SIGINT stops the job; later ones (passed on by a
-    sweep, or a terminal's Ctrl-C reaching the whole process group) must not cut short the
-    checkpoint and run closing that follow."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
-def redeliver_lost_interrupts(unraisable: Any, next_hook: Any = None) -> None:
-    """`sys.unraisablehook`: an interrupt raised while Python ran a finalizer (a `__del__`, a
-    weakref callback: garbage collection runs them anywhere) cannot propagate, so Python prints
-    it and goes on; the job would train on with its signals ignored. Raise it again instead: it
-    lands in ordinary code a moment later."""
-    error = unraisable.exc_value
-    if isinstance(error, KeyboardInterrupt):
-        import os
-
-        signum = getattr(error, "signum", signal.SIGINT)
-        signal.signal(signum, interrupt_once)  # armed again for this one delivery
-        # from another thread, a moment later: raised here, it would be lost again
-        later = threading.Timer(0.02, os.kill, (os.getpid(), signum))
-        later.daemon = True
-        later.start()
-        return
-    (next_hook or sys.__unraisablehook__)(unraisable)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler, `kill`) stops the code inside as Ctrl-C does, so a run is closed
-    KILLED, not left RUNNING, also when the signal lands inside a finalizer. (Signals reach the
-    main thread only: elsewhere, nothing to do.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt_once)
-    previous_hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: redeliver_lost_interrupts(unraisable, previous_hook)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = previous_hook
-
-
-@contextlib.contextmanager
-def interrupts(prog: str, resume: str | Callable[[], str] | None = None) -> Iterator[None]:
-    """SIGTERM stops the command as Ctrl-C does; either ends it with one line on stderr (how to
-    resume, no traceback; `resume` is asked then, when the run's folders are known) and exit
-    code 128 + signal: 130 for SIGINT, 143 for SIGTERM."""
-    try:
-        with sigterm_as_interrupt():
-            yield
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        resume = resume() if callable(resume) else resume
-        hint = f"; resume with: {resume}" if resume else ""
-        print(f"{prog}: interrupted by {signal.Signals(signum).name}{hint}", file=sys.stderr)
-        raise SystemExit(128 + signum) from None
 
 
 def user_error(exc: BaseException) -> TacoError | None:
@@ -203,18 +131,3 @@ def hydra_message(exc: BaseException) -> str:
     if cause is not None and str(cause).strip():
         message += f" ({str(cause).strip().splitlines()[0]})"
     return message
-
-
-def die_with_parent(signum: int) -> None:
-    """Linux: `signum` to this process when its parent dies, however it dies (even by SIGKILL):
-    no sweep job or augmentation worker outlives the process that started it."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import os
-
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signum)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl: go now
-            os.kill(os.getpid(), signum)

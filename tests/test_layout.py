@@ -46,3 +46,15 @@ def test_one_table_writer_draws_every_markdown_rule():
         if "|---" in line or "---:|" in line
     ]
     assert not drawn, f"Markdown rules drawn outside taco/tables.py: {drawn}"
+
+
+def test_signal_handlers_are_set_in_one_module():
+    """taco/signals.py installs, holds and restores every handler (Lightning's signal connector)."""
+    setting = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "taco").rglob("*.py"))
+        if path.name != "signals.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "signal.signal(" in line or "signal.getsignal(" in line
+    ]
+    assert not setting, f"signal handlers set outside taco/signals.py: {setting}"

@@ -67,7 +67,7 @@ def test_a_signal_during_a_store_write_is_delivered_after_it():
     held until the write ends, then raised by the job's own handler."""
     import signal
 
-    from taco.tracking.mlflow_logger import uninterrupted
+    from taco.signals import held_interrupts
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -76,7 +76,7 @@ def test_a_signal_during_a_store_write_is_delivered_after_it():
     steps = []
     try:
         with pytest.raises(KeyboardInterrupt, match="signal"):
-            with uninterrupted():
+            with held_interrupts():
                 signal.raise_signal(signal.SIGTERM)
                 steps.append("write finished")
         assert steps == ["write finished"]
@@ -93,7 +93,7 @@ def test_an_interrupt_that_lands_in_a_finalizer_is_not_lost():
     import signal
     import time
 
-    from taco.errors import Interrupted, sigterm_as_interrupt
+    from taco.signals import Interrupted, sigterm_as_interrupt
 
     class Finalized:
         def __del__(self):

@@ -14,7 +14,8 @@ import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
-from taco.errors import ConfigError, cli_errors, hydra_errors, interrupts
+from taco.errors import ConfigError, cli_errors, hydra_errors
+from taco.signals import interrupts
 
 
 def evaluate_model(cfg: DictConfig) -> float:

@@ -21,8 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
-from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors, interrupts
+from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors
 from taco.files import staged_folder
+from taco.signals import interrupts
 
 log = logging.getLogger("taco.explain")
 

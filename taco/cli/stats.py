@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from taco import tables
 from taco.config import CONF_DIR, build, resolved_config
-from taco.errors import cli_errors, hydra_errors, interrupts
+from taco.errors import cli_errors, hydra_errors
+from taco.signals import interrupts
 
 log = logging.getLogger("taco.stats")
 

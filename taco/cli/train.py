@@ -11,7 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, in_multirun
-from taco.errors import cli_errors, hydra_errors, hydra_task_started, interrupts
+from taco.errors import cli_errors, hydra_errors, hydra_task_started
+from taco.signals import interrupts
 
 
 def resume_command() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.errors import die_with_parent
+from taco.signals import worker_process
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +384,7 @@ def _work(
     results: Any,
 ) -> None:
     """A worker: batches from `tasks` into the ring until the `None` sentinel."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    die_with_parent(signal.SIGKILL)
+    worker_process()
     if cores and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, cores)

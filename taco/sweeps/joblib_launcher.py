@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -254,12 +253,9 @@ def failed_return(overrides: list[str]) -> JobReturn:
 def _job_main(payload: bytes, send: Any) -> None:
     import cloudpickle
 
-    from taco.errors import die_with_parent, interrupt_once, redeliver_lost_interrupts
+    from taco.signals import job_process
 
-    die_with_parent(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, interrupt_once)
-    signal.signal(signal.SIGINT, interrupt_once)
-    sys.unraisablehook = redeliver_lost_interrupts  # a signal handled inside a finalizer
+    job_process()
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     try:

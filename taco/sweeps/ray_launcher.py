@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 from omegaconf import OmegaConf, open_dict
 
+from taco.signals import handlers_kept
 from taco.sweeps.joblib_launcher import FINISH_LATER, STOP_WAIT_S, failed_return
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,8 @@ class TaskPerJobRayLauncher(RayLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if self.ray_cfg.init.get("address") is None:  # Ray started here: as Hydra's launcher
             self.ray_cfg.init.setdefault("object_store_memory", 78643200)  # (refused on a cluster)
-        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        start_ray(self.ray_cfg.init)
-        for signum, handler in handlers.items():  # ray.init puts its own in (a crash report)
-            signal.signal(signum, handler)
+        with handlers_kept():  # ray.init puts its own in (a crash report)
+            start_ray(self.ray_cfg.init)
         task = ray.remote(_run_job).options(**self._task_options())
         log.info("Ray: launching %d jobs in %s", len(job_overrides), sweep_dir)
         jobs = []

@@ -13,7 +13,6 @@ sweep launches.
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
@@ -49,23 +48,12 @@ class ResumingSlurmLauncher(SlurmLauncher):
         """In the job's process, after submitit has set its signal handlers."""
         from submitit.core.job_environment import JobEnvironment
 
-        from taco.errors import interrupt_once
+        from taco.signals import stop_then
 
-        warning = JobEnvironment._usr_sig()
-        requeue = signal.getsignal(warning)  # submitit's checkpoint_and_try_requeue
-        warned: list[int] = []
-
-        def stop(signum: int, frame: Any) -> None:
-            warned.append(signum)
-            interrupt_once(signum, frame)
-
-        signal.signal(warning, stop)
-        try:
+        # the warning stops the job; then submitit's own handler (checkpoint_and_try_requeue)
+        # calls `checkpoint`, requeues and exits
+        with stop_then(JobEnvironment._usr_sig(), None):
             return super().__call__(sweep_overrides, *args)
-        except KeyboardInterrupt:
-            if warned and callable(requeue):
-                requeue(warned[0], None)  # calls `checkpoint`, requeues, exits
-            raise
 
     def checkpoint(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> Any:
         """What submitit runs when the job is requeued: the same job, resumed."""

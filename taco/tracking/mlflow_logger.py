@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from taco.schema import NonNegative
+from taco.signals import held_interrupts
 from taco.tracking.base import BaseLogger
 
 log = logging.getLogger(__name__)
@@ -158,28 +159,6 @@ def _gpus() -> str:
     return "; ".join(names) if listed.returncode == 0 and names else "none"
 
 
-@contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Ctrl-C or SIGTERM during a store write is held until the write ends, then delivered: a
-    SQLite transaction cut short keeps the database locked, and the run could not be closed."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in signals}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if held:
-            signal.raise_signal(held[0])  # handled now, by the handler the job installed
-
-
 class MLflowLogger(BaseLogger):
     """Logs one run to MLflow; a busy store is waited for (`taco.tracking.store_wait`)."""
 
@@ -260,7 +239,7 @@ class MLflowLogger(BaseLogger):
         outer = mlflow.active_run()
 
         def start() -> None:
-            with uninterrupted():
+            with held_interrupts():
                 try:
                     opened.append(self._start(mlflow, tags, run_id))
                 except BaseException:
@@ -314,7 +293,7 @@ class MLflowLogger(BaseLogger):
         (training goes on), else the write waits for the store."""
 
         def guarded() -> None:
-            with uninterrupted():
+            with held_interrupts():
                 call()
 
         self.waiter.write(label, guarded, keep)
@@ -329,7 +308,7 @@ class MLflowLogger(BaseLogger):
         import mlflow
 
         try:
-            with uninterrupted():
+            with held_interrupts():
                 self.waiter.flush(block=False)
                 client = mlflow.MlflowClient(self.tracking_uri)
                 now = client.get_run(self.run_id).data.tags
@@ -357,13 +336,13 @@ class MLflowLogger(BaseLogger):
         try:
             # an error is recorded after what came before it; an interrupt does not wait
             self.waiter.flush(block=status != "KILLED")
-            with uninterrupted():
+            with held_interrupts():
                 mlflow.set_tag("error", message[:4000])
                 mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
         except BaseException as exc:  # the store itself may be the problem: still close the run
             log.warning("could not log the error to MLflow: %s", exc)
         finally:
-            with uninterrupted(), contextlib.suppress(Exception):
+            with held_interrupts(), contextlib.suppress(Exception):
                 mlflow.end_run(status)
 
     def log_params(self, params: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from taco.config import (
     resolved_config,
     threads_per_job,
 )
-from taco.errors import ConfigError, sigterm_as_interrupt
+from taco.errors import ConfigError
 from taco.metrics import summary_names
 from taco.process import (
     import_keras,
@@ -35,6 +35,7 @@ from taco.process import (
     use_compile_cache,
 )
 from taco.schema import check_augmentation, check_config
+from taco.signals import sigterm_as_interrupt
 from taco.tracking.lineage import job_run_name, job_tags
 from taco.tracking.mlflow_logger import git_state
 from taco.training import checkpoint
