@@ -113,7 +113,7 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db"}
-    from taco.tracking.mlflow_logger import cpu_name
+    from taco.tracking.provenance import cpu_name
 
     lines = [
         f"{cpu_name()}, {os.cpu_count()} cores; onnxruntime {version('onnxruntime')}, "

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, cli_errors, hydra_errors
 from taco.signals import interrupts
+from taco.tracking.tags import Tag
 
 
 def evaluate_model(cfg: DictConfig) -> float:
@@ -47,7 +48,7 @@ def evaluate_model(cfg: DictConfig) -> float:
     check_same_classes(model, datamodule, cfg)
     tags = {"task": "eval", "dataset": cfg.dataset.name, "model": model.info.get("model", "?")}
     if cfg.run_id:
-        tags["source_run_id"] = run_reference(cfg, "run_id")
+        tags[Tag.SOURCE_RUN] = run_reference(cfg, "run_id")
     with logger.run(tags=tags):
         test = datamodule.batches("test")
         scores = model.predict(test.images())

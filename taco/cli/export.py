@@ -23,6 +23,7 @@ from taco.cli import command_parser, model_source
 from taco.config import default_tracking_uri, project_root
 from taco.errors import cli_errors
 from taco.process import native_noise_filtered
+from taco.tracking.tags import Tag
 
 DRAWN = 100  # representative images an int8 export calibrates on
 
@@ -103,7 +104,7 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     from taco.export.sidecar import write_sidecar
     from taco.metrics import evaluate, tune_thresholds
     from taco.models.registry import model_class
-    from taco.tracking.mlflow_logger import git_state
+    from taco.tracking.provenance import git_state
 
     with source_folder(args, uri) as (given, source):
         folder, info, cls = model_class(given)
@@ -115,7 +116,7 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
         out = out / f"{args.format}-{args.quantize}" if args.out is None else out
         file = out / f"model{FORMATS[args.format]}"
         path = export_keras(graph, file, args.format, args.quantize, drawn)
-        exported_at = git_state(project_root()).get("git_commit", "unknown")
+        exported_at = git_state(project_root()).get(Tag.GIT_COMMIT, "unknown")
         source = {**source, "exported_at_commit": exported_at}
         sidecar = write_sidecar(path, info, args.format, args.quantize, source)
         if data is None:

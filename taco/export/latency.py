@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taco.tracking.mlflow_logger import cpu_name
+from taco.tracking.provenance import cpu_name
 
 RUNTIMES = {".onnx": "onnxruntime", ".tflite": "ai-edge-litert"}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from taco import tables
 from taco.reports.runs import Sweep, recipe
+from taco.tracking.tags import Tag
 
 MACRO_F1 = (
     "Macro F1 is the mean F1 over the classes with at least one positive test image: a class "
@@ -91,10 +92,10 @@ def report_markdown(sweep: Sweep, study: str, command: str, body: str) -> str:
         "",
         f"- sweep parent run: `{parent.info.run_id}` ({parent.info.status}), "
         f"{len(sweep.jobs())} finished job(s), wall time {wall}",
-        f"- sweep overrides: `{tags.get('hydra_overrides', '')}`",
+        f"- sweep overrides: `{tags.get(Tag.HYDRA_OVERRIDES, '')}`",
         f"- launcher: `{tags.get('launcher', '')}`",
-        f"- git commit: `{tags.get('git_commit', '?')}`"
-        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
+        f"- git commit: `{tags.get(Tag.GIT_COMMIT, '?')}`"
+        + (" (uncommitted changes)" if tags.get(Tag.GIT_DIRTY) == "true" else ""),
         f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         *_machine_lines(sweep),
         "",
@@ -156,7 +157,7 @@ def _per_variant_lines(sweep: Sweep) -> list[str]:
     if sweep.unfinished:
         lines += ["", "Jobs that did not finish (left out of the table):", ""]
         lines += [
-            f"- `{r.info.run_id[:8]}` {r.data.tags.get('hydra_overrides', '')}: {r.info.status}"
+            f"- `{r.info.run_id[:8]}` {r.data.tags.get(Tag.HYDRA_OVERRIDES, '')}: {r.info.status}"
             for r in sweep.unfinished
         ]
     return lines

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from taco.errors import DataError
+from taco.tracking.tags import Tag
 
 # what varies between the jobs of one variant: training seed, test split, cross-validation fold
 POOLED = {"seed", "dataset.split_seed", "dataset.fold"}
@@ -71,7 +72,7 @@ def recipe(runs: list[Any]) -> Recipe:
 
 def overrides(run: Any) -> dict[str, str]:
     """The job's command-line overrides (its `hydra_overrides` tag) as key -> value."""
-    text = run.data.tags.get("hydra_overrides", "")
+    text = run.data.tags.get(Tag.HYDRA_OVERRIDES, "")
     out = {}
     for item in shlex.split(text) if text and text != "(none)" else []:
         key, _, value = item.partition("=")
@@ -99,7 +100,6 @@ def variant_names(runs: list[Any]) -> dict[str, str]:
 
 def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> Any:
     """The sweep's parent run: the one named, else the latest of the experiment (or store)."""
-    from taco.tracking.lineage import SWEEP_TAG
 
     if parent_id:
         try:
@@ -117,7 +117,7 @@ def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> A
         raise DataError(f"no experiments in {client.tracking_uri}: run `make compare` first")
     parents = client.search_runs(
         experiments,
-        filter_string=f"tags.`{SWEEP_TAG}` = 'parent'",
+        filter_string=f"tags.`{Tag.SWEEP}` = 'parent'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -150,7 +150,7 @@ def collect(client: Any, parent: Any) -> Sweep:
             f"sweep {parent.info.run_id} has no finished job ({len(children)} run(s) in all):"
             f"\n  {missing}"
         )
-    finished.sort(key=lambda r: (int(r.data.tags.get("sweep_job", 0)), r.info.start_time))
+    finished.sort(key=lambda r: (int(r.data.tags.get(Tag.SWEEP_JOB, 0)), r.info.start_time))
     names = variant_names(finished)
     sweep = Sweep(parent, list(dict.fromkeys(names.values())), unfinished=unfinished)
     for run in finished:

@@ -13,23 +13,22 @@ from taco.errors import DataError
 from taco.metrics import sanitize
 from taco.reports.floors import floors
 from taco.reports.runs import load_predictions
-
-BEST_TAG = "optuna.best_trial"
+from taco.tracking.tags import Tag
 
 
 def is_search(parent: Any) -> bool:
-    return BEST_TAG in parent.data.tags
+    return Tag.OPTUNA_BEST_TRIAL in parent.data.tags
 
 
 def best_run(client: Any, parent: Any) -> Any:
     """The best trial's finished child run (its latest, where a trial was asked again)."""
     from taco.tracking.lineage import child_runs
 
-    best = parent.data.tags[BEST_TAG]
+    best = parent.data.tags[Tag.OPTUNA_BEST_TRIAL]
     runs = [
         r
         for r in child_runs(client, parent.info.run_id)
-        if r.data.tags.get("optuna.trial") == best and r.info.status == "FINISHED"
+        if r.data.tags.get(Tag.OPTUNA_TRIAL) == best and r.info.status == "FINISHED"
     ]
     if not runs:
         raise DataError(
@@ -58,7 +57,7 @@ def markdown(client: Any, parent: Any) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(trials.items()))
     params = {k.removeprefix("best/"): v for k, v in tags.items() if k.startswith("best/")}
     lines = [
-        f"Search {parent.info.run_id}: trial {tags[BEST_TAG]} is the best of "
+        f"Search {parent.info.run_id}: trial {tags[Tag.OPTUNA_BEST_TRIAL]} is the best of "
         f"{sum(trials.values())} ({counts}), run {run.info.run_id}.",
         "Its configuration was chosen on validation (macro F1 "
         f"{_f(metrics, 'val/final/f1_macro')} there): that number is optimistic. The test "

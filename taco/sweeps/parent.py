@@ -31,10 +31,10 @@ from taco.schema import check_config
 from taco.tracking.lineage import (
     PARENT_ENV,
     PARENT_FILE,
-    SWEEP_TAG,
     child_runs,
     parent_record,
 )
+from taco.tracking.tags import Tag
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +125,17 @@ def close_dead_job(
             for r in child_runs(client, record["run_id"])
             if r.info.status == "RUNNING"
             and (
-                r.data.tags.get("pid") == str(pid)
+                r.data.tags.get(Tag.PID) == str(pid)
                 if pid
-                else r.data.tags.get("sweep_job") == str(num)
+                else r.data.tags.get(Tag.SWEEP_JOB) == str(num)
             )
         ]
         if not mine:
             parent = client.get_run(record["run_id"])
             tags = {
-                "mlflow.parentRunId": record["run_id"],
-                "sweep_job": str(num),
-                "hydra_overrides": " ".join(overrides)[:5000] or "(none)",
+                Tag.PARENT_RUN: record["run_id"],
+                Tag.SWEEP_JOB: str(num),
+                Tag.HYDRA_OVERRIDES: " ".join(overrides)[:5000] or "(none)",
             }
             mine = [client.create_run(parent.info.experiment_id, tags=tags)]
         for run in mine:
@@ -158,7 +158,7 @@ def not_started(sweep_dir: Path | None, planned: list[list[str]], children: list
     path = (sweep_dir or Path(".")) / NOT_STARTED_FILE
     reported = json.loads(path.read_text()) if path.is_file() else []
     entries = {e["num"]: e["overrides"] for e in reported}
-    have = {c.data.tags.get("sweep_job") for c in children}
+    have = {c.data.tags.get(Tag.SWEEP_JOB) for c in children}
     for num, overrides in enumerate(planned):
         if str(num) not in have:
             entries.setdefault(num, " ".join(overrides))
@@ -266,7 +266,8 @@ class MLflowSweepParent(Callback):
             return
         import mlflow
 
-        from taco.tracking.mlflow_logger import get_or_create_experiment, git_state, process_tags
+        from taco.tracking.mlflow_logger import get_or_create_experiment
+        from taco.tracking.provenance import git_state, process_tags
         from taco.tracking.store import ensure_store
 
         uri = str(logger.tracking_uri)
@@ -277,9 +278,9 @@ class MLflowSweepParent(Callback):
         overrides = " ".join(config.hydra.overrides.task)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         tags = {
-            SWEEP_TAG: "parent",
-            "hydra_overrides": overrides[:5000] or "(none)",
-            "sweep_dir": str(self.sweep_dir),
+            Tag.SWEEP: "parent",
+            Tag.HYDRA_OVERRIDES: overrides[:5000] or "(none)",
+            Tag.SWEEP_DIR: str(self.sweep_dir),
             "task": str(config.get("task_name", "")),
             "sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "launcher": str(config.hydra.launcher.get("_target_", "")),
@@ -331,7 +332,7 @@ class MLflowSweepParent(Callback):
                 self.client.set_tag(child.info.run_id, "error", "stale: its sweep was killed")
                 self.client.set_terminated(child.info.run_id, "FAILED")
         self.client.update_run(run_id, status="RUNNING")
-        for key in ("hydra_overrides", "sweep_dir"):
+        for key in (Tag.HYDRA_OVERRIDES, Tag.SWEEP_DIR):
             self.client.set_tag(run_id, key, tags[key])
         self.client.set_tag(run_id, "continued", time.strftime("%Y-%m-%d %H:%M:%S"))
         log.info("continuing the search's parent run %s", run_id)
@@ -378,7 +379,7 @@ class MLflowSweepParent(Callback):
         try:
             children = self.children(run_id)
             failed = [
-                f"{c.info.run_name} [{c.data.tags.get('hydra_overrides', '')}]: {c.info.status}"
+                f"{c.info.run_name} [{c.data.tags.get(Tag.HYDRA_OVERRIDES, '')}]: {c.info.status}"
                 + (f" ({c.data.tags['error'][:300]})" if c.data.tags.get("error") else "")
                 for c in children
                 if c.info.status != "FINISHED" and self.of_this_sweep(c)
@@ -423,7 +424,7 @@ class MLflowSweepParent(Callback):
         for key, value in (results.get("best_params") or {}).items():
             self.client.set_tag(run_id, f"best/{key}", str(value))
         if results.get("best_trial") is not None:
-            self.client.set_tag(run_id, "optuna.best_trial", str(results["best_trial"]))
+            self.client.set_tag(run_id, Tag.OPTUNA_BEST_TRIAL, str(results["best_trial"]))
         metrics = {f"optuna/trials_{k.lower()}": v for k, v in results["trials"].items()}
         if results.get("best_value") is not None:
             metrics["best_value"] = float(results["best_value"])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from taco.errors import ConfigError
 from taco.metrics import EPOCH_METRICS
+from taco.tracking.tags import Tag
 from taco.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -27,10 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRUNED_ATTR = "pruned_epoch"  # the trial's user attribute: the epoch its fit stopped after
-STATE_TAG = "optuna.state"
-TRIAL_TAG = "optuna.trial"
-STUDY_TAG = "optuna.study"
-PRUNED_EPOCH_TAG = "optuna.pruned_epoch"
 
 
 class OptunaPruning(Callback):
@@ -71,7 +68,7 @@ class OptunaPruning(Callback):
             study._study_id, int(self.number)
         )
         self.trial = optuna.Trial(study, trial_id)
-        trainer.logger.set_tags({TRIAL_TAG: str(self.number), STUDY_TAG: name})
+        trainer.logger.set_tags({Tag.OPTUNA_TRIAL: str(self.number), Tag.OPTUNA_STUDY: name})
 
     def _study(self, trainer: Trainer) -> tuple[str, str, Any]:
         """The study's storage URL, name and pruner: the sweep's (Hydra's runtime config of
@@ -102,7 +99,9 @@ class OptunaPruning(Callback):
         self.pruned_epoch = epoch + 1
         self.trial.set_user_attr(PRUNED_ATTR, self.pruned_epoch)
         trainer.should_stop = True
-        trainer.logger.set_tags({STATE_TAG: "PRUNED", PRUNED_EPOCH_TAG: str(self.pruned_epoch)})
+        trainer.logger.set_tags(
+            {Tag.OPTUNA_STATE: "PRUNED", Tag.OPTUNA_PRUNED_EPOCH: str(self.pruned_epoch)}
+        )
         log.info(
             "trial %s pruned after epoch %d (%s %.4f): validation and test run on its best "
             "epoch so far",
@@ -114,7 +113,7 @@ class OptunaPruning(Callback):
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Any) -> None:
         if self.trial is not None and not self.pruned_epoch:
-            trainer.logger.set_tags({STATE_TAG: "COMPLETE"})
+            trainer.logger.set_tags({Tag.OPTUNA_STATE: "COMPLETE"})
 
     def state_dict(self) -> dict:
         return {"pruned_epoch": self.pruned_epoch}

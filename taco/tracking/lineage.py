@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from taco.config import hydra_runtime, in_multirun
+from taco.tracking.tags import Tag
 
 PARENT_ENV = "TACO_SWEEP_PARENT_RUN_ID"
 PARENT_FILE = "mlflow_parent_run.json"
-SWEEP_TAG = "taco.sweep"
 
 
 def parent_run_id() -> str | None:
@@ -37,7 +37,7 @@ def job_tags() -> dict[str, str]:
     parent = parent_run_id()
     if parent is None:
         return {}
-    return {"mlflow.parentRunId": parent, "sweep_job": str(hydra_runtime().job.num)}
+    return {Tag.PARENT_RUN: parent, Tag.SWEEP_JOB: str(hydra_runtime().job.num)}
 
 
 def child_runs(client: Any, parent_id: str) -> list[Any]:
@@ -76,7 +76,7 @@ def adopt_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> dict[str,
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    for key in ("mlflow.parentRunId", "sweep_job"):
+    for key in (Tag.PARENT_RUN, Tag.SWEEP_JOB):
         if key in tags:
             client.set_tag(run_id, key, tags[key])
     return dict(client.get_run(run_id).data.metrics)

@@ -21,6 +21,7 @@ import numpy as np
 
 from taco.errors import TacoError
 from taco.models.registry import LoadedModel, load_model
+from taco.tracking.tags import Tag
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # MLflow's models-from-code file
@@ -106,7 +107,7 @@ def last_run(client: Any) -> str:
         max_results=50,
     )
     for run in runs:
-        if run.data.tags.get("taco.sweep") != "parent":
+        if run.data.tags.get(Tag.SWEEP) != "parent":
             return run.info.run_id
     raise TacoError(f"no finished run in {client.tracking_uri}: train one first (make train)")
 
@@ -141,8 +142,8 @@ def downloaded_model(reference: str, tracking_uri: str) -> Iterator[tuple[Path, 
         except Exception as exc:
             raise TacoError(f"cannot fetch the model {uri} from {tracking_uri}: {exc}") from None
         source = {"model_uri": uri, "run_id": run_id, "tracking_uri": tracking_uri}
-        if tags.get("git_commit"):  # the code that trained it
-            source["git_commit"] = tags["git_commit"]
+        if tags.get(Tag.GIT_COMMIT):  # the code that trained it
+            source[Tag.GIT_COMMIT] = tags[Tag.GIT_COMMIT]
         yield Path(folder), source
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Annotated, Any
 from taco.schema import NonNegative
 from taco.signals import held_interrupts
 from taco.tracking.base import BaseLogger
+from taco.tracking.provenance import process_tags
+from taco.tracking.tags import Tag
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,6 @@ def artifact_location_for(tracking_uri: str) -> str | None:
     return None
 
 
-# MLflow 3's UI opens an experiment on the view its kind names: without this tag it guesses, and
-# opens an experiment of training runs on the (empty) GenAI traces page
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
 def get_or_create_experiment(client: Any, name: str) -> str:
     """The experiment's id, created (artifacts beside a SQLite store, opening on the training
     runs in the UI) when missing; a parallel job creating it at the same moment is no error."""
@@ -44,119 +40,15 @@ def get_or_create_experiment(client: Any, name: str) -> str:
         return experiment.experiment_id
     try:
         return client.create_experiment(
-            name, artifact_location=artifact_location_for(client.tracking_uri), tags=EXPERIMENT_KIND
+            name,
+            artifact_location=artifact_location_for(client.tracking_uri),
+            tags=Tag.EXPERIMENT_KIND,
         )
     except Exception:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
-
-
-def git_state(root: Path) -> dict[str, str]:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
-
-
-HOST_TAG, PID_TAG = "host", "pid"
-
-
-def process_tags() -> dict[str, str]:
-    """Which process writes a run (a RUNNING run whose process is gone is stale), and on
-    what machine (its numbers depend on it)."""
-    import os
-    import socket
-
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **machine_tags()}
-
-
-VERSIONED = (
-    "tensorflow",
-    "keras",
-    "jax",
-    "numpy",
-    "scikit-learn",
-    "albumentations",
-    "pillow",
-    "mlflow",
-)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), or what `platform` knows of it elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or platform.machine()
-
-
-def machine_tags() -> dict[str, str]:
-    """What a number depends on besides the config: the CPU, its cores, the library versions
-    (`taco-compare` writes them into a study's report)."""
-    from taco.config import installed_versions, usable_cores
-
-    cpu = cpu_name()
-    versions = [f"{name} {version}" for name, version in installed_versions(VERSIONED).items()]
-    return {
-        "cpu": f"{cpu}, {usable_cores()} cores",
-        "cpu_fingerprint": cpu_fingerprint(),
-        "gpu": _gpus(),
-        "versions": ", ".join(versions),
-    }
-
-
-def cpu_fingerprint() -> str:
-    """The CPU precisely enough to tell an Intel Xeon from an AMD EPYC, and one AMD generation
-    from the next: vendor, family, model, stepping, and a hash of its instruction-set flags.
-    Two machines with the same fingerprint, versions and thread count compute the same numbers
-    (`make reproduce` then expects them identical); a model name alone ("AMD EPYC") does not
-    say that."""
-    import hashlib
-    import platform
-
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if not key and fields:
-                    break  # the first processor is enough: they are alike
-                fields.setdefault(key, value.strip())
-    except OSError:
-        return f"{platform.machine()} {platform.processor() or 'unknown'}"
-    flags = fields.get("flags", fields.get("Features", ""))
-    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
-    parts = [
-        fields.get("vendor_id", fields.get("CPU implementer", platform.machine())),
-        f"family {fields.get('cpu family', fields.get('CPU architecture', '?'))}",
-        f"model {fields.get('model', fields.get('CPU part', '?'))}",
-        f"stepping {fields.get('stepping', fields.get('CPU revision', '?'))}",
-        f"flags {digest}",
-    ]
-    return ", ".join(parts)
-
-
-def _gpus() -> str:
-    """NVIDIA GPUs by name (`nvidia-smi -L`), or none."""
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "none"
-    names = [line.split("(UUID")[0].strip() for line in listed.stdout.splitlines() if line]
-    return "; ".join(names) if listed.returncode == 0 and names else "none"
 
 
 class MLflowLogger(BaseLogger):
@@ -426,7 +318,7 @@ def _refuse_live_run(run: Any) -> None:
     if pid is not None:
         raise ConfigError(
             f"run {run.info.run_id} is still being written by process {pid} on "
-            f"{run.data.tags[HOST_TAG]}: resume it once that process has ended"
+            f"{run.data.tags[Tag.HOST]}: resume it once that process has ended"
         )
 
 

@@ -8,15 +8,15 @@ import socket
 from typing import Any
 
 from taco.files import pid_alive
-from taco.tracking.mlflow_logger import HOST_TAG, PID_TAG
+from taco.tracking.tags import Tag
 
 
 def _local_pid(run: Any, host: str | None = None) -> int | None:
     """The pid that writes a run, when it writes it on this host (else None: not checkable)."""
     tags = run.data.tags
-    pid = tags.get(PID_TAG, "")
+    pid = tags.get(Tag.PID, "")
     here = host or socket.gethostname()
-    return int(pid) if tags.get(HOST_TAG) == here and pid.isdigit() else None
+    return int(pid) if tags.get(Tag.HOST) == here and pid.isdigit() else None
 
 
 def is_stale(run: Any, host: str | None = None) -> bool:
@@ -38,10 +38,10 @@ def written_by_another_process(run: Any) -> int | None:
 def describe(run: Any) -> str:
     """One line naming a job that did not finish, and why."""
     tags = run.data.tags
-    what = f"job #{tags['sweep_job']}" if "sweep_job" in tags else f"run {run.info.run_id}"
-    line = f"{what} [{tags.get('hydra_overrides', '')}]: {run.info.status}"
+    what = f"job #{tags[Tag.SWEEP_JOB]}" if Tag.SWEEP_JOB in tags else f"run {run.info.run_id}"
+    line = f"{what} [{tags.get(Tag.HYDRA_OVERRIDES, '')}]: {run.info.status}"
     if is_stale(run):
-        line += f" (stale: process {tags[PID_TAG]} on {tags[HOST_TAG]} is gone)"
+        line += f" (stale: process {tags[Tag.PID]} on {tags[Tag.HOST]} is gone)"
     elif tags.get("error"):
         line += f" ({tags['error'][:200]})"
     return line
@@ -62,7 +62,7 @@ def close_stale(client: Any) -> list[Any]:
     closed = stale_runs(client)
     for run in closed:
         tags = run.data.tags
-        reason = f"stale: its process {tags[PID_TAG]} on {tags[HOST_TAG]} is gone"
+        reason = f"stale: its process {tags[Tag.PID]} on {tags[Tag.HOST]} is gone"
         client.set_tag(run.info.run_id, "error", reason)
         client.set_terminated(run.info.run_id, "FAILED")
     return closed

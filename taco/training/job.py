@@ -37,7 +37,8 @@ from taco.process import (
 from taco.schema import check_augmentation, check_config
 from taco.signals import sigterm_as_interrupt
 from taco.tracking.lineage import job_run_name, job_tags
-from taco.tracking.mlflow_logger import git_state
+from taco.tracking.provenance import git_state
+from taco.tracking.tags import Tag
 from taco.training import checkpoint
 from taco.training.checkpoint import Resume
 from taco.training.hardware import check_hardware
@@ -147,7 +148,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "model": cfg.model.name,
         "task": cfg.task_name,
         **git_state(Path(cfg.paths.root_dir)),
-        **({"hydra_overrides": overrides[:5000] or "(none)"} if overrides is not None else {}),
+        **({Tag.HYDRA_OVERRIDES: overrides[:5000] or "(none)"} if overrides is not None else {}),
         **job_tags(),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
