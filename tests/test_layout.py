@@ -58,3 +58,29 @@ def test_signal_handlers_are_set_in_one_module():
         if "signal.signal(" in line or "signal.getsignal(" in line
     ]
     assert not setting, f"signal handlers set outside taco/signals.py: {setting}"
+
+
+# taco's own bottom rooms (pyproject.toml's last two layers) and `taco.process`: they import
+# nothing above them, so a module above imports them at its top and no cycle can follow
+BOTTOM = {"taco", "taco.process"}
+
+
+def test_taco_bottom_rooms_are_imported_at_the_top():
+    """The import rule (README, "The code"): only a heavy library waits for the function that
+    needs it; taco's own bottom rooms are light and are never imported inside a function."""
+    import ast
+
+    bottom = BOTTOM | {m.strip() for layer in _layers()[-2:] for m in layer.split(":")}
+    local = []
+    for path in sorted((ROOT / "taco").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if module in bottom:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                local += [
+                    f"{path.relative_to(ROOT)}:{s.lineno} {s.module}"
+                    for s in ast.walk(node)
+                    if isinstance(s, ast.ImportFrom) and s.module in bottom
+                ]
+    assert not local, f"taco's bottom rooms imported inside functions: {local}"

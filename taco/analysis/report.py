@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from taco.analysis.saliency import Occlusion, Predict
+from taco.metrics import sanitize
 
 # zlib's fastest level: a few percent larger files, a third of the encoding time (the analysis
 # runs in every training job)
@@ -112,7 +113,6 @@ def write_errors(
     (the gallery images' ids) and `missed_instead.png`."""
     from taco.analysis.errors import class_errors, decisions, missed_instead
     from taco.analysis.figures import error_gallery, missed_instead_heatmap
-    from taco.metrics import sanitize
 
     folder = Path(folder)
     (folder / "galleries").mkdir(parents=True, exist_ok=True)

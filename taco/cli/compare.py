@@ -12,6 +12,7 @@ from pathlib import Path
 from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri, project_root
 from taco.errors import DataError, cli_errors
+from taco.files import staged_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +136,6 @@ def compare(args: argparse.Namespace) -> int:
             "FAILED with `taco-compare --close-stale`",
             file=sys.stderr,
         )
-    from taco.files import staged_folder
 
     folder = args.report or args.out or default_out()
     with staged_folder(folder) as staging:  # whole or not at all: a full disk leaves nothing

@@ -15,16 +15,16 @@ from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, cli_errors, hydra_errors
+from taco.metrics import evaluate
+from taco.process import limit_cpu_isa, use_backend
+from taco.schema import EvalSchema, check_config
 from taco.signals import interrupts
 from taco.tracking.tags import Tag
 
 
 def evaluate_model(cfg: DictConfig) -> float:
     """Returns the test macro F1; logs per-class test metrics to a new run."""
-    from taco.metrics import evaluate
     from taco.models.registry import load_model
-    from taco.process import limit_cpu_isa, use_backend
-    from taco.schema import EvalSchema, check_config
 
     check_config(resolved_config(cfg), EvalSchema)
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras

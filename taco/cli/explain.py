@@ -23,6 +23,9 @@ from omegaconf import DictConfig
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors
 from taco.files import staged_folder
+from taco.metrics import evaluate, sanitize
+from taco.process import limit_cpu_isa, native_noise_filtered, use_backend
+from taco.schema import ExplainSchema, check_config
 from taco.signals import interrupts
 
 log = logging.getLogger("taco.explain")
@@ -44,9 +47,6 @@ class Explained:
 
 def explain(cfg: DictConfig) -> Path:
     """Writes the analysis of the model(s) `cfg` names to `cfg.output`; returns that folder."""
-    from taco.process import limit_cpu_isa, use_backend
-    from taco.schema import ExplainSchema, check_config
-
     check_config(resolved_config(cfg), ExplainSchema)
     given = [k for k in ("run_id", "model_dir", "sweep") if cfg.get(k)]
     if len(given) != 1:
@@ -108,7 +108,6 @@ def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Expl
         _explain_folder(model, Path(cfg.images), folder, cfg)
         return None
     from taco.cli.evaluate import check_same_classes
-    from taco.metrics import evaluate
 
     datamodule = build(
         cfg.dataset, image_size=model.image_size, resize=model.resize, augmentation=None
@@ -191,7 +190,6 @@ def side_by_side(folder: Path, explained: list[Explained], per_class: int) -> No
     """`compare/<class>.png`: per class, the same images under every model: the positives the
     models score lowest on average (the shared misses), then the negatives they score highest."""
     from taco.analysis.figures import comparison_sheet
-    from taco.metrics import sanitize
 
     folder.mkdir(parents=True, exist_ok=True)
     first = explained[0]
@@ -246,7 +244,6 @@ def _log(cfg: DictConfig, out: Path, uri: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="explain")
 def hydra_main(cfg: DictConfig) -> None:
-    from taco.process import native_noise_filtered
     from taco.tracking.store import store_errors
 
     uri = str(cfg.get("logger", {}).get("tracking_uri") or default_tracking_uri())

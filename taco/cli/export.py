@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from taco.cli import command_parser, model_source
-from taco.config import default_tracking_uri, project_root
-from taco.errors import cli_errors
+from taco.config import build, default_tracking_uri, project_root, register_resolvers
+from taco.errors import TacoError, cli_errors
+from taco.metrics import evaluate, tune_thresholds
 from taco.process import native_noise_filtered
 from taco.tracking.tags import Tag
 
@@ -82,8 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(check.markdown())
         failures = check.failures()
         if failures:
-            from taco.errors import TacoError
-
             raise TacoError(f"the export of {path} changed the model: " + "; ".join(failures))
         if not args.no_log:
             from taco.tracking.logged_model import log_export
@@ -102,7 +101,6 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     from taco.export.convert import FORMATS, export_keras
     from taco.export.runtime import ExportedModel
     from taco.export.sidecar import write_sidecar
-    from taco.metrics import evaluate, tune_thresholds
     from taco.models.registry import model_class
     from taco.tracking.provenance import git_state
 
@@ -146,8 +144,6 @@ def source_data(uri: str, run_id: str | None, info: dict) -> Any:
 
     import mlflow
     from omegaconf import OmegaConf
-
-    from taco.config import build, register_resolvers
 
     register_resolvers()
     with tempfile.TemporaryDirectory() as tmp:

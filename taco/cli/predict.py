@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from taco.cli import command_parser, model_source
-from taco.config import default_tracking_uri
+from taco.config import CONF_DIR, default_tracking_uri
 from taco.data.images import BAD_IMAGE_POLICIES
 from taco.errors import TacoError, cli_errors
+from taco.files import write_whole
 from taco.models.registry import LoadedModel, load_model
-from taco.process import native_noise_filtered
+from taco.process import limit_cpu_isa, native_noise_filtered
 from taco.schema import CPU_ISAS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -114,7 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(trainer.cpu_isa, default %(default)s); 'none' for no cap",
     )
     args = parser.parse_args(argv)
-    from taco.process import limit_cpu_isa
 
     limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
     from taco.tracking.store import store_errors
@@ -162,14 +162,11 @@ def default_cpu_isa() -> str:
     """The trainer's default `cpu_isa`: scores computed with the kernels training used."""
     from omegaconf import OmegaConf
 
-    from taco.config import CONF_DIR
-
     return str(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").get("cpu_isa") or "NONE")
 
 
 def write_csv(path: Path, files: list[Path], columns: dict[str, list]) -> None:
     """The labels and scores, whole or not at all (a full disk: one line, no partial CSV)."""
-    from taco.files import write_whole
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from taco import tables
 from taco.config import CONF_DIR, build, resolved_config
 from taco.errors import cli_errors, hydra_errors
+from taco.schema import check_config
 from taco.signals import interrupts
 
 log = logging.getLogger("taco.stats")
@@ -69,8 +70,6 @@ def cooccurrence_figure(class_names: list[str], counts: np.ndarray, title: str):
 
 def stats(cfg: DictConfig, out_dir: Path) -> str:
     """The report, through the DataModule protocol only: any data module the config builds."""
-    from taco.schema import check_config
-
     check_config(resolved_config(cfg))
     datamodule = build(cfg.dataset, augmentation=None)
     datamodule.check()

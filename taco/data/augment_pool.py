@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from taco.errors import DataError
 from taco.signals import worker_process
 
 log = logging.getLogger(__name__)
@@ -301,8 +302,6 @@ class AugmentPool:
                 self._replace(index, proc)
 
     def _replace(self, index: int, proc: Any) -> None:
-        from taco.errors import DataError
-
         self._replaced += 1
         if self._replaced >= MAX_REPLACEMENTS:
             raise DataError(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
+from taco.config import usable_cores
 from taco.data.classmaps import Rare
 from taco.data.coco import LabelSet, load_labelset
 from taco.data.images import (
@@ -26,6 +27,7 @@ from taco.data.images import (
 )
 from taco.data.split import PARTS, SplitFractions, fold_rows, split_rows
 from taco.errors import ConfigError, DataError
+from taco.process import feed_cores
 from taco.schema import Built, Count, PositiveInt, Range, Seed
 
 if TYPE_CHECKING:
@@ -364,9 +366,6 @@ def _untrained(labels: np.ndarray, parts: dict[str, np.ndarray], names: list[str
 def augment_workers(num_workers: int | str) -> int:
     """`dataset.num_workers`: a count, or `auto`: one augmentation process per usable core, or
     per core of this job's share when a joblib sweep runs jobs side by side."""
-    from taco.config import usable_cores
-    from taco.process import feed_cores
-
     if num_workers != "auto":
         return int(num_workers)
     cores = feed_cores()  # the job's share, set when the job started

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from taco import tables
+from taco import plots, tables
 from taco.errors import DataError
+from taco.metrics import sanitize
 from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark, floors
 from taco.reports.resampling import (
     Interval,
@@ -330,8 +331,6 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
 
 def fold_metrics(runs: list[Any], names: list[str]) -> dict[str, np.ndarray]:
     """Each fold job's logged test F1, per class (its metric name sanitized) and macro."""
-    from taco.metrics import sanitize
-
     keys = {"macro F1": "test/f1_macro"} | {c: f"test/f1/{sanitize(c)}" for c in names}
     return {
         row: np.array([r.data.metrics.get(key, np.nan) for r in runs], float)
@@ -437,11 +436,9 @@ def table(cv: CrossValidation) -> dict[str, list]:
 
 def figure(cv: CrossValidation) -> Any:
     """Per-class F1 with its 95% interval as an error bar, one colour per model."""
-    from taco.plots import f1_intervals
-
     rows = [r for r in cv.rows if r not in cv.support or cv.support[r] > 0]
     labels = [f"{r} ({cv.support[r]})" if r in cv.support else r for r in rows]
-    return f1_intervals(
+    return plots.f1_intervals(  # (not resampling's f1_intervals: the numbers, not the plot)
         rows, labels, cv.variants, lambda r, v: (cv.f1(r, v), *cv.bounds(r, v)),
         f"F1 over {cv.images} images, {cv.folds}-fold out-of-fold, 95% bootstrap interval",
         floor=cv.floors.best if cv.floors is not None else None,
@@ -460,8 +457,6 @@ def write_outputs(cv: CrossValidation, folder: Path) -> None:
 
 
 def log_to_parent(client: Any, cv: CrossValidation, parent_id: str, folder: Path) -> None:
-    from taco.metrics import sanitize
-
     for name in ("comparison.md", "comparison.csv", "f1_intervals.png"):
         client.log_artifact(parent_id, str(folder / name), "comparison")
     client.log_table(parent_id, table(cv), "comparison/table.json")

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from taco import tables
+from taco.config import CONF_DIR
 from taco.reports.runs import Sweep, recipe
 from taco.tracking.tags import Tag
 
@@ -57,8 +58,6 @@ def threshold_note(rare: dict[str, int]) -> str:
 
 def study_description(study: str) -> str:
     """The leading comment of `conf/experiment/<study>.yaml`: what the study is and why."""
-    from taco.config import CONF_DIR
-
     path = CONF_DIR / "experiment" / f"{study}.yaml"
     if not path.is_file():
         return ""

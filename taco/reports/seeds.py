@@ -25,6 +25,7 @@ import numpy as np
 from taco import tables
 from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
+from taco.plots import f1_heatmap
 from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floor_mark
 from taco.reports.runs import Sweep
 
@@ -189,8 +190,6 @@ class Comparison(Sweep):
         return tables.mlflow_columns(head, rows)
 
     def heatmap(self) -> Any:
-        from taco.plots import f1_heatmap
-
         rows = self.rows
         labels = [
             f"{r} ({tables.support(self.support[r])})" if r in self.support else r for r in rows

@@ -38,6 +38,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from taco.config import usable_cores
+from taco.errors import ConfigError
+from taco.signals import job_process
+
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 300  # how long an interrupted job may take to save and close before SIGKILL
@@ -60,8 +64,6 @@ class JobProcess:
 
 def check_n_jobs(n_jobs: Any) -> None:
     """joblib's meaning: N jobs at once, or -1 for one per core; 0 runs nothing."""
-    from taco.errors import ConfigError
-
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(
             f"hydra.launcher.n_jobs={n_jobs!r} is not allowed: expected a number of jobs at "
@@ -86,8 +88,6 @@ class ProcessPerJobLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def workers(self) -> int:
-        from taco.config import usable_cores
-
         cpus = usable_cores()
         return cpus if self.n_jobs < 0 else max(1, min(self.n_jobs, cpus))
 
@@ -252,8 +252,6 @@ def failed_return(overrides: list[str]) -> JobReturn:
 # ---------------------------------------------------------------------- in the job's process
 def _job_main(payload: bytes, send: Any) -> None:
     import cloudpickle
-
-    from taco.signals import job_process
 
     job_process()
     from hydra_plugins.hydra_joblib_launcher._core import execute_job

@@ -34,7 +34,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from taco.config import default_tracking_uri, resolved_config
 from taco.errors import ConfigError, TacoError
+from taco.schema import check_config
 from taco.sweeps import optuna_study
 from taco.sweeps.search_space import SearchSpace, search_space
 from taco.tracking.lineage import PARENT_ENV
@@ -101,8 +103,6 @@ class OptunaSweeper(Sweeper):
         sweeper, logger = config.hydra.sweeper, config.get("logger") or {}
         uri = logger.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or ""
         if not uri:
-            from taco.config import default_tracking_uri
-
             uri = default_tracking_uri()
         return optuna_study.storage_url(sweeper.get("storage"), str(uri))
 
@@ -395,9 +395,6 @@ def _check_jobs(config: DictConfig, space: SearchSpace, limit: int = 200) -> Non
     others at their first: a value the schema refuses fails now, naming the parameter."""
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
-
-    from taco.config import resolved_config
-    from taco.schema import check_config
 
     if not GlobalHydra.instance().is_initialized() or "trainer" not in config:
         return  # taco-train's schema; another Hydra app's config is its own business

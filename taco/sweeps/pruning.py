@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from taco.config import default_tracking_uri
 from taco.errors import ConfigError
 from taco.metrics import EPOCH_METRICS
 from taco.tracking.tags import Tag
@@ -79,7 +80,6 @@ class OptunaPruning(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate
 
-        from taco.config import default_tracking_uri
         from taco.sweeps.optuna_study import storage_url
 
         sweeper = HydraConfig.get().sweeper

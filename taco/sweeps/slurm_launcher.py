@@ -17,6 +17,9 @@ from typing import Any
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from taco.errors import ConfigError, cli_errors
+from taco.signals import stop_then
+
 RESUME = "ckpt_path=last"
 
 
@@ -28,7 +31,6 @@ class ResumingSlurmLauncher(SlurmLauncher):
         one line naming the settings, not submitit's traceback."""
         from submitit.core.utils import FailedJobError
 
-        from taco.errors import ConfigError, cli_errors
         from taco.sweeps.parent import fail_open_parents
 
         try:
@@ -47,8 +49,6 @@ class ResumingSlurmLauncher(SlurmLauncher):
     def __call__(self, sweep_overrides: list[str], *args: Any) -> Any:
         """In the job's process, after submitit has set its signal handlers."""
         from submitit.core.job_environment import JobEnvironment
-
-        from taco.signals import stop_then
 
         # the warning stops the job; then submitit's own handler (checkpoint_and_try_requeue)
         # calls `checkpoint`, requeues and exits

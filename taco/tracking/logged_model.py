@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from taco.config import installed_versions
 from taco.errors import TacoError
+from taco.metrics import HEADLINE
 from taco.models.registry import LoadedModel, load_model
 from taco.tracking.tags import Tag
 
@@ -44,8 +46,6 @@ def signature(class_names: list[str], image_size: int) -> Any:
 def requirements() -> list[str]:
     """The installed versions of what loading the model imports (none inferred: that would
     load the model once more in a subprocess)."""
-    from taco.config import installed_versions
-
     return [f"{name}=={version}" for name, version in installed_versions(_REQUIREMENTS).items()]
 
 
@@ -180,8 +180,6 @@ def artifact_location(client: Any, uri: str) -> str:
 def register_best(client: Any, comparison: Any, name: str) -> Any:
     """Register the model of the sweep's best job (highest test macro F1 of the best model on
     average over seeds) as a new version of `name`; returns the model version."""
-    from taco.metrics import HEADLINE
-
     label = HEADLINE["f1_macro"]
 
     def mean(variant: str) -> float:
@@ -249,8 +247,6 @@ def onnx_model_folder(folder: Path, dest: Path) -> Path:
     import onnx
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
-
-    from taco.config import installed_versions
 
     info = json.loads((folder / "model.onnx.json").read_text())  # taco-export's sidecar
     size, classes = int(info["image_size"]), len(info["class_names"])

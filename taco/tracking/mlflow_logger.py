@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+from taco.config import default_tracking_uri
+from taco.errors import ConfigError
+from taco.process import native_noise_filtered
 from taco.schema import NonNegative
 from taco.signals import held_interrupts
 from taco.tracking.base import BaseLogger
@@ -65,8 +68,6 @@ class MLflowLogger(BaseLogger):
         tags: Mapping[str, Any] | None = None,
         store_timeout: Annotated[float, NonNegative] = 600.0,
     ) -> None:
-        from taco.config import default_tracking_uri
-
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment_name = experiment_name
         self.run_name = run_name
@@ -295,7 +296,6 @@ class MLflowLogger(BaseLogger):
 
     def log_model(self, folder: Path, example: Any) -> None:
         from taco.models.registry import INFO_NAME
-        from taco.process import native_noise_filtered
         from taco.tracking.logged_model import log_pyfunc
 
         info = json.loads((Path(folder) / INFO_NAME).read_text())
@@ -311,7 +311,6 @@ class MLflowLogger(BaseLogger):
 def _refuse_live_run(run: Any) -> None:
     """Never write into a run another live process is writing (it would end FINISHED carrying
     this process's error)."""
-    from taco.errors import ConfigError
     from taco.tracking.stale import written_by_another_process
 
     pid = written_by_another_process(run)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 
 from taco.errors import ConfigError
+from taco.files import disk_full_error
 from taco.metrics import EPOCH_METRICS, Evaluation
 from taco.progress import Progress
 from taco.schema import Count, Mode, NonNegative, PositiveInt, Range
@@ -230,8 +231,6 @@ class ModelCheckpoint(_Monitoring):
                 shutil.copyfile(source, tmp)
                 tmp.replace(target)
             except OSError as exc:
-                from taco.files import disk_full_error
-
                 raise disk_full_error(target, exc) from None
             finally:
                 tmp.unlink(missing_ok=True)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from taco.errors import ConfigError, DataError
+from taco.config import flatten
+from taco.errors import ConfigError, DataError, TacoError
+from taco.files import disk_full_error, pid_alive
 
 if TYPE_CHECKING:
     from taco.models.base import BaseClassifier
@@ -153,8 +155,6 @@ def live_owner(folder: Path) -> str | None:
     import socket
     import time
 
-    from taco.files import pid_alive
-
     try:
         owner = json.loads((folder / OWNER).read_text())
         host, pid = str(owner["host"]), int(owner["pid"])
@@ -191,8 +191,6 @@ def write(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any])
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: one line, and no temporary file left on it
-        from taco.files import disk_full_error
-
         tmp.unlink(missing_ok=True)  # first: the free space reported is what is really free
         raise disk_full_error(path, exc) from None
     finally:
@@ -227,8 +225,6 @@ def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption, flattened."""
-    from taco.config import flatten
-
     keys = ("model", "dataset", "augmentation", "seed")
     return flatten({k: config.get(k) for k in keys})
 
@@ -341,8 +337,6 @@ class NothingToResume(ConfigError):
 def _readable_meta(path: Path) -> dict | None:
     """A candidate for `last`: its metadata, or None (skipped, with a warning) when unreadable
     or of another format, so one bad file does not block resuming every other run."""
-    from taco.errors import TacoError
-
     try:
         return read_meta(path)
     except TacoError as exc:

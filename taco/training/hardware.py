@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from taco.config import usable_cores
 from taco.errors import ConfigError
 from taco.process import (
     BACKENDS,
@@ -57,8 +58,6 @@ BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
 def check_hardware(trainer: Any) -> None:
     """What the machine cannot do, refused in one line before anything loads: data-parallel
     replicas beyond the CPU cores, and bfloat16 where TensorFlow's CPU kernels have none."""
-    from taco.config import usable_cores
-
     on_cpu = trainer.get("accelerator") == "cpu" or not gpu_present()
     devices, cores = trainer.get("devices"), usable_cores()
     if on_cpu and isinstance(devices, int) and devices > cores:

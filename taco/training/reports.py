@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taco.metrics import Evaluation, floors
+from taco.plots import augmentation_preview, per_class_f1
 from taco.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ class AugmentationPreview(Callback):
         self.images = int(images)
 
     def on_fit_start(self, trainer: Trainer, classifier: BaseClassifier) -> None:
-        from taco.plots import augmentation_preview
-
         datamodule = trainer.datamodule
         if datamodule.augmentation is None or not trainer.logger.active:
             return
@@ -54,8 +53,6 @@ class PerClassReport(Callback):
         self.title = title
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.plots import per_class_f1
-
         datamodule, logger = trainer.datamodule, trainer.logger
         floor = floors(
             datamodule.labels("train"),

@@ -23,6 +23,7 @@ import numpy as np
 
 from taco.metrics import Evaluation, epoch_scores, evaluate, tune_thresholds
 from taco.models.base import BaseClassifier
+from taco.progress import Progress
 from taco.protocols import Batches, DataModule
 from taco.schema import Count, PositiveInt, Probability, Seed
 from taco.tracking.base import BaseLogger, NullLogger
@@ -385,8 +386,6 @@ def _overrides(callback: Callback, hook: str) -> bool:
 @contextlib.contextmanager
 def prediction_bar(batches: Batches, label: str) -> Iterator[None]:
     """A bar over the batches a prediction pass reads (on a terminal; see taco.progress)."""
-    from taco.progress import Progress
-
     batches.progress = Progress(len(batches), label, unit="batch", leave=False)
     try:
         yield
