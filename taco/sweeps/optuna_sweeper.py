@@ -132,7 +132,7 @@ class OptunaSweeper(Sweeper):
             )
         pruning = OmegaConf.select(config, "callbacks.optuna_pruning", default=None)
         if pruning is not None:
-            from taco.training.callbacks import _mode
+            from taco.training.callbacks.base import _mode
 
             mode = _mode(str(pruning.get("monitor", "val/f1_macro")), "auto")
             want = "max" if str(sweeper.direction) == "maximize" else "min"

@@ -1,9 +1,5 @@
-"""Callbacks that show why a class fails, on the test part (each can be dropped in
-`conf/callbacks/`): `PerClassCurves` (precision-recall and F1 against threshold per class),
-`ErrorGallery` (each class's worst false positives and misses, and what is predicted instead
-of a missed class), `WhereItLooks` (occlusion saliency over the gallery images, and the
-pointing game against the data's boxes: `test/pointing/*`). All go under `analysis/` in the
-run, written by `taco.analysis.report` as `taco-explain` writes them."""
+"""`WhereItLooks`: saliency of the test images and the pointing game against the data's boxes
+(`test/pointing/*`, `analysis/pointing_game.md`)."""
 
 from __future__ import annotations
 
@@ -16,28 +12,13 @@ import numpy as np
 from taco.errors import ConfigError
 from taco.metrics import Evaluation
 from taco.schema import PositiveInt
-from taco.training.callbacks import Callback
+from taco.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from taco.analysis.gradients import GradientSaliency
     from taco.analysis.report import Saliency
     from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
-
-
-class PerClassCurves(Callback):
-    """`analysis/per_class_curves.png`: per class with test positives, precision-recall with the
-    tuned threshold marked and test F1 against the threshold."""
-
-    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.report import write_curves
-
-        if not trainer.logger.active or not len(result.y_true):
-            return
-        with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:
-            write_curves(Path(tmp), result.y_true, result.scores, result.thresholds,
-                         result.class_names)  # fmt: skip
-            trainer.logger.log_artifacts(tmp, "analysis")
 
 
 class WhereItLooks(Callback):
@@ -93,40 +74,6 @@ class WhereItLooks(Callback):
                 f"{int(pooled['pairs'])} test pairs): model {pooled['model']:.3f}, image centre "
                 f"{pooled['centre']:.3f}, random point {pooled['random']:.3f}"
             )
-
-
-class ErrorGallery(Callback):
-    """`analysis/galleries/<class>.png` (the `per_class` most confident false positives and
-    misses of each class with test positives), `analysis/errors.json` (their image ids) and
-    `analysis/missed_instead.png`. With `WhereItLooks` on, its maps are laid over them."""
-
-    order = 10  # after WhereItLooks, whose maps it shows
-
-    def __init__(self, per_class: PositiveInt = 6) -> None:
-        self.per_class = per_class
-
-    def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.report import write_errors
-
-        logger, datamodule = trainer.logger, trainer.datamodule
-        if not logger.active or not len(result.y_true):
-            return
-        found = [c for c in trainer.callbacks if isinstance(c, WhereItLooks) and c.looks]
-        looks = found[0].looks if found else None
-        with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:
-            write_errors(
-                Path(tmp),
-                datamodule.images("test"),
-                result.y_true,
-                result.scores,
-                result.thresholds,
-                result.class_names,
-                datamodule.record()[1]["test"],
-                self.per_class,
-                looks,
-                datamodule.boxes("test") if looks is not None else None,
-            )
-            logger.log_artifacts(tmp, "analysis")
 
 
 def scorer(classifier: BaseClassifier, batch_size: int, num_classes: int) -> Any:
