@@ -65,7 +65,7 @@ def smoothed(maps: np.ndarray, width: int) -> np.ndarray:
 
 class GradientSaliency:
     """Input-gradient maps of chosen (image, class) pairs, computed in one backward pass per
-    class (others on request); read as the occlusion `Saliency` of `taco.analysis.report`."""
+    class (others on request); read as the occlusion `Saliency` of `taco.analysis.write`."""
 
     def __init__(self, model: Any, images: np.ndarray, pairs: dict[int, set[int]]) -> None:
         self.images = np.asarray(images)

@@ -4,7 +4,7 @@ folder of images; for a sweep parent, its models side by side on the same images
 The model (a run's logged model, a registered version, or a model folder) brings its classes,
 thresholds and input size; the dataset config brings the images, labels, boxes and the seeded
 split, as for `taco-eval`. What it writes is what a training run logs under `analysis/`
-(`taco.analysis.report`), in `output` (and with `log=true` in the model's run, `explain/`).
+(`taco.analysis.write`), in `output` (and with `log=true` in the model's run, `explain/`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _from_folder(folder: str) -> Any:
 def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Explained | None:
     """One model's curves, galleries, saliency and pointing game on the split (or overlays for
     each image of `cfg.images`)."""
-    from taco.analysis.report import saliency, write_curves, write_errors, write_pointing
+    from taco.analysis.write import saliency, write_curves, write_errors, write_pointing
 
     folder.mkdir(parents=True, exist_ok=True)
     names = list(model.class_names)
@@ -121,18 +121,18 @@ def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Expl
     thresholds = model.thresholds
     looks = saliency(model.predict, images, len(names), int(cfg.patch), int(cfg.stride))
     boxes = datamodule.boxes(part)
+    result = evaluate(y_true, scores, thresholds, names)
     summary: dict[str, Any] = {
         "model": label,
         "split": part,
         "images": len(images),
-        "f1_macro": evaluate(y_true, scores, thresholds, names).f1_macro,
+        "f1_macro": result.f1_macro,
     }
-    write_curves(folder, y_true, scores, thresholds, names)
+    write_curves(folder, result)
     if boxes:
-        summary["pointing"] = write_pointing(folder, looks, y_true, boxes, names)
+        summary["pointing"] = write_pointing(folder, looks, result, boxes)
     ids = np.asarray(datamodule.record()[1][part])
-    write_errors(folder, images, y_true, scores, thresholds, names, ids, int(cfg.per_class),
-                 looks, boxes or None)  # fmt: skip
+    write_errors(folder, images, result, ids, int(cfg.per_class), looks, boxes or None)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     pointing = summary.get("pointing")
     if pointing:
@@ -146,7 +146,7 @@ def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Expl
 
 def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig) -> None:
     from taco.analysis.figures import image_overlays
-    from taco.analysis.report import saliency
+    from taco.analysis.write import saliency
     from taco.cli.predict import read_folder
 
     paths, images = read_folder(

@@ -28,7 +28,7 @@ class ErrorGallery(Callback):
         self.per_class = per_class
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.report import write_errors
+        from taco.analysis.write import write_errors
 
         logger, datamodule = trainer.logger, trainer.datamodule
         if not logger.active or not len(result.y_true):
@@ -39,10 +39,7 @@ class ErrorGallery(Callback):
             write_errors(
                 Path(tmp),
                 datamodule.images("test"),
-                result.y_true,
-                result.scores,
-                result.thresholds,
-                result.class_names,
+                result,
                 datamodule.record()[1]["test"],
                 self.per_class,
                 looks,

@@ -20,11 +20,10 @@ class PerClassCurves(Callback):
     tuned threshold marked and test F1 against the threshold."""
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.report import write_curves
+        from taco.analysis.write import write_curves
 
         if not trainer.logger.active or not len(result.y_true):
             return
         with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:
-            write_curves(Path(tmp), result.y_true, result.scores, result.thresholds,
-                         result.class_names)  # fmt: skip
+            write_curves(Path(tmp), result)
             trainer.logger.log_artifacts(tmp, "analysis")

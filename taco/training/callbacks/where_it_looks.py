@@ -16,7 +16,7 @@ from taco.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from taco.analysis.gradients import GradientSaliency
-    from taco.analysis.report import Saliency
+    from taco.analysis.write import Saliency
     from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
 
@@ -45,7 +45,7 @@ class WhereItLooks(Callback):
             )
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.report import saliency, write_pointing
+        from taco.analysis.write import saliency, write_pointing
 
         logger, datamodule = trainer.logger, trainer.datamodule
         if not logger.active or not len(result.y_true):
@@ -66,7 +66,7 @@ class WhereItLooks(Callback):
             if not boxes:
                 return
             with tempfile.TemporaryDirectory() as tmp:
-                pooled = write_pointing(Path(tmp), self.looks, result.y_true, boxes, names)
+                pooled = write_pointing(Path(tmp), self.looks, result, boxes)
                 logger.log_artifacts(tmp, "analysis")
             logger.log_metrics({f"test/pointing/{k}": v for k, v in pooled.items()})
             print(

@@ -1,6 +1,8 @@
-"""The analysis written to a folder: what the training callbacks log under `analysis/` and what
-`taco-explain` writes, by one code path (curves, galleries and what is predicted instead, the
-saliency pass and the pointing game)."""
+"""The analysis files of one evaluated split, written to a folder: `per_class_curves.png`,
+`pointing_game.md`, `galleries/`, `errors.json` and `missed_instead.png`; what the training
+callbacks log under `analysis/` and what `taco-explain` writes, by one code path, each writer
+taking the split's `Evaluation` (labels, scores, thresholds, class names) whole. The saliency pass
+the galleries and the pointing game read is made here too."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from taco.analysis.saliency import Occlusion, Predict
-from taco.metrics import sanitize
+from taco.metrics import Evaluation, sanitize
 
 # zlib's fastest level: a few percent larger files, a third of the encoding time (the analysis
 # runs in every training job)
@@ -29,18 +31,12 @@ def save_figure(figure: Any, path: Path) -> Path:
     return path
 
 
-def write_curves(
-    folder: Path,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    thresholds: np.ndarray,
-    class_names: Sequence[str],
-) -> Path:
+def write_curves(folder: Path, result: Evaluation) -> Path:
     """`per_class_curves.png`."""
     from taco.analysis.figures import per_class_curves
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    figure = per_class_curves(y_true, scores, thresholds, class_names)
+    figure = per_class_curves(result.y_true, result.scores, result.thresholds, result.class_names)
     return save_figure(figure, Path(folder) / "per_class_curves.png")
 
 
@@ -80,16 +76,12 @@ def saliency(
 
 
 def write_pointing(
-    folder: Path,
-    looks: Any,
-    y_true: np.ndarray,
-    boxes: Sequence[np.ndarray],
-    class_names: Sequence[str],
+    folder: Path, looks: Any, result: Evaluation, boxes: Sequence[np.ndarray]
 ) -> dict[str, float]:
     """`pointing_game.md` (per class and pooled); returns the pooled figures."""
     from taco.analysis.pointing import overall, pointing_game, pointing_table
 
-    scores = pointing_game(looks.map, y_true, boxes, class_names, looks.size)
+    scores = pointing_game(looks.map, result.y_true, boxes, result.class_names, looks.size)
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / "pointing_game.md").write_text(pointing_table(scores))
     pooled = overall(scores)
@@ -100,20 +92,19 @@ def write_pointing(
 def write_errors(
     folder: Path,
     images: np.ndarray,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    thresholds: np.ndarray,
-    class_names: Sequence[str],
+    result: Evaluation,
     image_ids: Sequence[int],
     per_class: int = 6,
     looks: Any = None,
     boxes: Sequence[np.ndarray] | None = None,
 ) -> list[Path]:
     """`galleries/<class>.png` (with `looks`: saliency overlaid, boxes drawn), `errors.json`
-    (the gallery images' ids) and `missed_instead.png`."""
+    (the gallery images' ids) and `missed_instead.png`, of `images` scored as `result` says."""
     from taco.analysis.errors import class_errors, decisions, missed_instead
     from taco.analysis.figures import error_gallery, missed_instead_heatmap
 
+    y_true, scores, thresholds = result.y_true, result.scores, result.thresholds
+    class_names = result.class_names
     folder = Path(folder)
     (folder / "galleries").mkdir(parents=True, exist_ok=True)
     errors = class_errors(y_true, scores, thresholds, class_names, per_class)
