@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _layers() -> list[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    (contract,) = config["contracts"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
     return contract["layers"]
 
 

@@ -114,16 +114,15 @@ class ForestClassifier(BaseClassifier):
         self.forest = load_forest(arrays, source)
 
     def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
-        """The forest in MLflow's scikit-learn format, the feature extractor as `.keras`."""
-        import mlflow.sklearn
+        """The forest in skops' format (`forest/model.skops`, read back with taco's own trusted
+        types), the feature extractor as `.keras`: plain files, as every family saves, which
+        the run's logged model (MLflow's pyfunc) wraps."""
+        import skops.io
 
         from taco.models.registry import write_info
 
-        folder.mkdir(parents=True, exist_ok=True)
-        # skops format; the tree node storage is ours, written by this run, so it is trusted
-        mlflow.sklearn.save_model(
-            self.forest, folder / "forest", skops_trusted_types=["sklearn.tree._tree.Tree"]
-        )
+        (folder / "forest").mkdir(parents=True, exist_ok=True)
+        skops.io.dump(self.forest, folder / "forest" / "model.skops")
         self._extractor().save(folder / "features.keras")
         return write_info(
             folder, self, {"backbone": self.backbone, "weights": self.weights, **meta}

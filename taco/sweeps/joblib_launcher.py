@@ -106,7 +106,7 @@ class ProcessPerJobLauncher(Launcher):
             raise
         for job in jobs:
             if job.died:
-                from taco.sweeps.parent import close_dead_job
+                from taco.tracking.sweep_run import close_dead_job
 
                 close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
         return [job.result or failed_return(job.overrides) for job in jobs]
@@ -153,7 +153,7 @@ class ProcessPerJobLauncher(Launcher):
                 free = sorted([*free, job.worker])
                 timeline.append((job.worker, job.num, job.started, time.time()))
                 if job.died:
-                    from taco.sweeps.parent import close_dead_job
+                    from taco.tracking.sweep_run import close_dead_job
 
                     close_dead_job(sweep_dir, job.num, job.process.pid, job.overrides, job.died)
                 on_result(job.num, job.result or failed_return(job.overrides))

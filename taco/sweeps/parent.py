@@ -1,11 +1,13 @@
-"""Multirun sweeps: one MLflow parent run per sweep, every job a child of it.
+"""Multirun sweeps: one parent run per sweep, every job a child of it.
 
-`MLflowSweepParent` is a Hydra callback (registered in `conf/hydra/default.yaml`). When a multirun
-starts it opens the parent run in the job's tracking store, tagged with the sweep's overrides, and
-hands its id to every job twice over: in the environment (inherited by the basic, joblib, Ray and
-submitit launchers' workers, and by SLURM jobs) and in `<sweep dir>/mlflow_parent_run.json` (read by
-jobs on other machines that share the sweep folder). When the multirun ends, or the process exits
-early, it closes the parent FINISHED, or FAILED with the failed jobs named.
+`MLflowSweepParent` is a Hydra callback (registered in `conf/hydra/default.yaml`). When a
+multirun starts it asks the configured logger for its sweep run (`BaseLogger.sweep_run`:
+MLflow's is `taco.tracking.sweep_run`, which makes every MLflow write of a sweep; this module
+imports no MLflow), opens it tagged with the sweep's overrides, and hands its id to every job
+twice over: in the environment (inherited by the basic, joblib, Ray and submitit launchers'
+workers, and by SLURM jobs) and in `<sweep dir>/mlflow_parent_run.json` (read by jobs on other
+machines that share the sweep folder). When the multirun ends, or the process exits early, it
+closes the parent FINISHED, or FAILED with the failed jobs named.
 
 Only Hydra, OmegaConf and the standard library are imported here: Hydra instantiates this
 callback for every command, `--help` included.
@@ -14,7 +16,6 @@ callback for every command, `--help` included.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import os
@@ -25,15 +26,11 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from taco.config import resolved_config
+from taco.config import build, resolved_config
 from taco.errors import ConfigError, cli_errors
 from taco.schema import check_config
-from taco.tracking.lineage import (
-    PARENT_ENV,
-    PARENT_FILE,
-    child_runs,
-    parent_record,
-)
+from taco.tracking.lineage import PARENT_ENV, PARENT_FILE
+from taco.tracking.provenance import git_state
 from taco.tracking.tags import Tag
 
 log = logging.getLogger(__name__)
@@ -105,44 +102,6 @@ def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
             key, _, value = override.partition("=")
             values[key.lstrip("+~")].add(value)
     return [key for key, seen in values.items() if len(seen) > 1]
-
-
-def close_dead_job(
-    sweep_dir: Path, num: int, pid: int | None, overrides: list[str], reason: str
-) -> None:
-    """A job whose process died: its run (found by pid, or by job number where the process is
-    on another machine) closed FAILED with `reason`, or a FAILED run made for it when it died
-    before opening one, so the parent run names it."""
-    record = parent_record(sweep_dir)
-    if record is None:  # no tracking (logger=none)
-        return
-    import mlflow
-
-    client = mlflow.MlflowClient(record["tracking_uri"])
-    try:
-        mine = [
-            r
-            for r in child_runs(client, record["run_id"])
-            if r.info.status == "RUNNING"
-            and (
-                r.data.tags.get(Tag.PID) == str(pid)
-                if pid
-                else r.data.tags.get(Tag.SWEEP_JOB) == str(num)
-            )
-        ]
-        if not mine:
-            parent = client.get_run(record["run_id"])
-            tags = {
-                Tag.PARENT_RUN: record["run_id"],
-                Tag.SWEEP_JOB: str(num),
-                Tag.HYDRA_OVERRIDES: " ".join(overrides)[:5000] or "(none)",
-            }
-            mine = [client.create_run(parent.info.experiment_id, tags=tags)]
-        for run in mine:
-            client.set_tag(run.info.run_id, "error", reason)
-            client.set_terminated(run.info.run_id, "FAILED")
-    except Exception as exc:  # the store is unreachable: the parent still names the job
-        log.warning("could not close the run of dead job #%d: %s", num, exc)
 
 
 def record_not_started(sweep_dir: Path, jobs: list[tuple[int, list[str]]]) -> None:
@@ -219,24 +178,12 @@ def sweeper_class(config: Any) -> Any:
         return None
 
 
-def nests_sweeps(logger: Any) -> bool:
-    """Whether the configured logger's class declares that its runs nest under a sweep's parent
-    run (`nests_sweeps`, a class attribute: the class is looked up, not built)."""
-    target = logger.get("_target_") if logger else None
-    if not target:
-        return False
-    from hydra.utils import get_class
-
-    return bool(getattr(get_class(str(target)), "nests_sweeps", False))
-
-
 class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._lock: Any = None  # the sweep dir's lock, held while the sweep runs
         self.run_id: str | None = None
-        self.client: Any = None
-        self.started = 0.0
+        self.sweep: Any = None  # the logger's sweep run (`BaseLogger.sweep_run`), or None
         self.sweep_dir: Path | None = None
         self.planned: list[list[str]] = []  # the grid's jobs, when the sweeper plans one
 
@@ -256,7 +203,8 @@ class MLflowSweepParent(Callback):
 
     def _open_parent(self, config: Any) -> None:
         logger = config.get("logger") or {}
-        if not self.enabled or not nests_sweeps(logger):
+        self.sweep = build(logger).sweep_run() if self.enabled and logger else None
+        if self.sweep is None:
             if len(self.planned) > 1 and str(logger.get("_target_", "")).endswith("NullLogger"):
                 log.warning(
                     "%d jobs with logger=none: nothing is tracked, so taco-compare will have "
@@ -264,17 +212,6 @@ class MLflowSweepParent(Callback):
                     len(self.planned),
                 )
             return
-        import mlflow
-
-        from taco.tracking.mlflow_logger import get_or_create_experiment
-        from taco.tracking.provenance import git_state, process_tags
-        from taco.tracking.store import ensure_store
-
-        uri = str(logger.tracking_uri)
-        ensure_store(uri)
-        self.client = mlflow.MlflowClient(uri)
-        name = str(logger.experiment_name)
-        experiment_id = get_or_create_experiment(self.client, name)
         overrides = " ".join(config.hydra.overrides.task)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         tags = {
@@ -286,57 +223,33 @@ class MLflowSweepParent(Callback):
             "launcher": str(config.hydra.launcher.get("_target_", "")),
             **git_state(Path(str(config.paths.root_dir))),
             **{str(k): str(v) for k, v in (config.get("tags") or {}).items()},
-            **process_tags(),
         }
         study = config.hydra.runtime.choices.get("experiment")
         study = study or f"sweep-{config.get('task_name', 'train')}"
         run_name = f"{study} {time.strftime('%Y-%m-%d %H:%M:%S')}"  # the study and its start
-        self.run_id = self._continued(config, experiment_id, tags)
-        if self.run_id is None:
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-            self.run_id = run.info.run_id
-        self.started = time.time()
+        # a sweeper whose search outlives its sweep (an Optuna study) continues its parent run
+        earlier = getattr(sweeper_class(config), "earlier_parent_run", None)
+        self.run_id = self.sweep.open(tags, run_name, earlier(config) if earlier else None)
         os.environ[PARENT_ENV] = self.run_id
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / PARENT_FILE).write_text(
             json.dumps(
                 {
                     "run_id": self.run_id,
-                    "tracking_uri": uri,
-                    "experiment": name,
+                    "tracking_uri": self.sweep.tracking_uri,
+                    "experiment": self.sweep.experiment_name,
                     "varying": varying_keys(config, self.planned),  # names the children
                 }
             )
         )
         atexit.register(self._close, "KILLED")
         _OPEN.append(self)
-        log.info("sweep parent run %s in %s (%s)", self.run_id, name, uri)
-
-    def _continued(self, config: Any, experiment_id: str, tags: dict) -> str | None:
-        """A sweeper whose search outlives its sweep (an Optuna study) continues the parent run
-        of its earlier sweeps: reopened RUNNING, its stale children closed FAILED."""
-        earlier = getattr(sweeper_class(config), "earlier_parent_run", None)
-        run_id = earlier(config) if earlier else None
-        if not run_id:
-            return None
-        try:
-            run = self.client.get_run(run_id)
-        except Exception:  # deleted, or in another store: a new parent
-            return None
-        if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
-            return None
-        from taco.tracking.stale import is_stale
-
-        for child in child_runs(self.client, run_id):
-            if is_stale(child):
-                self.client.set_tag(child.info.run_id, "error", "stale: its sweep was killed")
-                self.client.set_terminated(child.info.run_id, "FAILED")
-        self.client.update_run(run_id, status="RUNNING")
-        for key in (Tag.HYDRA_OVERRIDES, Tag.SWEEP_DIR):
-            self.client.set_tag(run_id, key, tags[key])
-        self.client.set_tag(run_id, "continued", time.strftime("%Y-%m-%d %H:%M:%S"))
-        log.info("continuing the search's parent run %s", run_id)
-        return run_id
+        log.info(
+            "sweep parent run %s in %s (%s)",
+            self.run_id,
+            self.sweep.experiment_name,
+            self.sweep.tracking_uri,
+        )
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if self._lock is not None:
@@ -354,88 +267,19 @@ class MLflowSweepParent(Callback):
 
     # ------------------------------------------------------------------ closing
     def fail(self, reason: str) -> None:
-        """The sweep itself ended on an error (its launcher could not submit, a cluster went
-        away): the parent closes FAILED saying so, not KILLED as an interrupted one does."""
-        run_id = self.run_id
-        if run_id is not None:
-            self._close("FAILED")
-            with contextlib.suppress(Exception):  # after _close's own "no job logged a run"
-                self.client.set_tag(run_id, "error", reason[:5000])
+        """The sweep itself ended on an error: the parent closes FAILED saying so."""
+        if self.run_id is not None and self.sweep is not None:
+            self.run_id = None
+            os.environ.pop(PARENT_ENV, None)
+            self.sweep.fail(reason, self._not_started)
 
-    def of_this_sweep(self, child: Any) -> bool:
-        """A child this sweep started: a continued search's earlier failures were named when
-        their own sweep ended (and their trials asked again)."""
-        return child.info.start_time >= int(self.started * 1000) - 1000
-
-    def children(self, run_id: str) -> list[Any]:
-        return child_runs(self.client, run_id)
+    def _not_started(self, children: list[Any]) -> list[str]:
+        return not_started(self.sweep_dir, self.planned, children)
 
     def _close(self, status: str) -> list[str]:
-        """Close the parent (once): FAILED if any child is not FINISHED, else `status`."""
-        if self.run_id is None:
+        """Close the parent (once): FAILED if any job failed or never started, else `status`."""
+        if self.run_id is None or self.sweep is None:
             return []
-        run_id, self.run_id = self.run_id, None  # closed once, by whichever comes first
+        self.run_id = None  # closed once, by whichever comes first
         os.environ.pop(PARENT_ENV, None)
-        try:
-            children = self.children(run_id)
-            failed = [
-                f"{c.info.run_name} [{c.data.tags.get(Tag.HYDRA_OVERRIDES, '')}]: {c.info.status}"
-                + (f" ({c.data.tags['error'][:300]})" if c.data.tags.get("error") else "")
-                for c in children
-                if c.info.status != "FINISHED" and self.of_this_sweep(c)
-            ]
-            finished = len(children) - len(failed)
-            never = not_started(self.sweep_dir, self.planned, children)
-            if never:
-                self.client.set_tag(run_id, "jobs_not_started", "\n".join(never)[:5000])
-            failed += never
-            self.client.log_metric(run_id, "sweep/jobs", len(children))
-            self.client.log_metric(run_id, "sweep/jobs_finished", finished)
-            self.client.log_metric(run_id, "sweep/wall_seconds", time.time() - self.started)
-            self._log_optimization_results(run_id)
-            if failed:
-                self.client.set_tag(run_id, "failed_jobs", "\n".join(failed)[:5000])
-            # closed at exit (interrupted): KILLED; completed with a failed job or none: FAILED
-            final = status
-            if status != "KILLED" and (failed or not children):
-                final = "FAILED"
-            if not children:
-                self.client.set_tag(run_id, "error", "no job of the sweep logged a run")
-            self.client.set_terminated(run_id, final)
-            return failed
-        except Exception as exc:  # say so, never hide the sweep's end; never leave it RUNNING
-            log.warning("could not close sweep parent run %s: %s", run_id, exc)
-            with contextlib.suppress(Exception):  # the store itself may be what failed
-                self.client.set_tag(run_id, "error", f"closing the sweep failed: {exc}"[:4000])
-                self.client.set_terminated(run_id, "FAILED")
-            return []
-
-    def _log_optimization_results(self, run_id: str) -> None:
-        """An Optuna sweep's best parameters and value, trial counts, workers' idle time and
-        plots, logged to the parent (a continued search's best may change: a tag, not a
-        param, which MLflow would refuse to change)."""
-        folder = self.sweep_dir or Path(".")
-        path = folder / "optimization_results.yaml"
-        if not path.is_file():
-            return
-        import yaml
-
-        results = yaml.safe_load(path.read_text()) or {}
-        for key, value in (results.get("best_params") or {}).items():
-            self.client.set_tag(run_id, f"best/{key}", str(value))
-        if results.get("best_trial") is not None:
-            self.client.set_tag(run_id, Tag.OPTUNA_BEST_TRIAL, str(results["best_trial"]))
-        metrics = {f"optuna/trials_{k.lower()}": v for k, v in results["trials"].items()}
-        if results.get("best_value") is not None:
-            metrics["best_value"] = float(results["best_value"])
-        metrics["optuna/epochs_trained"] = results.get("epochs_trained", 0)
-        workers = folder / "workers.yaml"
-        if workers.is_file():
-            for row in (yaml.safe_load(workers.read_text()) or {}).get("workers", []):
-                metrics[f"sweep/worker_{row['worker']}_idle_share"] = row["idle_share"]
-            self.client.log_artifact(run_id, str(workers))
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value))
-        self.client.log_artifact(run_id, str(path))
-        if (folder / "optuna").is_dir():
-            self.client.log_artifacts(run_id, str(folder / "optuna"), "optuna")
+        return self.sweep.close(status, self._not_started, self.sweep_dir or Path("."))

@@ -117,7 +117,7 @@ class TaskPerJobRayLauncher(RayLauncher):
                     self._lost(job, sweep_dir, f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _lost(self, job: RayJob, sweep_dir: Path, why: str) -> None:
-        from taco.sweeps.parent import close_dead_job
+        from taco.tracking.sweep_run import close_dead_job
 
         reason = f"worker died ({why}); {FINISH_LATER}"
         log.error("job #%d: %s", job.num, reason)

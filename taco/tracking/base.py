@@ -17,12 +17,11 @@ class BaseLogger:
     """Every member a no-op: `run()` opens nothing and yields the logger, `log_*` drop what they
     are given. A backend overrides `run` (closing its run FINISHED, FAILED or KILLED) and the
     `log_*` methods it records, and says what it can do: `active` (records anything),
-    `nests_sweeps` (a sweep opens a parent run in its store)."""
+    `sweep_run` (a sweep's parent run in its store, under which the jobs nest)."""
 
     run_id: str | None = None
     tracking_uri: str | None = None
     active = False  # False: nothing is recorded, so nothing needs preparing for it
-    nests_sweeps = False  # True: a sweep opens a parent run in this logger's store
     resumed = False  # True: run() reopened an existing run (resuming from a checkpoint)
 
     @contextlib.contextmanager
@@ -30,6 +29,11 @@ class BaseLogger:
         self, tags: Mapping[str, str] | None = None, run_id: str | None = None
     ) -> Iterator[BaseLogger]:
         yield self
+
+    def sweep_run(self) -> Any:
+        """A sweep's parent run in this logger's store (`taco.tracking.sweep_run.MlflowSweepRun`
+        is MLflow's), under which the sweep's jobs nest; None: the sweep opens none."""
+        return None
 
     def check(self) -> None:
         """Refuse a store that cannot be used (ConfigError, TacoError), before a run opens."""

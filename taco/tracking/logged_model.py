@@ -1,11 +1,10 @@
 """A run's model as MLflow knows models: a pyfunc with a signature, found by any MLflow reference.
 
 `log_pyfunc` logs a saved taco model folder (a classifier's `save`) as the run's logged model
-`model`: MLflow's pyfunc format around the folder (the forest's `forest/` inside it is MLflow's
-scikit-learn format), with an explicit signature (uint8 images in; the label decisions and each
-class's score out) and one image as input example. So `mlflow.pyfunc.load_model`, the Model
-Registry and `mlflow models serve` take it, and `taco-predict`/`taco-eval` still read the folder.
-"""
+`model`: MLflow's pyfunc format around the folder, with an explicit signature (uint8 images in;
+the label decisions and each class's score out) and one image as input example. So
+`mlflow.pyfunc.load_model`, the Model Registry and `mlflow models serve` take it, and
+`taco-predict`/`taco-eval` still read the folder."""
 
 from __future__ import annotations
 

@@ -58,7 +58,6 @@ class MLflowLogger(BaseLogger):
     """Logs one run to MLflow; a busy store is waited for (`taco.tracking.store_wait`)."""
 
     active = True
-    nests_sweeps = True
 
     def __init__(
         self,
@@ -77,6 +76,11 @@ class MLflowLogger(BaseLogger):
         self.waiter: Any = None
         self._finished_before: Any = None  # a FINISHED run reopened: how it was
         self._logged_since_reopen = False  # an epoch logged since (data set-up is not one)
+
+    def sweep_run(self) -> Any:
+        from taco.tracking.sweep_run import MlflowSweepRun
+
+        return MlflowSweepRun(self.tracking_uri, self.experiment_name)
 
     def check(self) -> None:
         from taco.tracking.console import quiet_mlflow
