@@ -125,8 +125,36 @@ def outcome(uri: str, run: dict, workers: int) -> dict:
         "floor": floor.f1("floor: every class", "macro F1"),
         "curve": curve,
         "idle": idle_shares(spans, workers),
+        "waiting": waiting_shares(run, spans, workers, folder_of(uri)),
         "spread": float(np.std([r.data.metrics["val/final/f1_macro"] for r in complete])),
     }
+
+
+def folder_of(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///")).parent
+
+
+def waiting_shares(run: dict, spans: list, workers: int, folder: Path) -> list[float]:
+    """Each worker's share of the wall time spent with no trial to run, start-up excluded: for
+    taco's sweeper, its own account (`workers.yaml`: no job process on the worker); for a
+    batched sweeper, the wait for each batch's longest trial (a job's start-up is alike in a
+    batch, so it cancels out of that difference)."""
+    if workers < 2:
+        return []
+    if run["variant"] != "hydra":
+        import yaml
+
+        rows = yaml.safe_load((folder / run["name"] / "workers.yaml").read_text())["workers"]
+        return [round(float(r["idle_share"]), 3) for r in rows]
+    spans = sorted(spans)
+    wall = max(e for _, e in spans) - spans[0][0]
+    waited = [0.0] * workers
+    for i in range(0, len(spans), workers):
+        batch = spans[i : i + workers]
+        longest = max(e - s for s, e in batch)
+        for w, (s, e) in enumerate(batch):
+            waited[w] += longest - (e - s)
+    return [round(w / wall, 3) for w in waited]
 
 
 def idle_shares(spans: list[tuple[float, float]], workers: int) -> list[float]:
@@ -200,16 +228,19 @@ def write_report(results: list[dict], args: argparse.Namespace, folder: Path) ->
         "",
         table(results),
         "",
-        f"With {args.workers} workers (joblib launcher), sampler seed {args.seeds[0]}: idle "
-        "share of each worker",
+        f"With {args.workers} workers (joblib launcher), sampler seed {args.seeds[0]}: each "
+        "worker's share of the wall time with no trial to run (taco's sweeper: its own "
+        "account; batched: the wait for each batch's longest trial), and its share outside any "
+        "MLflow run (that wait plus each job process's start-up and teardown)",
         "",
-        "| search | wall min | idle share per worker |",
-        "|---|---:|---|",
+        "| search | wall min | waiting share per worker | outside a run, per worker |",
+        "|---|---:|---|---|",
     ]
     for r in results:
         if len(r["idle"]) > 1:
             shares = ", ".join(f"{s:.3f}" for s in r["idle"])
-            text.append(f"| {LABELS[r['variant']]} | {r['wall'] / 60:.1f} | {shares} |")
+            waiting = ", ".join(f"{s:.3f}" for s in r["waiting"])
+            text.append(f"| {LABELS[r['variant']]} | {r['wall'] / 60:.1f} | {waiting} | {shares} |")
     (folder / "optuna_sweepers.md").write_text("\n".join(text) + "\n")
     plot(results, folder / "best_so_far.png")
 
