@@ -30,7 +30,7 @@ def markdown(
     cells = [[str(c) for c in row] for row in [head, *rows]]
     if not padded:
         rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
-        lines = ["|" + "|".join(f" {c} " if c else " " for c in row) + "|" for row in cells]
+        lines = ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join([lines[0], rule, *lines[1:]]) + "\n"
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
 

@@ -148,7 +148,7 @@ def test_optuna_search_logs_trials_as_children_and_the_best_to_the_parent(
     best = parent.data.tags["optuna.best_trial"]
     assert f"trial {best} is the best of 3" in text and "chosen on validation" in text
     (best_run,) = [c for c in children if c.data.tags["optuna.trial"] == best]
-    assert f"| macro F1 | | {best_run.data.metrics['test/f1_macro']:.3f} |" in text
+    assert f"| macro F1 |  | {best_run.data.metrics['test/f1_macro']:.3f} |" in text
 
 
 @pytest.mark.subprocess
