@@ -231,7 +231,7 @@ def test_a_forest_exports_to_onnx_as_one_graph_scoring_as_taco_does(forest_folde
     graph = ForestClassifier.load_exportable(forest_folder, info)
     path = export_keras(graph, tmp_path / "m.onnx", "onnx")
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert {"Conv", "TreeEnsembleClassifier"} <= ops  # features and forest: one file
+    assert "Conv" in ops and any(op.startswith("TreeEnsemble") for op in ops)  # one file
     images = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     expected = ForestClassifier.load_predictor(forest_folder, info)(images)
     got = ExportedModel(path, threads=1).predict(images)
