@@ -36,27 +36,26 @@ def test_every_room_is_in_a_layer():
     assert rooms == named, f"not in a layer: {sorted(rooms - named)}; gone: {sorted(named - rooms)}"
 
 
-def test_one_table_writer_draws_every_markdown_rule():
-    """Every Markdown table goes through `taco.tables.markdown`: no other module draws a rule."""
-    drawn = [
+def _lines_outside(module: str, *needles: str) -> list[str]:
+    """`path:line` of every line of taco outside `module` that holds one of `needles`."""
+    return [
         f"{path.relative_to(ROOT)}:{number}"
         for path in sorted((ROOT / "taco").rglob("*.py"))
-        if path.name != "tables.py"
+        if path.name != module
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if "|---" in line or "---:|" in line
+        if any(needle in line for needle in needles)
     ]
+
+
+def test_one_table_writer_draws_every_markdown_rule():
+    """Every Markdown table goes through `taco.tables.markdown`: no other module draws a rule."""
+    drawn = _lines_outside("tables.py", "|---", "---:|")
     assert not drawn, f"Markdown rules drawn outside taco/tables.py: {drawn}"
 
 
 def test_signal_handlers_are_set_in_one_module():
     """taco/signals.py installs, holds and restores every handler (Lightning's signal connector)."""
-    setting = [
-        f"{path.relative_to(ROOT)}:{number}"
-        for path in sorted((ROOT / "taco").rglob("*.py"))
-        if path.name != "signals.py"
-        for number, line in enumerate(path.read_text().splitlines(), 1)
-        if "signal.signal(" in line or "signal.getsignal(" in line
-    ]
+    setting = _lines_outside("signals.py", "signal.signal(", "signal.getsignal(")
     assert not setting, f"signal handlers set outside taco/signals.py: {setting}"
 
 
