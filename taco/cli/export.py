@@ -107,6 +107,9 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     with source_folder(args, uri) as (given, source):
         folder, info, cls = model_class(given)
         graph = cls.load_exportable(folder, info)
+        refused = getattr(graph, "refused", {}).get(args.format)  # said before any data work
+        if refused:
+            raise TacoError(refused)
         data = source_data(uri, source.get("run_id"), info)
         drawn = representative(data) if args.quantize == "int8" and data else None
         name = source.get("run_id") or Path(given).resolve().name

@@ -14,7 +14,13 @@ from taco.errors import TacoError
 
 
 class ForestGraph:
-    """What `taco-export` writes for a forest: an object with Keras' `export(path, format=...)`."""
+    """What `taco-export` writes for a forest: an object with Keras' `export(path, format=...)`;
+    `refused` names the formats it cannot take and why, so the command refuses before any work."""
+
+    refused = {
+        "litert": "a forest model exports to ONNX only (--format onnx): LiteRT has no "
+        "tree-ensemble operator for its random forest"
+    }
 
     def __init__(self, extractor: Any, forest: Any, num_classes: int) -> None:
         self.extractor, self.forest, self.num_classes = extractor, forest, num_classes
@@ -22,8 +28,7 @@ class ForestGraph:
     def export(self, filepath: str, format: str = "onnx", verbose: bool = False) -> None:
         if format != "onnx":
             raise TacoError(
-                "a forest model exports to ONNX only (--format onnx): LiteRT has no "
-                "tree-ensemble operator for its random forest"
+                self.refused.get(format, f"a forest model cannot be exported to {format}")
             )
         import onnx
         import onnx.compose
