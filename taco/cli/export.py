@@ -127,13 +127,14 @@ def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
         keras_scores = cls.load_predictor(folder, info)(images)
     runtime = ExportedModel(path)
     names, thresholds = info["class_names"], np.asarray(info["thresholds"], float)
-    check = check_export(keras_scores, runtime.predict(images), y, thresholds, names, args.quantize)
+    exported = runtime.predict(images)
+    check = check_export(keras_scores, exported, y, thresholds, names, args.quantize)
     check.source_run = source["run_id"]
     if args.quantize == "int8":  # thresholds tuned again, on validation, for the int8 scores
         val = data.batches("val")
         least = data.threshold_min_positives
         retuned = tune_thresholds(val.targets(), runtime.predict(val.images()), min_positives=least)
-        check.retuned = evaluate(y, runtime.predict(images), retuned, names)
+        check.retuned = evaluate(y, exported, retuned, names)
     (path.parent / "check.md").write_text(check.markdown())
     return path, sidecar, check
 
