@@ -182,10 +182,14 @@ class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._lock: Any = None  # the sweep dir's lock, held while the sweep runs
-        self.run_id: str | None = None
         self.sweep: Any = None  # the logger's sweep run (`BaseLogger.sweep_run`), or None
         self.sweep_dir: Path | None = None
         self.planned: list[list[str]] = []  # the grid's jobs, when the sweeper plans one
+
+    @property
+    def run_id(self) -> str | None:
+        """The open parent run's id (None: none open, or closed already)."""
+        return self.sweep.run_id if self.sweep is not None else None
 
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
@@ -229,8 +233,9 @@ class MLflowSweepParent(Callback):
         run_name = f"{study} {time.strftime('%Y-%m-%d %H:%M:%S')}"  # the study and its start
         # a sweeper whose search outlives its sweep (an Optuna study) continues its parent run
         earlier = getattr(sweeper_class(config), "earlier_parent_run", None)
-        self.run_id = self.sweep.open(tags, run_name, earlier(config) if earlier else None)
-        os.environ[PARENT_ENV] = self.run_id
+        os.environ[PARENT_ENV] = self.sweep.open(
+            tags, run_name, earlier(config) if earlier else None
+        )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / PARENT_FILE).write_text(
             json.dumps(
@@ -268,8 +273,7 @@ class MLflowSweepParent(Callback):
     # ------------------------------------------------------------------ closing
     def fail(self, reason: str) -> None:
         """The sweep itself ended on an error: the parent closes FAILED saying so."""
-        if self.run_id is not None and self.sweep is not None:
-            self.run_id = None
+        if self.run_id is not None:
             os.environ.pop(PARENT_ENV, None)
             self.sweep.fail(reason, self._not_started)
 
@@ -278,8 +282,7 @@ class MLflowSweepParent(Callback):
 
     def _close(self, status: str) -> list[str]:
         """Close the parent (once): FAILED if any job failed or never started, else `status`."""
-        if self.run_id is None or self.sweep is None:
-            return []
-        self.run_id = None  # closed once, by whichever comes first
+        if self.run_id is None:
+            return []  # closed once, by whichever comes first: the sweep run forgets its id
         os.environ.pop(PARENT_ENV, None)
         return self.sweep.close(status, self._not_started, self.sweep_dir or Path("."))
