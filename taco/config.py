@@ -155,18 +155,16 @@ def _affinity() -> tuple[int, ...]:
 _START_CORES = _affinity()
 
 
+SIDE_BY_SIDE_ENV = "TACO_JOBS_SIDE_BY_SIDE"  # set by a launcher that runs jobs side by side
+
+
 def threads_per_job() -> int | None:
-    """CPU threads for one job when a joblib sweep runs several side by side, else None."""
-    hydra = hydra_runtime()
-    if hydra is None or not in_multirun():
+    """CPU threads for one job when its launcher runs several side by side on this machine (the
+    joblib launcher says how many in SIDE_BY_SIDE_ENV), else None."""
+    jobs = int(os.environ.get(SIDE_BY_SIDE_ENV) or 0)
+    if jobs <= 1 or not in_multirun():
         return None
-    launcher = hydra.launcher
-    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
-    if not n_jobs:
-        return None
-    cpus = usable_cores()
-    n_jobs = cpus if n_jobs < 0 else min(int(n_jobs), cpus)
-    return max(1, cpus // max(n_jobs, 1))
+    return max(1, usable_cores() // jobs)
 
 
 def job_number() -> int:

@@ -369,7 +369,7 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch, option,
 
     from taco.config import CONF_DIR, register_resolvers
     from taco.errors import ConfigError
-    from taco.sweeps.parent import check_launcher_installed
+    from taco.sweeps.parent import check_launcher
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -378,12 +378,12 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch, option,
     GlobalHydra.instance().clear()
     shim = importlib.import_module(f"hydra_plugins.taco_launcher.{module}")
     if not getattr(shim, "MissingLauncher", None):  # the plugin is installed: nothing to say
-        check_launcher_installed(cfg.hydra.launcher)
+        check_launcher(cfg.hydra.launcher)
     monkeypatch.setitem(sys.modules, f"taco.sweeps.{module}", None)  # as if not installed
     try:
         importlib.reload(shim)
         with pytest.raises(ConfigError, match=f"hydra/launcher={option} needs .*: run `{target}`"):
-            check_launcher_installed(cfg.hydra.launcher)
+            check_launcher(cfg.hydra.launcher)
     finally:
         monkeypatch.undo()
         importlib.reload(shim)

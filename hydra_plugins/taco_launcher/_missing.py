@@ -11,10 +11,15 @@ from hydra.plugins.launcher import Launcher
 class MissingLauncher(Launcher):
     needs = ""  # the refusal: "hydra/launcher=X needs PACKAGE: run `make setup-X`"
 
-    def __init__(self, **settings: Any) -> None:
+    @classmethod
+    def check_settings(cls, settings: Any) -> None:
+        """Asked before any job starts (`taco.sweeps.parent.check_launcher`)."""
         from taco.errors import ConfigError
 
-        raise ConfigError(self.needs)
+        raise ConfigError(cls.needs)
+
+    def __init__(self, **settings: Any) -> None:
+        self.check_settings(settings)
 
     def setup(self, **kwargs: Any) -> None:  # never reached: Hydra's scan needs a whole class
         raise NotImplementedError

@@ -38,7 +38,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from taco.config import usable_cores
+from taco.config import SIDE_BY_SIDE_ENV, usable_cores
 from taco.errors import ConfigError
 from taco.signals import job_process
 
@@ -74,6 +74,11 @@ def check_n_jobs(n_jobs: Any) -> None:
 class ProcessPerJobLauncher(Launcher):
     """Accepts the joblib launcher's config (`n_jobs` is what it uses; loky's own settings are
     accepted and ignored)."""
+
+    @classmethod
+    def check_settings(cls, settings: Any) -> None:
+        """Asked before any job starts (`taco.sweeps.parent.check_launcher`)."""
+        check_n_jobs(settings.get("n_jobs", -1))
 
     def __init__(self, n_jobs: int = -1, **loky_settings: Any) -> None:
         check_n_jobs(n_jobs)
@@ -189,7 +194,10 @@ class ProcessPerJobLauncher(Launcher):
             )
         )
         process = context.Process(
-            target=_job_main, args=(payload, send), name=f"taco-job-{job.num}", daemon=False
+            target=_job_main,
+            args=(payload, send, self.workers()),
+            name=f"taco-job-{job.num}",
+            daemon=False,
         )
         process.start()
         send.close()
@@ -250,10 +258,11 @@ def failed_return(overrides: list[str]) -> JobReturn:
 
 
 # ---------------------------------------------------------------------- in the job's process
-def _job_main(payload: bytes, send: Any) -> None:
+def _job_main(payload: bytes, send: Any, side_by_side: int) -> None:
     import cloudpickle
 
     job_process()
+    os.environ[SIDE_BY_SIDE_ENV] = str(side_by_side)  # the job's share of the cores
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     try:

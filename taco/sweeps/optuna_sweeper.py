@@ -38,6 +38,7 @@ from taco.config import default_tracking_uri, resolved_config
 from taco.errors import ConfigError, TacoError
 from taco.schema import check_config
 from taco.sweeps import optuna_study
+from taco.sweeps.hydra_core import plugin_class, runs_in_this_process
 from taco.sweeps.search_space import SearchSpace, search_space
 from taco.tracking.lineage import PARENT_ENV
 
@@ -203,7 +204,7 @@ class OptunaSweeper(Sweeper):
         while True:
             if hasattr(self.launcher, "launch_as_ready"):
                 timeline += self.launcher.launch_as_ready(loop.next_job, loop.on_result)
-            elif type(self.launcher).__name__ == "BasicLauncher":
+            elif runs_in_this_process(self.launcher):
                 timeline += self._one_at_a_time(loop)
             else:
                 timeline += self._threads(loop)
@@ -244,17 +245,19 @@ class OptunaSweeper(Sweeper):
     def _workers(self) -> int:
         if hasattr(self.launcher, "workers"):
             return int(self.launcher.workers())
-        return 1 if type(self.launcher).__name__ == "BasicLauncher" else self.n_jobs
+        return 1 if runs_in_this_process(self.launcher) else self.n_jobs
 
     def _sampler(self, space: SearchSpace, earlier: int) -> Any:
         """The configured sampler; the grid sampler gets the space's grid. A continued study's
         sampler is seeded `seed + trials so far`: seeded as before, it would draw the first
         run's random trials again."""
+        from optuna.samplers import GridSampler
+
         node = self.sampler_config
         extra: dict[str, Any] = {}
         if node is not None and node.get("seed") is not None and earlier:
             extra["seed"] = int(node.seed) + earlier
-        if node is not None and str(node.get("_target_", "")).endswith("GridSampler"):
+        if node is not None and issubclass(plugin_class(node) or object, GridSampler):
             extra["search_space"] = space.grid()
         return _build(node, **extra)
 

@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 from taco.config import build, resolved_config
 from taco.errors import ConfigError, cli_errors
 from taco.schema import check_config
+from taco.sweeps.hydra_core import grid_jobs, plans_grid, plugin_class
 from taco.tracking.lineage import PARENT_ENV, PARENT_FILE
 from taco.tracking.provenance import git_state
 from taco.tracking.tags import Tag
@@ -44,12 +45,11 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     starts: a typo in the tenth value of a sweep fails now, not hours later. Returns the jobs'
     overrides in job order. A sweeper that chooses values as it goes (taco_optuna) plans
     nothing; one with a `check` checks its own space here, before the parent run opens."""
-    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
-        sweeper = sweeper_class(config)
+    sweeper = plugin_class(config.hydra.sweeper)
+    if not plans_grid(sweeper):
         if hasattr(sweeper, "check"):  # a sweeper that checks its own space (taco_optuna)
             sweeper.check(config, list(config.hydra.overrides.task))
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
@@ -59,7 +59,7 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(
         [*params, *config.hydra.overrides.task]
     )
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = grid_jobs(parsed)
     for num, overrides in enumerate(jobs[:limit]):
         try:
             job = loader.load_sweep_config(config, list(overrides))
@@ -70,7 +70,7 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
             raise ConfigError(f"job #{num} [{' '.join(overrides)}]: {exc}") from None
         except Exception as exc:  # not a value the schema refuses: the job itself will say
             log.debug("sweep check skipped job #%d: %s", num, exc)
-    return [list(job) for job in jobs]
+    return jobs
 
 
 def fail_open_parents(reason: str) -> None:
@@ -79,16 +79,12 @@ def fail_open_parents(reason: str) -> None:
         parent.fail(reason)
 
 
-def check_launcher_installed(launcher: Any) -> None:
-    """`hydra/launcher=ray` or `slurm` without its plugin: the stand-in class registered for it
-    (`hydra_plugins/taco_launcher/_missing.py`) says what to install."""
-    target = str(launcher.get("_target_", ""))
-    if target.startswith("hydra_plugins.taco_launcher."):
-        from hydra.utils import get_class
-
-        needs = getattr(get_class(target), "needs", "")
-        if needs:
-            raise ConfigError(needs)
+def check_launcher(launcher: Any) -> None:
+    """The launcher's settings checked by its class before any job starts; a launcher whose
+    plugin is not installed (`hydra_plugins/taco_launcher/_missing.py`) says what to install."""
+    cls = plugin_class(launcher)
+    if hasattr(cls, "check_settings"):
+        cls.check_settings(launcher)
 
 
 def varying_keys(config: Any, planned: list[list[str]]) -> list[str]:
@@ -165,19 +161,6 @@ def hold_sweep_dir(sweep_dir: Path) -> Any:
     return handle
 
 
-def sweeper_class(config: Any) -> Any:
-    """The configured sweeper's class (looked up, not built), or None."""
-    target = config.hydra.sweeper.get("_target_")
-    if not target:
-        return None
-    from hydra.utils import get_class
-
-    try:
-        return get_class(str(target))
-    except Exception:  # Hydra itself will say that the plugin is missing
-        return None
-
-
 class MLflowSweepParent(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -194,11 +177,7 @@ class MLflowSweepParent(Callback):
     # ------------------------------------------------------------------ Hydra hooks
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         with cli_errors("taco-train"):  # one line, exit 2: before any job or run starts
-            check_launcher_installed(config.hydra.launcher)
-            if "n_jobs" in config.hydra.launcher:
-                from taco.sweeps.joblib_launcher import check_n_jobs
-
-                check_n_jobs(config.hydra.launcher.n_jobs)
+            check_launcher(config.hydra.launcher)
             self.planned = check_sweep(config)
             self._lock = hold_sweep_dir(Path(str(config.hydra.sweep.dir)))
             # a re-run in the same folder: the jobs its first run never started may run now
@@ -206,10 +185,10 @@ class MLflowSweepParent(Callback):
             self._open_parent(config)
 
     def _open_parent(self, config: Any) -> None:
-        logger = config.get("logger") or {}
-        self.sweep = build(logger).sweep_run() if self.enabled and logger else None
+        logger = build(config.logger) if self.enabled and config.get("logger") else None
+        self.sweep = logger.sweep_run() if logger is not None else None
         if self.sweep is None:
-            if len(self.planned) > 1 and str(logger.get("_target_", "")).endswith("NullLogger"):
+            if len(self.planned) > 1 and logger is not None and not logger.active:
                 log.warning(
                     "%d jobs with logger=none: nothing is tracked, so taco-compare will have "
                     "nothing to read (drop logger=none to compare them)",
@@ -232,7 +211,7 @@ class MLflowSweepParent(Callback):
         study = study or f"sweep-{config.get('task_name', 'train')}"
         run_name = f"{study} {time.strftime('%Y-%m-%d %H:%M:%S')}"  # the study and its start
         # a sweeper whose search outlives its sweep (an Optuna study) continues its parent run
-        earlier = getattr(sweeper_class(config), "earlier_parent_run", None)
+        earlier = getattr(plugin_class(config.hydra.sweeper), "earlier_parent_run", None)
         os.environ[PARENT_ENV] = self.sweep.open(
             tags, run_name, earlier(config) if earlier else None
         )
