@@ -10,10 +10,16 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from taco.errors import ConfigError, user_error
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -46,7 +52,6 @@ def per_model(key: str, _root_: Any) -> Any:
         return table[name]
     if "default" in table:
         return table["default"]
-    from taco.errors import ConfigError
 
     raise ConfigError(
         f"study.{key} has no entry for model {name!r} and no default: add "
@@ -80,10 +85,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def build(node: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, with a user error raised while building re-raised as itself
     (Hydra wraps it in "Error in call to target", which hides the message)."""
-    from hydra.utils import instantiate
-
-    from taco.errors import user_error
-
     try:
         return instantiate(node, **kwargs)
     except Exception as exc:
@@ -97,16 +98,12 @@ def build(node: Any, **kwargs: Any) -> Any:
 def hydra_runtime() -> Any:
     """Hydra's runtime config, or None when composed without it (tests, notebooks)."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         return HydraConfig.get()
     except Exception:
         return None
 
 
 def in_multirun() -> bool:
-    from hydra.types import RunMode
-
     hydra = hydra_runtime()
     return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
@@ -193,8 +190,6 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
     """The installed version of each package of `names` that is installed."""
-    from importlib import metadata
-
     found = {}
     for name in names:
         try:

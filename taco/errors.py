@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
 
 class TacoError(Exception):
     """An error caused by the user's input (data or config), reported without a traceback."""
@@ -83,9 +86,6 @@ def hydra_errors(prog: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
         if ours and isinstance(exc, HydraException | OmegaConfBaseException):
             print(f"{prog}: error: {hydra_message(exc)}", file=sys.stderr)
             raise SystemExit(2) from None

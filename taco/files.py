@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from taco.errors import DiskFullError, cause_of
+
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +48,6 @@ def size_text(count: float) -> str:
 def disk_full_error(path: Path, exc: OSError) -> Exception:
     """An out-of-space write as one line naming the file and the space left (any other OSError
     is returned unchanged)."""
-    from taco.errors import DiskFullError
-
     if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
         return exc
     return DiskFullError(
@@ -58,8 +58,6 @@ def disk_full_error(path: Path, exc: OSError) -> Exception:
 
 def require_space(folder: Path, needed: int, what: str, key: str) -> None:
     """Refuse, before the work starts, a write that cannot fit on `folder`'s disk."""
-    from taco.errors import DiskFullError
-
     free = free_bytes(folder)
     if needed > free:
         raise DiskFullError(
@@ -208,8 +206,6 @@ def staged_folder(final: Path) -> Iterator[Path]:
 
 def _no_space(exc: BaseException) -> OSError | None:
     """The out-of-space OSError behind `exc` (a plotting or logging library may wrap it)."""
-    from taco.errors import cause_of
-
     full = (errno.ENOSPC, errno.EDQUOT)
     return cause_of(exc, lambda e: isinstance(e, OSError) and e.errno in full)
 

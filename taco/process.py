@@ -10,11 +10,15 @@ Only the standard library loads here.
 from __future__ import annotations
 
 import contextlib
+import glob
+import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 
+from taco.config import start_cores
 from taco.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,6 @@ def use_backend(name: str) -> None:
                 f"does) or set KERAS_BACKEND={name} before Keras is imported"
             )
         return
-    import importlib.util
 
     if importlib.util.find_spec(name) is None:
         others = [b for b in BACKENDS if b != name and importlib.util.find_spec(b) is not None]
@@ -68,7 +71,6 @@ def native_noise_filtered() -> Iterator[None]:
     if os.environ.get("TACO_NATIVE_LOGS") == "1":
         yield
         return
-    import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
@@ -88,8 +90,6 @@ def native_noise_filtered() -> Iterator[None]:
 
 def gpu_present() -> bool:
     """An NVIDIA device node exists (no backend is imported to ask)."""
-    import glob
-
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
@@ -180,7 +180,6 @@ def reset_for_job(
         import keras
 
         keras.backend.clear_session()
-    from taco.config import start_cores
 
     cores = start_cores()
     start = job * share if share else 0
@@ -261,8 +260,6 @@ def trains_on_gpu(accelerator: str | None) -> bool:
     if accelerator == "cpu" or not gpu_present():
         return False
     if backend() == "jax":
-        import importlib.util
-
         plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_plugins")
         return any(importlib.util.find_spec(name) is not None for name in plugins)
     return True

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
+
+from hydra.utils import instantiate
 
 from taco.errors import ConfigError
 
@@ -188,6 +192,13 @@ class ExplainSchema(EvalSchema):
 
 
 # ---------------------------------------------------------------------- checking
+def better(metric: str, mode: str = "auto") -> str:
+    """Which way `metric` improves ("min" or "max"); `auto`: a loss lower, every other higher."""
+    if mode == "auto":
+        return "min" if metric.endswith("loss") else "max"
+    return mode
+
+
 def check_config(config: Mapping[str, Any], schema: type = TacoSchema) -> None:
     """Raise ConfigError naming the first key whose value the schema does not allow."""
     known = {f.name for f in dataclasses.fields(schema)} | {"hydra"}
@@ -292,8 +303,6 @@ def _check_built(node: Any, rule: Built, key: str) -> tuple | None:
 def constructor_rules(target: str) -> tuple[dict[str, Any], bool] | None:
     """The rules a class states for its keys: each constructor argument's annotation, and
     whether it takes no others (no `**kwargs`); None when the target cannot be imported."""
-    import inspect
-
     built = _target_class(target)
     if built is None:
         return None
@@ -318,8 +327,6 @@ def _config_problem(target: str) -> Any:
 @functools.cache
 def _target_class(target: str) -> Any:
     """The class (or function) a `_target_` names, or None when it cannot be imported."""
-    import importlib
-
     module, _, name = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
@@ -452,7 +459,6 @@ def check_augmentation(node: Mapping[str, Any] | None, key: str = "augmentation"
     is loaded; its first complaint becomes one line naming the key."""
     if not node:
         return
-    from hydra.utils import instantiate
 
     for i, transform in enumerate(node.get("transforms") or []):
         _build_or_refuse(instantiate, transform, f"{key}.transforms.{i}")

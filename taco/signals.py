@@ -17,6 +17,8 @@ is never cut short mid-write or left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import sys
 import threading
@@ -50,8 +52,6 @@ def redeliver_lost_interrupts(unraisable: Any, next_hook: Any = None) -> None:
     lands in ordinary code a moment later."""
     error = unraisable.exc_value
     if isinstance(error, KeyboardInterrupt):
-        import os
-
         signum = getattr(error, "signum", signal.SIGINT)
         signal.signal(signum, interrupt_once)  # armed again for this one delivery
         # from another thread, a moment later: raised here, it would be lost again
@@ -173,9 +173,6 @@ def die_with_parent(signum: int) -> None:
     no sweep job or augmentation worker outlives the process that started it."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import os
-
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signum)  # PR_SET_PDEATHSIG

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -59,27 +63,78 @@ def test_signal_handlers_are_set_in_one_module():
     assert not setting, f"signal handlers set outside taco/signals.py: {setting}"
 
 
-# taco's own bottom rooms (pyproject.toml's last two layers) and `taco.process`: they import
-# nothing above them, so a module above imports them at its top and no cycle can follow
-BOTTOM = {"taco", "taco.process"}
+# The import rule (README, "Layout"). Kept light: the modules `taco-train` imports before Hydra
+# answers `--help` or `--cfg job` (the command, Hydra's plugins from taco, what they import at
+# their top). They load none of LIBRARIES_KEPT_OUT and import every other taco module inside
+# the function that needs it. Every other module imports at its top, but for a heavy library
+# and the modules that load one when imported (HEAVY_AT_IMPORT), which wait for the function.
+KEPT_LIGHT = {
+    "taco", "taco.cli", "taco.cli.train", "taco.config", "taco.errors", "taco.schema",
+    "taco.signals", "taco.sweeps", "taco.sweeps.hydra_core", "taco.sweeps.joblib_launcher",
+    "taco.sweeps.optuna_study", "taco.sweeps.optuna_sweeper", "taco.sweeps.parent",
+    "taco.sweeps.search_space", "taco.sweeps.slurm_launcher", "taco.sweeps.ray_launcher",
+    "taco.tracking", "taco.tracking.lineage", "taco.tracking.provenance", "taco.tracking.tags",
+}  # fmt: skip
+HEAVY_AT_IMPORT = {
+    "taco.data.pipeline", "taco.models.backbones", "taco.models.keras_bridge",
+    "taco.models.losses", "taco.training.contract", "taco.tracking.pyfunc_entry",
+}  # fmt: skip
+LIBRARIES_KEPT_OUT = (
+    "numpy", "PIL", "tensorflow", "keras", "jax", "mlflow", "sklearn", "matplotlib", "scipy",
+    "onnx", "onnxruntime", "optuna", "pandas", "albumentations", "cv2", "pycocotools",
+)  # fmt: skip
+PLATFORM_ONLY = {"fcntl", "msvcrt", "resource"}  # imported where they exist, in a try
 
 
-def test_taco_bottom_rooms_are_imported_at_the_top():
-    """The import rule (README, "The code"): only a heavy library waits for the function that
-    needs it; taco's own bottom rooms are light and are never imported inside a function."""
-    import ast
+def test_taco_train_starts_with_the_modules_kept_light_only():
+    code = (
+        "import sys, json, taco.cli.train, taco.sweeps.parent, hydra_plugins.taco_sweeper\n"
+        "from hydra.core.plugins import Plugins\n"
+        "Plugins.instance()  # Hydra's scan: every plugin module, as for each command\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {!r})))\n"
+    ).format(("taco", *LIBRARIES_KEPT_OUT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    heavy = sorted({m.split(".")[0] for m in loaded if not m.startswith("taco")})
+    assert not heavy, f"loaded before --help answers: {heavy[:10]}"
+    assert loaded <= KEPT_LIGHT, f"not on the kept-light list: {sorted(loaded - KEPT_LIGHT)}"
 
-    bottom = BOTTOM | {m.strip() for layer in _layers()[-2:] for m in layer.split(":")}
-    local = []
+
+def _local_imports() -> list[tuple[str, str, str]]:
+    """(module, imported module, `path:line`) of every import inside a function of taco."""
+    found = []
     for path in sorted((ROOT / "taco").rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        if module in bottom:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                local += [
-                    f"{path.relative_to(ROOT)}:{s.lineno} {s.module}"
-                    for s in ast.walk(node)
-                    if isinstance(s, ast.ImportFrom) and s.module in bottom
-                ]
-    assert not local, f"taco's bottom rooms imported inside functions: {local}"
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for s in ast.walk(node):
+                names = (
+                    [a.name for a in s.names] if isinstance(s, ast.Import)
+                    else [s.module] if isinstance(s, ast.ImportFrom) and s.level == 0
+                    else []
+                )  # fmt: skip
+                found += [(module, n, f"{path.relative_to(ROOT)}:{s.lineno}") for n in names]
+    return sorted(set(found))
+
+
+def test_a_module_imports_at_its_top_unless_the_rule_says_wait():
+    """Inside a function: a heavy library, a module that loads one (HEAVY_AT_IMPORT), or, in a
+    module kept light, what is not kept light. Never the standard library, never taco's own
+    light modules."""
+    wrong = []
+    for module, name, where in _local_imports():
+        root = name.split(".")[0]
+        target = next((m for m in (name, name.rsplit(".", 1)[0]) if m.startswith("taco")), None)
+        if target is not None:
+            waits = target in HEAVY_AT_IMPORT or (module in KEPT_LIGHT and target not in KEPT_LIGHT)
+        elif root in sys.stdlib_module_names:
+            waits = root in PLATFORM_ONLY
+        elif root in ("numpy", "PIL"):
+            waits = module in KEPT_LIGHT
+        else:
+            waits = root not in ("hydra", "omegaconf", "yaml")  # loaded by every command
+        if not waits:
+            wrong.append(f"{where} {name}")
+    assert not wrong, f"imported inside a function, against the import rule: {wrong}"

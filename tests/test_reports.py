@@ -4,7 +4,7 @@ cross-validation's corrected t-test, and the reproduce check, on fabricated numb
 import mlflow
 import pytest
 
-from taco.tracking.mlflow_logger import get_or_create_experiment  # artifacts beside the store
+from taco.tracking.store import get_or_create_experiment  # artifacts beside the store
 
 
 def test_a_win_inside_the_seed_spread_or_on_too_few_positives_is_not_bold():

@@ -2,8 +2,8 @@ import mlflow
 import pytest
 
 from taco.metrics import sanitize
-from taco.tracking.mlflow_logger import (
-    MLflowLogger,
+from taco.tracking.mlflow_logger import MLflowLogger
+from taco.tracking.store import (
     artifact_location_for,
     get_or_create_experiment,  # artifacts beside the store
 )

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from taco.analysis.errors import ClassErrors
+from taco.analysis.saliency import peak
 
 
 def _pyplot() -> Any:
@@ -98,8 +100,6 @@ def error_gallery(
     threshold and the image's true labels. With `overlays` (row -> saliency map of this class)
     the map is laid over the image, its peak marked with a cross, the class's boxes in green.
     Drawn with PIL, not matplotlib: dozens of classes cost a fraction of a second."""
-    from PIL import Image, ImageDraw, ImageFont
-
     size = images.shape[1]
     scale = max(1, round(120 / size))
     thumb, line, pad = size * scale, 13, 6
@@ -139,8 +139,6 @@ def error_gallery(
 
 
 def _thumbnail(picture: np.ndarray, saliency: np.ndarray | None, side: int) -> Any:
-    from PIL import Image
-
     shown = _blend(np.asarray(picture, np.uint8), saliency) if saliency is not None else picture
     return Image.fromarray(np.asarray(shown, np.uint8)).resize((side, side), Image.NEAREST)
 
@@ -155,8 +153,6 @@ def image_overlays(
 ) -> Any:
     """A PIL sheet for one unlabelled image: the image, then where the model looks for each
     class it predicts (at most `shown`, highest score first; the top-scored class if none)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     predicted = [c for c in np.argsort(-scores, kind="stable") if scores[c] >= thresholds[c]]
     classes = (predicted or [int(np.argmax(scores))])[:shown]
     side, line, pad = 160, 13, 6
@@ -186,8 +182,6 @@ def comparison_sheet(
 ) -> Any:
     """Models side by side on the same images for one class: row m is model m's saliency for
     the class over picture k (each model at its own input size), with its score and threshold."""
-    from PIL import Image, ImageDraw, ImageFont
-
     side, line, pad, label_w = 120, 13, 6, 110
     font = ImageFont.load_default(size=11)
     width = label_w + len(captions) * (side + pad) + pad
@@ -227,8 +221,6 @@ def _mark(
     top: int,
     scale: int,
 ) -> None:
-    from taco.analysis.saliency import peak
-
     if boxes is not None:
         rows = np.asarray(boxes).reshape(-1, 5)
         for _, x0, y0, x1, y1 in rows[rows[:, 0] == column]:

@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from taco.analysis.errors import class_errors, decisions, missed_instead
+from taco.analysis.figures import error_gallery, missed_instead_heatmap, per_class_curves
+from taco.analysis.pointing import overall, pointing_game, pointing_table
 from taco.analysis.saliency import Occlusion, Predict
 from taco.metrics import Evaluation, sanitize
 
@@ -33,8 +36,6 @@ def save_figure(figure: Any, path: Path) -> Path:
 
 def write_curves(folder: Path, result: Evaluation) -> Path:
     """`per_class_curves.png`."""
-    from taco.analysis.figures import per_class_curves
-
     Path(folder).mkdir(parents=True, exist_ok=True)
     figure = per_class_curves(result.y_true, result.scores, result.thresholds, result.class_names)
     return save_figure(figure, Path(folder) / "per_class_curves.png")
@@ -79,8 +80,6 @@ def write_pointing(
     folder: Path, looks: Any, result: Evaluation, boxes: Sequence[np.ndarray]
 ) -> dict[str, float]:
     """`pointing_game.md` (per class and pooled); returns the pooled figures."""
-    from taco.analysis.pointing import overall, pointing_game, pointing_table
-
     scores = pointing_game(looks.map, result.y_true, boxes, result.class_names, looks.size)
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / "pointing_game.md").write_text(pointing_table(scores))
@@ -100,9 +99,6 @@ def write_errors(
 ) -> list[Path]:
     """`galleries/<class>.png` (with `looks`: saliency overlaid, boxes drawn), `errors.json`
     (the gallery images' ids) and `missed_instead.png`, of `images` scored as `result` says."""
-    from taco.analysis.errors import class_errors, decisions, missed_instead
-    from taco.analysis.figures import error_gallery, missed_instead_heatmap
-
     y_true, scores, thresholds = result.y_true, result.scores, result.thresholds
     class_names = result.class_names
     folder = Path(folder)

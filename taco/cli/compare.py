@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +15,21 @@ from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri, project_root
 from taco.errors import DataError, cli_errors
 from taco.files import staged_folder
+from taco.reports import cross_validation, document, repeated, search, seeds
+from taco.reports.cross_validation import is_cross_validation
+from taco.reports.document import machine
+from taco.reports.reproduce import check_table, checks, committed_machine, committed_numbers, passed
+from taco.reports.reproduce import mode as reproduce_mode
+from taco.reports.runs import collect, find_parent, not_finished
+from taco.reports.seeds import comparison
+from taco.tracking.logged_model import register_best
+from taco.tracking.stale import close_stale, describe, stale_runs
+from taco.tracking.store import store_errors
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from taco.tracking.store import store_errors
 
     with cli_errors("taco-compare"), store_errors(args.tracking_uri or default_tracking_uri()):
         return compare(args)
@@ -101,20 +112,12 @@ def add_statistics(parser: argparse.ArgumentParser) -> None:
 
 def default_out() -> Path:
     """Where a comparison goes unless told: beside the training runs, as Hydra dates them."""
-    import os
-    import time
-
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
     return project_root() / "outputs" / "compare" / f"{stamp}_{os.getpid()}"
 
 
 def compare(args: argparse.Namespace) -> int:
     import mlflow
-
-    from taco.reports import search
-    from taco.reports.runs import collect, find_parent, not_finished
-    from taco.reports.seeds import comparison
-    from taco.tracking.stale import stale_runs
 
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
@@ -154,8 +157,6 @@ def compare(args: argparse.Namespace) -> int:
 def search_table(args: argparse.Namespace, client: object, parent: object) -> int:
     """A search's parent: the best trial's per-class table (search.md), not a comparison of
     trials, which were chosen among on validation and are not independent variants."""
-    from taco.reports import search
-
     if args.check or args.report:
         raise DataError(
             f"run {parent.info.run_id} is a hyperparameter search: --report and --check are "
@@ -211,8 +212,6 @@ def write_results(
     cross-validation with intervals and tests, and the recipe-level tests when it repeats the
     cross-validation over split seeds. Returns the table as printed and each number's new
     value (for --check)."""
-    from taco.reports import cross_validation, document, repeated, seeds
-
     if cross_validation.is_cross_validation(table.jobs()):
         settings = cross_validation.Settings(
             args.resamples, args.permutations, args.alpha, args.stats_seed
@@ -261,18 +260,7 @@ def check(study: Path, table: object, value: Callable[[str, str], float]) -> int
     """Print the committed report's numbers against the new sweep's, in identical mode (same
     machine fingerprint, versions and settings: every number equal) or statistical mode
     (elsewhere: each variant's macro F1 within its prediction interval); 1 when it fails."""
-    from taco.reports.document import machine
-    from taco.reports.reproduce import (
-        check_table,
-        checks,
-        committed_machine,
-        committed_numbers,
-        passed,
-    )
-    from taco.reports.reproduce import mode as reproduce_mode
-
     how, why = reproduce_mode(committed_machine(study), machine(table))
-    from taco.reports.cross_validation import is_cross_validation
 
     pooled = is_cross_validation(table.jobs())  # each number stated with its own fold count
     found = checks(committed_numbers(study), value, how, 0 if pooled else table.seeds())
@@ -302,8 +290,6 @@ def check(study: Path, table: object, value: Callable[[str, str], float]) -> int
 def register(uri: str, comparison: object, name: str) -> None:
     import mlflow
 
-    from taco.tracking.logged_model import register_best
-
     version = register_best(mlflow.MlflowClient(uri, registry_uri=uri), comparison, name)
     reference = f"models:/{version.name}/{version.version}"
     print(
@@ -313,8 +299,6 @@ def register(uri: str, comparison: object, name: str) -> None:
 
 
 def close_stale_runs(client: object) -> int:
-    from taco.tracking.stale import close_stale, describe
-
     closed = close_stale(client)
     for run in closed:
         print(f"closed FAILED: {describe(run)}")

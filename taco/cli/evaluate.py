@@ -16,16 +16,17 @@ from omegaconf import DictConfig
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, cli_errors, hydra_errors
 from taco.metrics import evaluate
+from taco.models.registry import load_model
 from taco.process import limit_cpu_isa, use_backend
 from taco.schema import EvalSchema, check_config
 from taco.signals import interrupts
+from taco.tracking.logged_model import load_logged_model
+from taco.tracking.store import store_errors
 from taco.tracking.tags import Tag
 
 
 def evaluate_model(cfg: DictConfig) -> float:
     """Returns the test macro F1; logs per-class test metrics to a new run."""
-    from taco.models.registry import load_model
-
     check_config(resolved_config(cfg), EvalSchema)
     use_backend(cfg.trainer.get("backend") or "tensorflow")  # before the model loads Keras
     limit_cpu_isa(cfg.trainer.get("cpu_isa"))  # the kernels training used: the same numbers
@@ -34,8 +35,6 @@ def evaluate_model(cfg: DictConfig) -> float:
         raise ConfigError("give exactly one of run_id=<MLflow run id> or model_dir=<model folder>")
     logger = build(cfg.logger)
     if cfg.run_id:
-        from taco.tracking.logged_model import load_logged_model
-
         reference = run_reference(cfg, "run_id")
         model = load_logged_model(reference, logger.tracking_uri or default_tracking_uri())
     else:
@@ -78,8 +77,6 @@ def check_same_classes(model: Any, datamodule: Any, cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_main(cfg: DictConfig) -> float:
-    from taco.tracking.store import store_errors
-
     with cli_errors("taco-eval"), store_errors(store_uri(cfg)):
         return evaluate_model(cfg)
 

@@ -20,13 +20,20 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from taco.analysis.figures import comparison_sheet, image_overlays
+from taco.analysis.write import saliency, write_curves, write_errors, write_pointing
+from taco.cli.evaluate import check_same_classes
+from taco.cli.predict import read_folder
 from taco.config import CONF_DIR, build, default_tracking_uri, resolved_config, run_reference
 from taco.errors import ConfigError, TacoError, cli_errors, hydra_errors
 from taco.files import staged_folder
 from taco.metrics import evaluate, sanitize
+from taco.models.registry import load_model
 from taco.process import limit_cpu_isa, native_noise_filtered, use_backend
 from taco.schema import ExplainSchema, check_config
 from taco.signals import interrupts
+from taco.tracking.logged_model import load_logged_model, model_uri, source_run_id
+from taco.tracking.store import store_errors
 
 log = logging.getLogger("taco.explain")
 
@@ -86,28 +93,21 @@ def explain(cfg: DictConfig) -> Path:
 
 
 def load(reference: str, uri: str) -> Any:
-    from taco.tracking.logged_model import load_logged_model
-
     return load_logged_model(reference, uri)
 
 
 def _from_folder(folder: str) -> Any:
-    from taco.models.registry import load_model
-
     return load_model(Path(folder))
 
 
 def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Explained | None:
     """One model's curves, galleries, saliency and pointing game on the split (or overlays for
     each image of `cfg.images`)."""
-    from taco.analysis.write import saliency, write_curves, write_errors, write_pointing
-
     folder.mkdir(parents=True, exist_ok=True)
     names = list(model.class_names)
     if cfg.images:
         _explain_folder(model, Path(cfg.images), folder, cfg)
         return None
-    from taco.cli.evaluate import check_same_classes
 
     datamodule = build(
         cfg.dataset, image_size=model.image_size, resize=model.resize, augmentation=None
@@ -145,10 +145,6 @@ def explain_model(model: Any, cfg: DictConfig, folder: Path, label: str) -> Expl
 
 
 def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig) -> None:
-    from taco.analysis.figures import image_overlays
-    from taco.analysis.write import saliency
-    from taco.cli.predict import read_folder
-
     paths, images = read_folder(
         model, images_dir, str(cfg.on_bad_image), "taco-explain", "on_bad_image=skip"
     )
@@ -165,8 +161,6 @@ def _explain_folder(model: Any, images_dir: Path, folder: Path, cfg: DictConfig)
 def sweep_models(parent: str, uri: str) -> list[tuple[str, str]]:
     """(label, run id) of each finished job of a sweep parent that logged a model."""
     import mlflow
-
-    from taco.tracking.logged_model import model_uri
 
     client = mlflow.MlflowClient(uri)
     parent_id = model_uri(parent, client)[len("runs:/") :].partition("/")[0]
@@ -189,8 +183,6 @@ def sweep_models(parent: str, uri: str) -> list[tuple[str, str]]:
 def side_by_side(folder: Path, explained: list[Explained], per_class: int) -> None:
     """`compare/<class>.png`: per class, the same images under every model: the positives the
     models score lowest on average (the shared misses), then the negatives they score highest."""
-    from taco.analysis.figures import comparison_sheet
-
     folder.mkdir(parents=True, exist_ok=True)
     first = explained[0]
     rows = [
@@ -230,8 +222,6 @@ def _log(cfg: DictConfig, out: Path, uri: str) -> None:
     """The folder into the model's run (or the sweep parent), under `explain/<split>`."""
     import mlflow
 
-    from taco.tracking.logged_model import model_uri, source_run_id
-
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     if cfg.sweep:
         run_id = model_uri(run_reference(cfg, "sweep"), client)[len("runs:/") :].partition("/")[0]
@@ -244,8 +234,6 @@ def _log(cfg: DictConfig, out: Path, uri: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="explain")
 def hydra_main(cfg: DictConfig) -> None:
-    from taco.tracking.store import store_errors
-
     uri = str(cfg.get("logger", {}).get("tracking_uri") or default_tracking_uri())
     with cli_errors("taco-explain"), store_errors(uri), native_noise_filtered():
         explain(cfg)

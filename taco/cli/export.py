@@ -13,17 +13,28 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from taco.cli import command_parser, model_source
 from taco.config import build, default_tracking_uri, project_root, register_resolvers
 from taco.errors import TacoError, cli_errors
+from taco.export.check import check_export
+from taco.export.convert import FORMATS, export_keras
+from taco.export.latency import measure
+from taco.export.runtime import ExportedModel
+from taco.export.sidecar import write_sidecar
 from taco.metrics import evaluate, tune_thresholds
+from taco.models.registry import model_class
 from taco.process import native_noise_filtered
+from taco.tracking.logged_model import downloaded_model, log_export
+from taco.tracking.provenance import git_state
+from taco.tracking.store import store_errors
 from taco.tracking.tags import Tag
 
 DRAWN = 100  # representative images an int8 export calibrates on
@@ -65,11 +76,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
-    from taco.tracking.store import store_errors
 
     with cli_errors("taco-export"), store_errors(uri), native_noise_filtered():
         path, sidecar, check = export(args, uri)
-        from taco.export.latency import measure
 
         cost = measure(path, int(json.loads(sidecar.read_text())["image_size"]))
         (path.parent / "cost.txt").write_text(cost.line() + "\n")
@@ -85,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failures:
             raise TacoError(f"the export of {path} changed the model: " + "; ".join(failures))
         if not args.no_log:
-            from taco.tracking.logged_model import log_export
-
             run_id, label = check.source_run, f"{args.format}-{args.quantize}"
             version = log_export(uri, run_id, path.parent, label, args.register, check.markdown())
             where = f"; registered as {args.register} version {version.version}" if version else ""
@@ -97,13 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def export(args: argparse.Namespace, uri: str) -> tuple[Path, Path, Any]:
     """The model written in the asked format, its JSON beside it, and the check of the
     exported file against the model on the source run's test split (None without a run)."""
-    from taco.export.check import check_export
-    from taco.export.convert import FORMATS, export_keras
-    from taco.export.runtime import ExportedModel
-    from taco.export.sidecar import write_sidecar
-    from taco.models.registry import model_class
-    from taco.tracking.provenance import git_state
-
     with source_folder(args, uri) as (given, source):
         folder, info, cls = model_class(given)
         graph = cls.load_exportable(folder, info)
@@ -144,10 +144,8 @@ def source_data(uri: str, run_id: str | None, info: dict) -> Any:
     images), rebuilt from its logged config; None without a run."""
     if not run_id:
         return None
-    import tempfile
 
     import mlflow
-    from omegaconf import OmegaConf
 
     register_resolvers()
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +174,6 @@ def source_folder(args: argparse.Namespace, uri: str) -> Iterator[tuple[Path, di
     if args.model_dir:
         yield Path(args.model_dir), {"model_dir": str(Path(args.model_dir).resolve())}
         return
-    from taco.tracking.logged_model import downloaded_model
 
     with downloaded_model(args.model, uri) as found:
         yield found

@@ -15,15 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from taco.cli import command_parser, model_source
 from taco.config import CONF_DIR, default_tracking_uri
-from taco.data.images import BAD_IMAGE_POLICIES
+from taco.data.images import BAD_IMAGE_POLICIES, decode_image
 from taco.errors import TacoError, cli_errors
+from taco.export.convert import FORMATS
+from taco.export.runtime import load_exported
 from taco.files import write_whole
 from taco.models.registry import LoadedModel, load_model
 from taco.process import limit_cpu_isa, native_noise_filtered
 from taco.schema import CPU_ISAS
+from taco.tracking.logged_model import load_logged_model
+from taco.tracking.store import store_errors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -38,8 +43,6 @@ def read_folder(
     """Every image under `folder` as the model sees it (uint8); with `on_bad_image="skip"` an
     unreadable one is left out (named on stderr) instead of refusing the folder. `command` and
     `skip` (how that command says skip) word the messages."""
-    from taco.data.images import decode_image
-
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise TacoError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {folder}")
@@ -117,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
-    from taco.tracking.store import store_errors
 
     uri = args.tracking_uri or default_tracking_uri()
     with cli_errors("taco-predict"), store_errors(uri), native_noise_filtered():
@@ -126,8 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.model_dir:
             model = load_model(args.model_dir)
         else:
-            from taco.tracking.logged_model import load_logged_model
-
             reference = args.model or args.run_id
             model = load_logged_model(reference, uri)
         paths, scores = predict_folder(model, Path(args.images), args.on_bad_image)
@@ -148,9 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_runtime_model(runtime: str, reference: str | None) -> LoadedModel:
     """An exported file run by `runtime` alone (no Keras, no TensorFlow)."""
-    from taco.export.convert import FORMATS
-    from taco.export.runtime import load_exported
-
     suffix = FORMATS[runtime]
     path = Path(str(reference))
     if path.suffix.lower() != suffix:
@@ -160,8 +157,6 @@ def load_runtime_model(runtime: str, reference: str | None) -> LoadedModel:
 
 def default_cpu_isa() -> str:
     """The trainer's default `cpu_isa`: scores computed with the kernels training used."""
-    from omegaconf import OmegaConf
-
     return str(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").get("cpu_isa") or "NONE")
 
 

@@ -7,20 +7,21 @@ Only Hydra, OmegaConf and taco's config helpers are imported at module level, so
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from taco.config import CONF_DIR, in_multirun
 from taco.errors import cli_errors, hydra_errors, hydra_task_started
 from taco.signals import interrupts
+from taco.sweeps.parent import fail_open_parents, held_sweep_dir
 
 
 def resume_command() -> str:
     """This command again, with `ckpt_path=last`: each interrupted job resumes its checkpoint.
     A sweep's also names its folder, where `last` looks (a re-run sweep gets a new one)."""
-    import shlex
-    import sys
-
     args = [a for a in sys.argv[1:] if not a.startswith("ckpt_path=")]
     folder = _sweep_dir()
     if folder and not any(a.startswith("hydra.sweep.dir=") for a in args):
@@ -30,11 +31,8 @@ def resume_command() -> str:
 
 def _sweep_dir() -> str | None:
     """The folder of the sweep this process started, once it has started one."""
-    import sys
-
     if "taco.sweeps.parent" not in sys.modules:
         return None
-    from taco.sweeps.parent import held_sweep_dir
 
     folder = held_sweep_dir()
     return str(folder) if folder else None
@@ -48,8 +46,6 @@ def main() -> None:
                 hydra_main()
         except SystemExit as exc:  # Hydra ends a sweep's uncaught error this way too
             if exc.code not in (0, None):  # a sweep's parent still open closes FAILED
-                from taco.sweeps.parent import fail_open_parents
-
                 code = exc.code
                 fail_open_parents(code if isinstance(code, str) else f"exit code {code}")
             raise

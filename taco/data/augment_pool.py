@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
+import multiprocessing as mp
 import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable
+from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
@@ -90,9 +94,6 @@ class AugmentPool:
         slots: int,
         cores: list[int] | None = None,
     ) -> None:
-        import multiprocessing as mp
-        from multiprocessing import shared_memory
-
         self.batch_shape, self.slots = tuple(batch_shape), int(slots)
         size = int(np.prod(batch_shape)) * self.slots
         self._shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
@@ -402,8 +403,6 @@ def _work(
             timing = (read - started, time.process_time() - read)
             results.send(("done", ticket, None, timing))
         except Exception:
-            import traceback
-
             results.send(("done", ticket, traceback.format_exc(limit=-3), None))
     del ring
     shm.close()
@@ -422,8 +421,6 @@ class _Mapped:
     """The ring mapped from the parent's open descriptor (its name is gone from /dev/shm)."""
 
     def __init__(self, path: str, size: int) -> None:
-        import mmap
-
         with open(path, "r+b") as handle:
             self._map = mmap.mmap(handle.fileno(), size)
         self.buf = memoryview(self._map)
@@ -437,8 +434,6 @@ def _attach(name: str, fd_path: str = "", size: int = 0) -> Any:
     """Map the parent's ring without registering it with the resource tracker, which would
     unlink it when this worker exits (Python < 3.13 has no `track=False`); once its name is
     unlinked (a replacement worker), through the parent's descriptor."""
-    from multiprocessing import resource_tracker, shared_memory
-
     if not os.path.exists(f"/dev/shm/{name}") and fd_path and os.path.exists(fd_path):
         return _Mapped(fd_path, size)
 

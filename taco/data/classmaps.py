@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 
 from taco.errors import ConfigError
 
@@ -57,8 +58,6 @@ def resolve(spec: str | Path | Mapping, categories: Sequence[Mapping]) -> ClassM
 
 
 def _load(spec: str | Path | Mapping) -> tuple[str, Mapping]:
-    import yaml
-
     if isinstance(spec, Mapping):
         return "custom", spec
     path = MAPS_DIR / f"{spec}.yaml" if spec in BUILTIN else Path(spec)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from taco.data import classmaps
 from taco.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,6 @@ def load_labelset(
     `label_level` names a class map (supercategory, category, taco10 or a YAML file); classes in
     fewer than `min_images` images are merged into 'Other' or dropped (`rare`).
     """
-    from taco.data import classmaps
-
     annotation_file = Path(annotation_file)
     if not (str(label_level) in classmaps.BUILTIN or Path(label_level).suffix in (".yaml", ".yml")):
         raise ConfigError(

@@ -22,6 +22,7 @@ from taco.data.images import (
     ImageLimits,
     OnBadImage,
     Resize,
+    boxes_in_frame,
     build_cache,
     check_cache_space,
 )
@@ -237,8 +238,6 @@ class TacoDataModule:
     def boxes(self, part: str) -> list[np.ndarray]:
         """Each image's object boxes in the picture the model sees: (k, 5) rows of class
         column, x0, y0, x1, y1 in pixels of the image_size x image_size input."""
-        from taco.data.images import boxes_in_frame
-
         labelset = self._labels()
         return [
             boxes_in_frame(labelset.boxes[r], *labelset.sizes[r], self.image_size, self.resize)

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from taco.errors import ConfigError
 
 FORMATS = {"onnx": ".onnx", "litert": ".tflite"}
@@ -52,7 +54,6 @@ def _called(model: Any) -> None:
     """Keras exports a model only once it has been called (a freshly loaded one has not)."""
     if getattr(model, "_called", True):
         return
-    import numpy as np
 
     spec = model.inputs[0]
     model(np.zeros((1, *spec.shape[1:]), dtype=spec.dtype), training=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taco.export.runtime import ExportedModel
 from taco.tracking.provenance import cpu_name
 
 RUNTIMES = {".onnx": "onnxruntime", ".tflite": "ai-edge-litert"}
@@ -49,8 +50,6 @@ def timed(predict: Callable[[np.ndarray], object], batch: np.ndarray, repeats: i
 
 def measure(path: Path, image_size: int, repeats: int = 50, seed: int = 0) -> Cost:
     """The exported file's cost, measured with its runtime on random images."""
-    from taco.export.runtime import ExportedModel
-
     rng = np.random.default_rng(seed)
     one = rng.integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)
     many = rng.integers(0, 256, (32, image_size, image_size, 3), dtype=np.uint8)

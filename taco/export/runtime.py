@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from taco.errors import TacoError
+from taco.export.sidecar import read_sidecar
+from taco.models.registry import LoadedModel
 
 _ONNX_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
 
@@ -85,9 +87,6 @@ def _litert(path: Path, threads: int | None) -> tuple[Any, Any]:
 def load_exported(model_file: Path, threads: int | None = None) -> Any:
     """An exported file and its sidecar as a `LoadedModel`: `taco-predict --runtime` labels
     with it as with a logged model, the runtime alone scoring."""
-    from taco.export.sidecar import read_sidecar
-    from taco.models.registry import LoadedModel
-
     info = read_sidecar(Path(model_file))
     model = ExportedModel(Path(model_file), threads)
     size = int(info["image_size"])

@@ -22,6 +22,8 @@ import numpy as np
 
 from taco.errors import DataError
 from taco.models.base import BaseClassifier
+from taco.models.forest_graph import ForestGraph
+from taco.models.registry import write_info
 from taco.protocols import Batches, BatchHooks
 from taco.schema import PositiveInt, Range, Seed
 
@@ -119,8 +121,6 @@ class ForestClassifier(BaseClassifier):
         the run's logged model (MLflow's pyfunc) wraps."""
         import skops.io
 
-        from taco.models.registry import write_info
-
         (folder / "forest").mkdir(parents=True, exist_ok=True)
         skops.io.dump(self.forest, folder / "forest" / "model.skops")
         self._extractor().save(folder / "features.keras")
@@ -137,8 +137,6 @@ class ForestClassifier(BaseClassifier):
     @staticmethod
     def load_exportable(folder: Path, info: Mapping[str, Any]) -> Any:
         """The feature extractor and the forest as one ONNX graph (`ForestGraph`)."""
-        from taco.models.forest_graph import ForestGraph
-
         forest, extractor = saved_forest(folder)
         return ForestGraph(extractor, forest, len(info["class_names"]))
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from taco.errors import ConfigError, DataError
 from taco.models.base import BaseClassifier
+from taco.models.registry import write_info
 from taco.protocols import Batches, BatchHooks, EpochHooks
 from taco.schema import Built, Count, NonNegative, Positive
 
@@ -234,8 +235,6 @@ class KerasClassifier(BaseClassifier):
 
     def save(self, folder: Path, meta: Mapping[str, Any]) -> Path:
         """`model.keras` plus `taco_model.json` (class names, thresholds, image size)."""
-        from taco.models.registry import write_info
-
         folder.mkdir(parents=True, exist_ok=True)
         self._model().save(folder / "model.keras")
         return write_info(folder, self, meta)

@@ -16,6 +16,7 @@ import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,6 @@ LOADER_GROUP = "taco.model_loaders"  # entry points: <name> = "your.module:YourC
 def registered_loaders() -> dict[str, str]:
     """Every loader a model folder may name (dotted path -> how it is registered): taco's own,
     then the entry points of `LOADER_GROUP` of the installed packages."""
-    from importlib.metadata import entry_points
-
     loaders = {path: "built in" for path in _BUILT_IN.values()}
     for entry in entry_points(group=LOADER_GROUP):
         loaders[entry.value.replace(":", ".")] = f"entry point {entry.name} ({entry.dist.name})"

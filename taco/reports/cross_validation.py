@@ -21,6 +21,7 @@ import numpy as np
 from taco import plots, tables
 from taco.errors import DataError
 from taco.metrics import sanitize
+from taco.reports.document import MACRO_F1, TWO_LEVELS_MODELS, threshold_note
 from taco.reports.floors import EVERY, PREVALENCE, Floors, floor_mark, floors
 from taco.reports.resampling import (
     Interval,
@@ -31,7 +32,7 @@ from taco.reports.resampling import (
     holm,
 )
 from taco.reports.resampling import compare_pair as paired
-from taco.reports.runs import load_predictions, overrides
+from taco.reports.runs import load_predictions, overrides, rare_thresholds
 from taco.reports.seeds import TOO_FEW
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,6 @@ def cross_validate(client: Any, runs: dict[str, list[Any]], settings: Settings) 
         repetition=first_split if max(len(r) for r in reps.values()) > 1 else "",
         repetitions=max(len(r) for r in reps.values()),
     )
-    from taco.reports.runs import rare_thresholds
 
     held = [r for by_split in reps.values() for r in by_split.get(first_split, [])]
     cv.rare = rare_thresholds(client, held)
@@ -471,8 +471,6 @@ def log_to_parent(client: Any, cv: CrossValidation, parent_id: str, folder: Path
 
 def report_body(cv: CrossValidation) -> str:
     """What REPORT.md says between its header and the per-variant lines."""
-    from taco.reports.document import MACRO_F1, TWO_LEVELS_MODELS, threshold_note
-
     s = cv.settings
     defined = sum(cv.support[c] > 0 for c in cv.classes)
     rare = sum(cv.too_few(c) for c in cv.classes)

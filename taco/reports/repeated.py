@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 
 from taco import tables
+from taco.reports.cross_validation import TOO_FEW_TEXT, split_seed
+from taco.reports.document import TWO_LEVELS_RECIPE
 from taco.reports.floors import floor_mark
 from taco.reports.resampling import holm
 from taco.reports.runs import Sweep
+from taco.reports.seeds import TOO_FEW
 
 MACRO = "macro F1"
 
@@ -102,8 +105,6 @@ class Repeated:
 
     def too_few(self, row: str) -> bool:
         """Fewer than TOO_FEW positives in a repetition's test parts: not tested."""
-        from taco.reports.seeds import TOO_FEW
-
         return row in self.support and self.support[row] * self.folds < TOO_FEW
 
     def tested(self) -> list[str]:
@@ -139,7 +140,6 @@ class Repeated:
 def repeated(sweep: Sweep, alpha: float = 0.05) -> Repeated | None:
     """The sweep's jobs as repetitions x folds, or None when it does not repeat a
     cross-validation (one split seed)."""
-    from taco.reports.cross_validation import split_seed
 
     def key(run: Any) -> tuple[str, str]:
         return split_seed(run), run.data.params.get("dataset.fold", "")
@@ -232,8 +232,6 @@ def pairs_markdown(r: Repeated) -> str:
 def classes_markdown(r: Repeated) -> str:
     """Per class: mean per-fold F1 of each recipe, and the significantly best recipe (Holm
     across the classes), by its mean lead."""
-    from taco.reports.cross_validation import TOO_FEW_TEXT
-
     head = ["class", "positives per fold", *r.variants, "significantly best (lead)"]
     rows = []
     for row in [*r.classes, MACRO]:
@@ -253,8 +251,6 @@ def classes_markdown(r: Repeated) -> str:
 
 def report_section(r: Repeated) -> str:
     """The recipe-level section of a repeated cross-validation's REPORT.md."""
-    from taco.reports.document import TWO_LEVELS_RECIPE
-
     j = len(r.keys)
     return "\n".join(
         [

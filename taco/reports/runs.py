@@ -4,13 +4,17 @@ variant ran (its logged config, not the study's prose)."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from taco.errors import DataError
+from taco.tracking.lineage import child_runs
+from taco.tracking.stale import describe
 from taco.tracking.tags import Tag
 
 # what varies between the jobs of one variant: training seed, test split, cross-validation fold
@@ -130,8 +134,6 @@ def find_parent(client: Any, parent_id: str | None, experiment: str | None) -> A
 def not_finished(parent: Any, unfinished: list[Any]) -> list[str]:
     """A line per job of the sweep that has no result: RUNNING (and whether its process is
     gone), FAILED, KILLED, or never started."""
-    from taco.tracking.stale import describe
-
     started = [describe(r) for r in sorted(unfinished, key=lambda r: r.info.start_time)]
     never = parent.data.tags.get("jobs_not_started", "")
     return [*started, *(line for line in never.splitlines() if line)]
@@ -139,8 +141,6 @@ def not_finished(parent: Any, unfinished: list[Any]) -> list[str]:
 
 def collect(client: Any, parent: Any) -> Sweep:
     """The sweep's finished jobs by variant, in job order; DataError when none finished."""
-    from taco.tracking.lineage import child_runs
-
     children = child_runs(client, parent.info.run_id)
     finished = [r for r in children if r.info.status == "FINISHED"]
     unfinished = [r for r in children if r.info.status != "FINISHED"]
@@ -160,9 +160,6 @@ def collect(client: Any, parent: Any) -> Sweep:
 
 def load_predictions(client: Any, run: Any, part: str = "test") -> dict[str, np.ndarray]:
     """A job's logged `predictions/<part>.npz` (ids, labels, scores, thresholds, classes)."""
-    import os
-    import tempfile
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file each
     with tempfile.TemporaryDirectory() as tmp:
         try:

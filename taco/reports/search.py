@@ -13,6 +13,7 @@ from taco.errors import DataError
 from taco.metrics import sanitize
 from taco.reports.floors import floors
 from taco.reports.runs import load_predictions
+from taco.tracking.lineage import child_runs
 from taco.tracking.tags import Tag
 
 
@@ -22,8 +23,6 @@ def is_search(parent: Any) -> bool:
 
 def best_run(client: Any, parent: Any) -> Any:
     """The best trial's finished child run (its latest, where a trial was asked again)."""
-    from taco.tracking.lineage import child_runs
-
     best = parent.data.tags[Tag.OPTUNA_BEST_TRIAL]
     runs = [
         r

@@ -26,8 +26,9 @@ from taco import tables
 from taco.errors import DataError
 from taco.metrics import HEADLINE, sanitize
 from taco.plots import f1_heatmap
-from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floor_mark
-from taco.reports.runs import Sweep
+from taco.reports.document import MACRO_F1, TWO_LEVELS_SEEDS, threshold_note
+from taco.reports.floors import EVERY, PREVALENCE, Floors, at_floor, floor_mark, floors, mean_floors
+from taco.reports.runs import Sweep, load_predictions, rare_thresholds
 
 SUMMARY_ROWS = tuple((label, f"test/{name}") for name, label in HEADLINE.items())
 # fewer test positives than this: a bootstrap interval covers less than it says (0.90 at 5
@@ -242,8 +243,6 @@ def comparison(sweep: Sweep, client: Any = None) -> Comparison:
     table.support = {c: float(np.mean(v)) for c, v in support.items()}
     table.classes = sorted(table.support, key=lambda c: (-table.support[c], c))
     if client is not None:
-        from taco.reports.runs import rare_thresholds
-
         table.floors = logged_floors(client, sweep.runs[sweep.variants[0]])
         rare = rare_thresholds(client, sweep.jobs())
         table.rare = {sanitize(c): n for c, n in rare.items()}  # as the metrics name them
@@ -252,9 +251,6 @@ def comparison(sweep: Sweep, client: Any = None) -> Comparison:
 
 def logged_floors(client: Any, runs: list[Any]) -> Floors | None:
     """The floors of the test sets of `runs` (from their predictions/test.npz), averaged."""
-    from taco.reports.floors import floors, mean_floors
-    from taco.reports.runs import load_predictions
-
     parts = []
     for run in runs:
         try:
@@ -295,8 +291,6 @@ def write_outputs(table: Comparison, folder: Path) -> None:
 
 def report_body(table: Comparison) -> str:
     """What REPORT.md says between its header and the per-variant lines."""
-    from taco.reports.document import MACRO_F1, TWO_LEVELS_SEEDS, threshold_note
-
     n = table.seeds()
     return "\n".join(
         [

@@ -23,7 +23,24 @@ the tables of README "How sure is a number?"):
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+
+from taco.reports.repeated import corrected_t
+from taco.reports.reproduce import Stated, checks, passed
+from taco.reports.resampling import (
+    bootstrap_weights,
+    counts,
+    detectable_difference,
+    exact_f1_interval,
+    f1_from_weights,
+    holm,
+    macro,
+    macro_bootstrap,
+    paired_permutation,
+)
+from taco.reports.seeds import t_interval
 
 # compare_models_cv's class supports over its 800 images: a cross-validation-like data set
 SUPPORTS = (209, 137, 126, 95, 83, 78, 75, 75, 74, 61, 51, 49, 43, 36, 33, 23, 20, 20, 20, 16, 14,
@@ -43,13 +60,6 @@ def coverage(
     with `positives` expected positives among `images`, a model with this recall and a
     false-positive rate of 0.5%); `kind`: "exact" (what the reports print) or "bootstrap"
     (the percentile bootstrap they printed before)."""
-    from taco.reports.resampling import (
-        bootstrap_weights,
-        counts,
-        exact_f1_interval,
-        f1_from_weights,
-    )
-
     p, fpr = positives / images, 0.005
     tp, fp, fn = p * recall, (1 - p) * fpr, p * (1 - recall)
     truth = 2 * tp / (2 * tp + fp + fn)
@@ -83,8 +93,6 @@ def _population(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.nd
 def _pinned_macro(weights: np.ndarray, y: np.ndarray, decided: np.ndarray) -> np.ndarray:
     """The macro bootstrap reports printed before: a class a resample has no positive of keeps
     its full-data F1 there (the class set fixed)."""
-    from taco.reports.resampling import f1_from_weights, macro
-
     point = f1_from_weights(np.ones((1, len(y))), y, decided)[0]
     f1 = f1_from_weights(weights, y, decided)
     return macro(np.where(np.isnan(f1), point, f1))
@@ -94,8 +102,6 @@ def macro_coverage(trials: int = 400, seed: int = 0, kind: str = "report") -> fl
     """Share of trials whose 95% macro-F1 interval holds the population macro F1 over the
     classes the test set has a positive of, on `SUPPORTS` with a model drawn per seed; `kind`:
     "report" (`resampling.macro_bootstrap`) or "pinned" (the class set fixed, as before)."""
-    from taco.reports.resampling import bootstrap_weights, macro_bootstrap
-
     rng = np.random.default_rng(seed)
     prevalence, recall, fpr = _population(rng)
     tp, fp, fn = prevalence * recall, (1 - prevalence) * fpr, prevalence * (1 - recall)
@@ -117,8 +123,6 @@ def seed_coverage(kind: str, trials: int = 2000, seeds: int = 5, seed: int = 0) 
     """The seed tables' 95% t-interval over `seeds` jobs, cut to [0, 1]: how often it holds the
     jobs' population mean, and how often the uncut one left [0, 1]. `kind`: "mid" (F1 about
     0.40, SD 0.03) or "near 0" (a rare class: half the seeds score 0, the others 0.05-0.45)."""
-    from taco.reports.seeds import t_interval
-
     rng = np.random.default_rng(seed)
     if kind == "mid":
         draw, truth = (lambda: rng.normal(0.40, 0.03, seeds)), 0.40
@@ -160,8 +164,6 @@ def power_check(
     (`resampling.detectable_difference`), and how often `paired_permutation` (the report's test,
     with its permutations) finds it at alpha / tests: independent models at `base` and `base +
     lead`, each predicting as many images as the class has positives, on `IMAGES` images."""
-    from taco.reports.resampling import detectable_difference, paired_permutation
-
     lead = detectable_difference(base, positives, IMAGES, alpha, tests, permutations)
     rng = np.random.default_rng(seed)
     negatives, found = IMAGES - positives, 0
@@ -191,8 +193,6 @@ def recipe_trial(
     """One data set, repeated k-fold of recipe A (nearest centroid on features 0-5) and B (on
     the next `features_b`; 6: as good as A on average): (mean F1 difference, corrected p,
     plain p)."""
-    from taco.reports.repeated import corrected_t
-
     y = rng.random(images) < 0.4
     x = rng.normal(size=(images, 12)) + y[:, None] * 0.5
     recipes = (np.arange(6), np.arange(6, 6 + features_b))
@@ -231,8 +231,6 @@ def reproduce_trials(
     """Share of re-runs that `make reproduce`'s statistical mode passes: `variants` models'
     macro F1 over `seeds` jobs each, committed and new drawn from the same distribution (SD
     0.02), the first model's new runs shifted by `shift_sd` SDs."""
-    from taco.reports.reproduce import Stated, checks, passed
-
     rng = np.random.default_rng(seed)
     sd, passes = 0.02, 0
     for _ in range(trials):
@@ -254,10 +252,6 @@ def pairs_trials(models: int, trials: int, permutations: int = 999, seed: int = 
     p-value below 0.05 (raw, and Holm across the pairs: what the table decides with), and with
     at least one class counted "A better" or "B better" somewhere (Holm within each pair, as
     before, and across every (pair, class): `CrossValidation.adjust_classes`)."""
-    import itertools
-
-    from taco.reports.resampling import holm, paired_permutation
-
     rng = np.random.default_rng(seed)
     raw = adjusted = within = family = 0
     for trial in range(trials):
@@ -294,8 +288,6 @@ def reproduce_cv_trials(
     of it training noise; the first variant's re-run shifted by `shift_sd` of that SD. The
     committed number is the mean over the folds (pooled F1) with the folds' SD and count, as
     `comparison.csv` states it."""
-    from taco.reports.reproduce import Stated, checks, passed
-
     rng = np.random.default_rng(seed)
     sd = 0.02
     train_sd, data_sd = training * sd, np.sqrt(max(1 - training**2, 0.0)) * sd

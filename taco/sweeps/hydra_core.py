@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.utils import get_class
+
 
 def plugin_class(node: Any) -> Any:
     """The class a `_target_` node names (a sweeper, launcher or sampler; looked up, not built),
@@ -16,7 +20,6 @@ def plugin_class(node: Any) -> Any:
     target = node.get("_target_") if node is not None else None
     if not target:
         return None
-    from hydra.utils import get_class
 
     try:
         return get_class(str(target))
@@ -26,21 +29,15 @@ def plugin_class(node: Any) -> Any:
 
 def plans_grid(sweeper: Any) -> bool:
     """Hydra's basic sweeper (or a subclass): every job of the sweep is known before the first."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     return isinstance(sweeper, type) and issubclass(sweeper, BasicSweeper)
 
 
 def grid_jobs(overrides: list[Any]) -> list[list[str]]:
     """The basic sweeper's jobs for parsed overrides, in its order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 def runs_in_this_process(launcher: Any) -> bool:
     """Hydra's basic launcher: its jobs run one at a time on the calling (main) thread, since a
     job installs signal handlers and changes the working folder."""
-    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-
     return isinstance(launcher, BasicLauncher)

@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from taco.config import SIDE_BY_SIDE_ENV, usable_cores
 from taco.errors import ConfigError
 from taco.signals import job_process
+from taco.sweeps.parent import record_not_started
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,6 @@ class ProcessPerJobLauncher(Launcher):
                 job.process.kill()
                 job.process.join()
         not_started = [j for j in jobs if j.process is None]
-        from taco.sweeps.parent import record_not_started
 
         record_not_started(sweep_dir, [(j.num, j.overrides) for j in not_started])
 

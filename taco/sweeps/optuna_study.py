@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,6 @@ def storage_url(storage: str | None, tracking_uri: str) -> str:
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
     """An RDB storage with heartbeats: a trial whose sweep died is failed and retried."""
-    import warnings
-
     import optuna
 
     # heartbeats and their retry callback are "experimental" since Optuna 2.8: said once here
@@ -142,8 +142,6 @@ class Heartbeat:
     the job's process may be on another machine, or spawned)."""
 
     def __init__(self, storage: Any, every_s: float = HEARTBEAT_S) -> None:
-        import threading
-
         self.storage, self.trials, self.every_s = storage, set[int](), every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="optuna-heartbeat")

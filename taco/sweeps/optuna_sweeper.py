@@ -29,14 +29,17 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taco.config import default_tracking_uri, resolved_config
 from taco.errors import ConfigError, TacoError
-from taco.schema import check_config
+from taco.schema import better, check_config
 from taco.sweeps import optuna_study
 from taco.sweeps.hydra_core import plugin_class, runs_in_this_process
 from taco.sweeps.search_space import SearchSpace, search_space
@@ -133,9 +136,7 @@ class OptunaSweeper(Sweeper):
             )
         pruning = OmegaConf.select(config, "callbacks.optuna_pruning", default=None)
         if pruning is not None:
-            from taco.training.callbacks.base import _mode
-
-            mode = _mode(str(pruning.get("monitor", "val/f1_macro")), "auto")
+            mode = better(str(pruning.get("monitor", "val/f1_macro")))
             want = "max" if str(sweeper.direction) == "maximize" else "min"
             if mode != want:
                 raise ConfigError(
@@ -385,7 +386,6 @@ def _value(result: Any) -> Any:
 def _build(node: Any, **kwargs: Any) -> Any:
     if node is None or not node.get("_target_"):
         return None
-    from hydra.utils import instantiate
 
     try:
         return instantiate(node, **kwargs)
@@ -396,9 +396,6 @@ def _build(node: Any, **kwargs: Any) -> Any:
 def _check_jobs(config: DictConfig, space: SearchSpace, limit: int = 200) -> None:
     """The job config with each parameter at each bound (an interval) or value (a choice), the
     others at their first: a value the schema refuses fails now, naming the parameter."""
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
     if not GlobalHydra.instance().is_initialized() or "trainer" not in config:
         return  # taco-train's schema; another Hydra app's config is its own business
     loader = GlobalHydra.instance().config_loader()
@@ -430,8 +427,6 @@ def _extremes(dist: Any) -> list[Any]:
 
 
 def _is_sweep(override: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         (parsed,) = OverridesParser.create().parse_overrides([override])
     except Exception:

@@ -19,12 +19,16 @@ import atexit
 import json
 import logging
 import os
+import socket
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from omegaconf import open_dict
 
 from taco.config import build, resolved_config
 from taco.errors import ConfigError, cli_errors
@@ -50,10 +54,6 @@ def check_sweep(config: Any, limit: int = 500) -> list[list[str]]:
         if hasattr(sweeper, "check"):  # a sweeper that checks its own space (taco_optuna)
             sweeper.check(config, list(config.hydra.overrides.task))
         return []
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import open_dict
-
     loader = GlobalHydra.instance().config_loader()
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(
@@ -132,8 +132,6 @@ def held_sweep_dir() -> Path | None:
 def hold_sweep_dir(sweep_dir: Path) -> Any:
     """One sweep per sweep dir: an exclusive lock held until this process ends (the kernel
     drops it even on SIGKILL, so a dead sweep's folder can be re-run), naming its holder."""
-    import socket
-
     try:
         import fcntl
     except ImportError:  # Windows: no check

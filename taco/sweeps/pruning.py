@@ -16,9 +16,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
 from taco.config import default_tracking_uri
 from taco.errors import ConfigError
 from taco.metrics import EPOCH_METRICS
+from taco.sweeps.optuna_study import open_storage, storage_url
 from taco.tracking.tags import Tag
 from taco.training.callbacks import Callback
 
@@ -60,8 +64,6 @@ class OptunaPruning(Callback):
             return
         import optuna
 
-        from taco.sweeps.optuna_study import open_storage, storage_url
-
         url, name, pruner = self._study(trainer)
         storage = open_storage(storage_url(url, ""))
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
@@ -77,11 +79,6 @@ class OptunaPruning(Callback):
         as set here. The pruner is not in the storage: each job builds the sweep's own."""
         if self.storage and self.study_name:
             return str(self.storage), str(self.study_name), self.pruner
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.utils import instantiate
-
-        from taco.sweeps.optuna_study import storage_url
-
         sweeper = HydraConfig.get().sweeper
         store = trainer.logger.tracking_uri or default_tracking_uri()
         url = storage_url(self.storage or sweeper.get("storage"), store)

@@ -19,6 +19,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 from taco.errors import ConfigError, cli_errors
 from taco.signals import stop_then
+from taco.sweeps.parent import fail_open_parents
 
 RESUME = "ckpt_path=last"
 
@@ -30,8 +31,6 @@ class ResumingSlurmLauncher(SlurmLauncher):
         """sbatch refusing the jobs (a partition, memory or CPUs the cluster does not have) is
         one line naming the settings, not submitit's traceback."""
         from submitit.core.utils import FailedJobError
-
-        from taco.sweeps.parent import fail_open_parents
 
         try:
             return super().launch(job_overrides, initial_job_idx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -123,8 +124,6 @@ def load_logged_model(reference: str, tracking_uri: str) -> LoadedModel:
 def downloaded_model(reference: str, tracking_uri: str) -> Iterator[tuple[Path, dict]]:
     """A logged or registered model's folder, downloaded for the `with` block, and where it
     came from: its `models:/` or `runs:/` URI and the run that logged it."""
-    import tempfile
-
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file
@@ -240,8 +239,6 @@ def onnx_model_folder(folder: Path, dest: Path) -> Path:
     """An ONNX export as an MLflow model of the `onnx` flavour (one file, its sidecar, check and
     cost beside it): `mlflow.onnx.load_model` and `mlflow.pyfunc.load_model` take its logged
     folder and its registered version."""
-    import shutil
-
     import mlflow.onnx
     import onnx
     from mlflow.models.signature import ModelSignature

@@ -10,48 +10,37 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+
 from taco.config import default_tracking_uri
 from taco.errors import ConfigError
+from taco.models.registry import INFO_NAME
 from taco.process import native_noise_filtered
 from taco.schema import NonNegative
 from taco.signals import held_interrupts
 from taco.tracking.base import BaseLogger
+from taco.tracking.console import quiet_mlflow
+from taco.tracking.datasets import mlflow_dataset
+from taco.tracking.logged_model import log_pyfunc
 from taco.tracking.provenance import process_tags
+from taco.tracking.stale import written_by_another_process
+from taco.tracking.store import StoreError, ensure_store, get_or_create_experiment
+from taco.tracking.store_wait import (
+    StoreWaiter,
+    damaged_store,
+    fail_fast_over_http,
+    quiet_mlflow_store_errors,
+)
+from taco.tracking.sweep_run import MlflowSweepRun
 from taco.tracking.tags import Tag
 
 log = logging.getLogger(__name__)
-
-
-def artifact_location_for(tracking_uri: str) -> str | None:
-    """Next to a SQLite store, so artifacts never land in whatever folder the job started in."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return (db.parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def get_or_create_experiment(client: Any, name: str) -> str:
-    """The experiment's id, created (artifacts beside a SQLite store, opening on the training
-    runs in the UI) when missing; a parallel job creating it at the same moment is no error."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(
-            name,
-            artifact_location=artifact_location_for(client.tracking_uri),
-            tags=Tag.EXPERIMENT_KIND,
-        )
-    except Exception:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
 
 
 class MLflowLogger(BaseLogger):
@@ -78,14 +67,9 @@ class MLflowLogger(BaseLogger):
         self._logged_since_reopen = False  # an epoch logged since (data set-up is not one)
 
     def sweep_run(self) -> Any:
-        from taco.tracking.sweep_run import MlflowSweepRun
-
         return MlflowSweepRun(self.tracking_uri, self.experiment_name)
 
     def check(self) -> None:
-        from taco.tracking.console import quiet_mlflow
-        from taco.tracking.store import ensure_store
-
         quiet_mlflow()  # every job, whichever launcher started it: only taco's lines
         ensure_store(self.tracking_uri)
 
@@ -95,12 +79,6 @@ class MLflowLogger(BaseLogger):
     ) -> Iterator[MLflowLogger]:
         """A new run, or with `run_id` the same run reopened (a resumed training job)."""
         import mlflow
-
-        from taco.tracking.store_wait import (
-            StoreWaiter,
-            fail_fast_over_http,
-            quiet_mlflow_store_errors,
-        )
 
         quiet_mlflow_store_errors()
         fail_fast_over_http(self.tracking_uri)  # a server down: its writes kept, epochs go on
@@ -129,9 +107,6 @@ class MLflowLogger(BaseLogger):
 
     def _opened(self, mlflow: Any, tags: Mapping[str, str] | None, run_id: str | None) -> Any:
         """The run, opened once the store lets it (busy: waited for up to `store_timeout`)."""
-        from taco.tracking.store import StoreError
-        from taco.tracking.store_wait import damaged_store
-
         opened: list[Any] = []
         outer = mlflow.active_run()
 
@@ -249,8 +224,6 @@ class MLflowLogger(BaseLogger):
         self._store("params", lambda: mlflow.log_params(values, run_id=run_id), keep=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         import mlflow
 
         values, run_id = {k: float(v) for k, v in metrics.items()}, self.run_id
@@ -292,16 +265,11 @@ class MLflowLogger(BaseLogger):
     def log_dataset(self, record: Mapping[str, Any]) -> None:
         import mlflow
 
-        from taco.tracking.datasets import mlflow_dataset
-
         dataset = mlflow_dataset(record)
         tags = {"split_seed": str(record.get("split_seed")), "fold": str(record.get("fold", 0))}
         self._store("dataset", lambda: mlflow.log_input(dataset, "training", tags), keep=True)
 
     def log_model(self, folder: Path, example: Any) -> None:
-        from taco.models.registry import INFO_NAME
-        from taco.tracking.logged_model import log_pyfunc
-
         info = json.loads((Path(folder) / INFO_NAME).read_text())
 
         def write() -> None:
@@ -315,8 +283,6 @@ class MLflowLogger(BaseLogger):
 def _refuse_live_run(run: Any) -> None:
     """Never write into a run another live process is writing (it would end FINISHED carrying
     this process's error)."""
-    from taco.tracking.stale import written_by_another_process
-
     pid = written_by_another_process(run)
     if pid is not None:
         raise ConfigError(
@@ -331,8 +297,6 @@ def _param(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    import numpy as np
-
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

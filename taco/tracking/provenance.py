@@ -5,6 +5,10 @@ only on the same)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
+import socket
 import subprocess
 from pathlib import Path
 
@@ -29,9 +33,6 @@ def git_state(root: Path) -> dict[str, str]:
 def process_tags() -> dict[str, str]:
     """Which process writes a run (a RUNNING run whose process is gone is stale), and on
     what machine (its numbers depend on it)."""
-    import os
-    import socket
-
     return {Tag.HOST: socket.gethostname(), Tag.PID: str(os.getpid()), **machine_tags()}
 
 
@@ -53,8 +54,6 @@ def cpu_name() -> str:
         with open("/proc/cpuinfo") as handle:
             return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
     except (OSError, StopIteration):
-        import platform
-
         return platform.processor() or platform.machine()
 
 
@@ -77,9 +76,6 @@ def cpu_fingerprint() -> str:
     Two machines with the same fingerprint, versions and thread count compute the same numbers
     (`make reproduce` then expects them identical); a model name alone ("AMD EPYC") does not
     say that."""
-    import hashlib
-    import platform
-
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:

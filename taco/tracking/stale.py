@@ -4,6 +4,7 @@ found from the host and pid every run records, reported by `taco-compare`, and c
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -28,8 +29,6 @@ def is_stale(run: Any, host: str | None = None) -> bool:
 
 def written_by_another_process(run: Any) -> int | None:
     """The pid of another live process of this host still writing this RUNNING run, or None."""
-    import os
-
     pid = _local_pid(run)
     alive = pid is not None and pid != os.getpid() and pid_alive(pid)
     return pid if run.info.status == "RUNNING" and alive else None

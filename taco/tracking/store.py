@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from taco.errors import ConfigError, StoreError
 from taco.files import file_lock, nearest_existing
+from taco.tracking.console import quiet_mlflow
+from taco.tracking.store_wait import damaged_store
+from taco.tracking.tags import Tag
 
 __all__ = ["StoreError", "ensure_store", "probe_server", "sqlite_path", "store_errors"]
 
@@ -25,6 +30,33 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 4.0
 PROBE_ATTEMPTS = 2
+
+
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Next to a SQLite store, so artifacts never land in whatever folder the job started in."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def get_or_create_experiment(client: Any, name: str) -> str:
+    """The experiment's id, created (artifacts beside a SQLite store, opening on the training
+    runs in the UI) when missing; a parallel job creating it at the same moment is no error."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(
+            name,
+            artifact_location=artifact_location_for(client.tracking_uri),
+            tags=Tag.EXPERIMENT_KIND,
+        )
+    except Exception:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -62,10 +94,6 @@ def _ensure_sqlite(uri: str, db: Path) -> None:
 def _check_intact(uri: str, db: Path) -> None:
     """A damaged database file (garbage written into it, cut short) is one line naming it and
     what to do, not MLflow's pages of tracebacks. (A locked one is fine: it is only busy.)"""
-    import sqlite3
-
-    from taco.tracking.store_wait import damaged_store
-
     if not db.is_file() or db.stat().st_size == 0:
         return
     try:
@@ -88,9 +116,6 @@ def store_errors(uri: str, check: bool = True):
     """A damaged store met while reading or writing: one line naming it (for every CLI);
     `check`: look at the whole file first (False where `ensure_store` will). MLflow's own
     chatter is kept off the console from here on (`taco.tracking.console`)."""
-    from taco.tracking.console import quiet_mlflow
-    from taco.tracking.store_wait import damaged_store
-
     quiet_mlflow()
     db = sqlite_path(uri)
     if check and db is not None:
@@ -106,8 +131,6 @@ def store_errors(uri: str, check: bool = True):
 
 def _initialised(db: Path) -> bool:
     """True when MLflow's schema is complete (its migration version table is filled)."""
-    import sqlite3
-
     if not db.is_file():
         return False
     try:

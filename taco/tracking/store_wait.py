@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +68,6 @@ HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_T
 
 def fail_fast_over_http(uri: str) -> None:
     """A tracking server that does not answer: its writes fail within seconds, to be kept."""
-    import os
-
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_FAIL_FAST.items():
             os.environ.setdefault(name, value)

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from taco.tracking.lineage import child_runs, parent_record
-from taco.tracking.mlflow_logger import get_or_create_experiment
 from taco.tracking.provenance import process_tags
 from taco.tracking.stale import is_stale
-from taco.tracking.store import ensure_store
+from taco.tracking.store import ensure_store, get_or_create_experiment
 from taco.tracking.tags import Tag
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,6 @@ class MlflowSweepRun:
         path = folder / "optimization_results.yaml"
         if not path.is_file():
             return
-        import yaml
 
         results = yaml.safe_load(path.read_text()) or {}
         for key, value in (results.get("best_params") or {}).items():

@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +133,6 @@ class CheckpointConnector:
 
 def claim(folder: Path) -> None:
     """Mark `folder`'s checkpoints as this process's while it trains (`release` at the end)."""
-    import socket
-
     folder.mkdir(parents=True, exist_ok=True)
     owner = {"host": socket.gethostname(), "pid": os.getpid()}
     (folder / OWNER).write_text(json.dumps(owner))
@@ -152,9 +152,6 @@ def heartbeat(folder: Path) -> None:
 def live_owner(folder: Path) -> str | None:
     """'process P on H' when another process that is still alive trains into `folder`, else None
     (one on another host: alive while its heartbeat is fresh)."""
-    import socket
-    import time
-
     try:
         owner = json.loads((folder / OWNER).read_text())
         host, pid = str(owner["host"]), int(owner["pid"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from taco.config import (
@@ -170,8 +171,6 @@ def search_dirs(cfg: DictConfig) -> list[Path]:
     takes nothing of another sweep (the resume line of an interrupted sweep names its folder,
     `hydra.sweep.dir=...`); a single run: its folder, then every run and sweep folder."""
     if in_multirun():
-        from hydra.core.hydra_config import HydraConfig
-
         return [Path(str(HydraConfig.get().sweep.dir)).resolve()]
     root = Path(cfg.paths.root_dir)
     dirs = [output_dir(cfg), root / "outputs", root / "multirun"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from taco.errors import ConfigError
 from taco.metrics import EPOCH_METRICS, Evaluation
-from taco.schema import Mode, NonNegative
+from taco.schema import Mode, NonNegative, better
 
 if TYPE_CHECKING:
     from taco.models.base import BaseClassifier
@@ -85,13 +85,6 @@ class Callback:
         """Take back what `state_dict` returned, when resuming from a checkpoint."""
 
 
-def _mode(monitor: str, mode: Mode) -> str:
-    """`auto`: a loss is better lower, every other metric higher."""
-    if mode == "auto":
-        return "min" if monitor.endswith("loss") else "max"
-    return mode
-
-
 class _Monitoring(Callback):
     """Tracks the best value of one epoch metric."""
 
@@ -102,7 +95,7 @@ class _Monitoring(Callback):
             raise ConfigError(
                 f"callbacks: monitor must be one of {sorted(EPOCH_METRICS)}; got {monitor!r}"
             )
-        self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), float(min_delta)
+        self.monitor, self.mode, self.min_delta = monitor, better(monitor, mode), float(min_delta)
         self.best: float | None = None
         self.best_epoch = 0  # 1-based; 0 = none yet
 

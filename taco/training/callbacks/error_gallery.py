@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from taco.analysis.write import write_errors
 from taco.metrics import Evaluation
 from taco.schema import PositiveInt
 from taco.training.callbacks.base import Callback
@@ -28,8 +29,6 @@ class ErrorGallery(Callback):
         self.per_class = per_class
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.write import write_errors
-
         logger, datamodule = trainer.logger, trainer.datamodule
         if not logger.active or not len(result.y_true):
             return

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from taco.metrics import Evaluation
 from taco.training.callbacks.base import Callback
 
@@ -31,8 +33,6 @@ class LogPredictions(Callback):
 
     @staticmethod
     def _log(trainer: Trainer, part: str, result: Evaluation) -> None:
-        import numpy as np
-
         if not trainer.logger.active:
             return
         _, split = trainer.datamodule.record()

@@ -5,6 +5,7 @@ fit."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,8 +69,6 @@ class ModelCheckpoint(_Monitoring):
     def _carry_best(self, trainer: Trainer) -> None:
         """Resumed from another folder: its best epoch comes along, so the weights restored at
         the end are the best ones whenever that epoch came."""
-        import shutil
-
         if trainer.ckpt_path is None or not self.save_best:
             return
         source, target = trainer.ckpt_path.parent / checkpoint.BEST, self.dirpath / checkpoint.BEST

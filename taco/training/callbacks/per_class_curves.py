@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from taco.analysis.write import write_curves
 from taco.metrics import Evaluation
 from taco.training.callbacks.base import Callback
 
@@ -20,8 +21,6 @@ class PerClassCurves(Callback):
     tuned threshold marked and test F1 against the threshold."""
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.write import write_curves
-
         if not trainer.logger.active or not len(result.y_true):
             return
         with trainer.profiler.section("analysis"), tempfile.TemporaryDirectory() as tmp:

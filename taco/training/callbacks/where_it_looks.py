@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from taco.analysis.gradients import GradientSaliency
+from taco.analysis.write import saliency, write_pointing
 from taco.errors import ConfigError
 from taco.metrics import Evaluation
 from taco.schema import PositiveInt
 from taco.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from taco.analysis.gradients import GradientSaliency
     from taco.analysis.write import Saliency
     from taco.models.base import BaseClassifier
     from taco.training.trainer import Trainer
@@ -45,8 +46,6 @@ class WhereItLooks(Callback):
             )
 
     def on_test_end(self, trainer: Trainer, classifier: BaseClassifier, result: Evaluation) -> None:
-        from taco.analysis.write import saliency, write_pointing
-
         logger, datamodule = trainer.logger, trainer.datamodule
         if not logger.active or not len(result.y_true):
             return
@@ -54,8 +53,6 @@ class WhereItLooks(Callback):
             names = result.class_names
             images = datamodule.images("test")
             if self.method == "gradient":
-                from taco.analysis.gradients import GradientSaliency
-
                 pairs = {int(i): set(np.flatnonzero(row).tolist())
                          for i, row in enumerate(result.y_true)}  # fmt: skip
                 self.looks = GradientSaliency(classifier.gradient_model(), images, pairs)
