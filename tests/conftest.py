@@ -91,10 +91,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_overrides(tiny_data: Path) -> Callable[..., list[str]]:
     """tiny_overrides(tmp_path) -> the overrides of a run that takes seconds (48 small images,
     32 px, two epochs): the session's data, outputs under `tmp_path`; own_data=True: a data
-    folder of its own, `tmp_path / "data"`."""
+    folder of its own, `tmp_path / "data"`; analysis=True: the analysis figures drawn too."""
 
-    def overrides(tmp_path: Path, own_data: bool = False) -> list[str]:
-        return tiny.overrides(tmp_path / "data" if own_data else tiny_data, tmp_path / "out")
+    def overrides(tmp_path: Path, own_data: bool = False, analysis: bool = False) -> list[str]:
+        data = tmp_path / "data" if own_data else tiny_data
+        return tiny.overrides(data, tmp_path / "out", analysis=analysis)
 
     return overrides
 

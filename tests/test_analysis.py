@@ -170,7 +170,8 @@ def test_gradient_saliency_runs_on_this_backend(compose_cfg, tmp_path, tiny_over
 
     from taco.training.job import train
 
-    train(compose_cfg([*tiny_overrides(tmp_path), "callbacks.where_it_looks.method=gradient"]))
+    tiny = tiny_overrides(tmp_path, analysis=True)
+    train(compose_cfg([*tiny, "callbacks.where_it_looks.method=gradient"]))
     client = mlflow.MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("taco").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["test/pointing/pairs"] >= 1
@@ -187,7 +188,7 @@ def test_a_forest_asked_for_gradients_is_refused_before_a_run(
     from taco.training.job import build_job
 
     overrides = [
-        *(o for o in tiny_overrides(tmp_path) if not o.startswith("model.")),
+        *(o for o in tiny_overrides(tmp_path, analysis=True) if not o.startswith("model.")),
         "model=vgg16_rf",
         "model.weights=null",
         "callbacks.where_it_looks.method=gradient",
