@@ -9,6 +9,7 @@ examples:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from collections.abc import Sequence
@@ -76,7 +77,7 @@ def predict_folder(
     return paths, model.predict(images)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = command_parser("taco-predict", __doc__)
     source = model_source(parser, "a downloaded model/ folder")
     source.add_argument("--run-id", help="a training run whose model to use (same as --model)")
@@ -117,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cap TensorFlow's oneDNN kernels at this instruction set, as training did "
         "(trainer.cpu_isa, default %(default)s); 'none' for no cap",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     limit_cpu_isa(None if args.cpu_isa == "NONE" else args.cpu_isa)  # before TensorFlow
 
