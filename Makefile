@@ -134,9 +134,13 @@ bench-thresholds: setup
 
 # every test on TensorFlow (the default backend), then the backend-sensitive ones on JAX
 # HOME empty, as on a fresh machine: nothing left in ~ (a token, a cache, a config) can help
+# tests run on TEST_WORKERS processes (pytest-xdist): on 2 cores, 2 workers halve the wall time
+# (a tiny job waits on start-up and the store as much as it computes); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 test: setup
-	home=$$(mktemp -d) && export HOME=$$home && $(BIN)/python -m pytest $(ARGS) && \
-	  KERAS_BACKEND=jax $(BIN)/python -m pytest -m 'backend and not slow' $(ARGS); \
+	home=$$(mktemp -d) && export HOME=$$home && \
+	  $(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS) && \
+	  KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(TEST_WORKERS) -m 'backend and not slow' $(ARGS); \
 	  status=$$?; rm -rf $$home; exit $$status
 
 # the in-process tier alone (no test that starts a fresh taco-* or Python process): a quick
