@@ -17,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from taco.config import CONF_DIR, register_resolvers
 from tests import tiny
+from tests.helpers import script
 
 REAL_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "taco" / "annotations.json"
 REAL_ANNOTATIONS = Path(os.environ.get("TACO_REAL_ANNOTATIONS", REAL_ANNOTATIONS))
@@ -219,10 +220,9 @@ def process():
     fresh process, for what only a process shows (its console from the first import, signals,
     launchers that start workers); same call as `command`."""
     import subprocess
-    import sys
 
     def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 900):
-        exe = os.path.join(os.path.dirname(sys.executable), name)
+        exe = script(name)
         return subprocess.run(
             [exe, *args],
             capture_output=True,

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 from taco.training.callbacks import Callback
+
+
+def script(name: str) -> str:
+    """The path of console script `name` in this environment (for tests that start it fresh)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
 
 
 class InterruptAtEpoch(Callback):

@@ -6,15 +6,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 
 import pytest
 
 from taco.errors import ConfigError
 from taco.process import backend, use_backend
 from taco.training.hardware import PRECISIONS, Hardware
+from tests.helpers import script
 
-TRAIN = os.path.join(os.path.dirname(sys.executable), "taco-train")
+TRAIN = script("taco-train")
 
 
 @pytest.mark.subprocess

@@ -8,6 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from taco.config import CONF_DIR, project_root
+from tests.helpers import script
 
 
 def test_default_composition(compose_cfg):
@@ -57,7 +58,7 @@ def test_startup_does_not_import_heavy_libraries():
 
 @pytest.mark.subprocess
 def test_cfg_job_answers_quickly():
-    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    exe = script("taco-train")
     start = time.perf_counter()
     out = subprocess.run([exe, "--cfg", "job", "model=cnn"], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -86,11 +87,9 @@ def test_conf_groups_exist():
     ],
 )
 def test_help_describes_each_command(command, says, not_listed):
-    import os
     import subprocess
-    import sys
 
-    exe = os.path.join(os.path.dirname(sys.executable), command)
+    exe = script(command)
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())  # argparse wraps lines
@@ -114,7 +113,6 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own():
     """The default run and sweep folders are dated to the second and end in the process id
     that resolved them (two `taco-train &` started together once shared one, and the second's
     checkpoints were refused as another live process's)."""
-    import os
 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

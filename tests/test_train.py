@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from types import SimpleNamespace
 
 import mlflow
@@ -18,7 +17,7 @@ from taco.errors import DataError
 from taco.tracking.datasets import data_digest
 from taco.training.job import train
 from tests import tiny
-from tests.helpers import sigterm_once_training
+from tests.helpers import script, sigterm_once_training
 
 
 def _runs(uri):
@@ -33,7 +32,7 @@ def default_run(tmp_path_factory, tiny_data, empty_store):
     (the analysis figures included), read back by the tests below, each of one behaviour."""
     folder = tmp_path_factory.mktemp("default_run")
     uri = f"sqlite:///{folder}/mlflow.db"  # a new store: MLflow's table-creation lines quiet
-    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    exe = script("taco-train")
     overrides = [f"paths.data_dir={tiny_data}", *tiny.SETTINGS]  # every default callback on
     cmd = [exe, *overrides, f"hydra.run.dir={folder}/run", "seed=3"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -251,7 +250,7 @@ def test_same_config_and_seed_give_identical_per_class_f1(
 def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_resumes(
     tmp_path, tiny_overrides, mlflow_uri, compose_cfg
 ):
-    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    exe = script("taco-train")
     overrides = [
         o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.output", "trainer"))
     ]

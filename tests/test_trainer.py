@@ -16,6 +16,7 @@ from taco.errors import ConfigError
 from taco.training import checkpoint
 from taco.training.callbacks import LearningRateSchedule
 from taco.training.job import build_callbacks, train, trainer_node
+from tests.helpers import script
 
 
 def _runs(uri):
@@ -261,7 +262,7 @@ def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_ove
 @pytest.mark.backend
 @pytest.mark.slow  # 20 s on TensorFlow, 24 s on JAX: make test-all runs it on both
 def test_data_parallel_on_two_logical_cpus(tmp_path, tiny_overrides, mlflow_uri):
-    exe = os.path.join(os.path.dirname(sys.executable), "taco-train")
+    exe = script("taco-train")
     cmd = [exe, *tiny_overrides(tmp_path), "trainer=cpu", "trainer.devices=2"]
     cmd.append(f"hydra.run.dir={tmp_path}/run")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -4,7 +4,6 @@ exit code 2, one line naming the key, the value and what is allowed, and no MLfl
 import dataclasses
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,8 +13,9 @@ from taco.errors import ConfigError
 from taco.schema import check_config
 from taco.training.job import train
 from tests.faults.common import runs
+from tests.helpers import script
 
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+EXE = script("taco-train")
 
 
 def _run(tmp_path, *overrides, multirun=False):

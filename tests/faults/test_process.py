@@ -13,8 +13,9 @@ import pytest
 
 from taco.cli.compare import main as compare_main
 from taco.files import pid_alive
+from tests.helpers import script
 
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+EXE = script("taco-train")
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from taco.errors import ConfigError
 from taco.tracking.store import StoreError, ensure_store, probe_server
+from tests.helpers import script
 
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+EXE = script("taco-train")
 
 ONE_RUN = """
 import sys, time

@@ -12,8 +12,9 @@ import pytest
 
 from taco.errors import ConfigError
 from taco.sweeps.parent import hold_sweep_dir
+from tests.helpers import script
 
-EXE = os.path.join(os.path.dirname(sys.executable), "taco-train")
+EXE = script("taco-train")
 HOLD = """
 import sys, time
 from pathlib import Path

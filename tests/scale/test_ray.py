@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import mlflow
 import pytest
 
+from tests.helpers import script
 from tools.engines import RAY_CLIENT_ENV, EngineMissing, ray_cluster, wait_until
 
 from .commands import ray_sweep
@@ -39,7 +39,7 @@ def _sweep(tmp_path, tiny_overrides, address, *overrides):
     replaced = {o.split("=")[0] for o in overrides}
     ray = [o for o in ray_sweep(address) if o.split("=")[0] not in replaced]
     base = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
-    command = [os.path.join(os.path.dirname(sys.executable), "taco-train"), *ray, *base]
+    command = [script("taco-train"), *ray, *base]
     return [*command, f"hydra.sweep.dir={tmp_path}/multirun", *overrides]
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import mlflow
 import pytest
 
+from tests.helpers import script
 from tools.engines import slurm_cluster, wait_until
 
 from .commands import PREEMPT, SLURM_SWEEP
@@ -35,7 +35,7 @@ def test_a_slurm_sweep_keeps_one_parent_and_a_stopped_job_resumes(
     hold = ["+callbacks.hold._target_=tests.helpers.HoldAtEpoch", "+callbacks.hold.epoch=2"]
     hold += ["+callbacks.hold.seed=${seed}", "+callbacks.hold.victim=1"]
     hold += [f"+callbacks.hold.marker={marker}", "+callbacks.hold.seconds=300"]
-    sweep = [os.path.join(os.path.dirname(sys.executable), "taco-train"), *SLURM_SWEEP]
+    sweep = [script("taco-train"), *SLURM_SWEEP]
     sweep += [f"hydra.sweep.dir={tmp_path}/multirun"]
     if stopped_by == "time limit":  # SLURM signals 60 s ahead, give or take its 60 s resolution
         sweep += ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60"]
