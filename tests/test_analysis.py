@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taco.analysis.errors import class_errors, decisions, missed_instead
+from taco.analysis.errors import class_errors, missed_instead
 from taco.analysis.pointing import (
     covered_share,
     hit_share,
@@ -16,6 +16,7 @@ from taco.analysis.pointing import (
 )
 from taco.analysis.saliency import Occlusion, peak
 from taco.data.images import boxes_in_frame
+from taco.metrics import evaluate
 
 NAMES = ["Bottle", "Can", "Lid"]
 
@@ -32,8 +33,8 @@ def test_the_gallery_shows_the_most_confident_errors_first():
             [0.30, 0.9, 0.1],  # Bottle missed; Can found
         ]
     )
-    thresholds = np.array([0.5, 0.5, 0.5])
-    by_name = {e.name: e for e in class_errors(y_true, scores, thresholds, NAMES, per_class=6)}
+    result = evaluate(y_true, scores, np.array([0.5, 0.5, 0.5]), NAMES)
+    by_name = {e.name: e for e in class_errors(result, per_class=6)}
     assert set(by_name) == {"Bottle", "Can"}  # Lid has no test positives
     bottle = by_name["Bottle"]
     assert bottle.false_positives.tolist() == [2, 1]
@@ -42,11 +43,9 @@ def test_the_gallery_shows_the_most_confident_errors_first():
     assert by_name["Can"].false_positives.tolist() == [4] and not len(
         by_name["Can"].false_negatives
     )
-    assert class_errors(y_true, scores, thresholds, NAMES, per_class=1)[
-        0
-    ].false_positives.tolist() == [2]
+    assert class_errors(result, per_class=1)[0].false_positives.tolist() == [2]
 
-    counts = missed_instead(y_true, decisions(scores, thresholds))
+    counts = missed_instead(result)
     assert counts.shape == (3, 4)
     # Bottle missed on rows 3 (nothing absent predicted) and 5 (Can is true there: not instead)
     assert counts[0].tolist() == [0, 0, 0, 2]
@@ -127,15 +126,15 @@ def test_every_figure_is_drawn(tmp_path):
     y_true = (rng.random((30, 3)) < 0.4).astype(np.uint8)
     y_true[0] = [1, 1, 1]
     scores = np.clip(y_true * 0.4 + rng.random((30, 3)) * 0.6, 0, 1)
-    thresholds = np.array([0.5, 0.6, 0.4])
+    result = evaluate(y_true, scores, np.array([0.5, 0.6, 0.4]), NAMES)
     images = rng.integers(0, 255, (30, 16, 16, 3), dtype=np.uint8)
     boxes = [np.array([[0, 2, 2, 8, 8]], np.float32)] * 30
-    errors = class_errors(y_true, scores, thresholds, NAMES, per_class=3)
+    errors = class_errors(result, per_class=3)
     overlays = {int(r): rng.random((16, 16)) for r in errors[0].false_negatives}
-    per_class_curves(y_true, scores, thresholds, NAMES).savefig(tmp_path / "curves.png")
-    counts = missed_instead(y_true, decisions(scores, thresholds))
+    per_class_curves(result).savefig(tmp_path / "curves.png")
+    counts = missed_instead(result)
     missed_instead_heatmap(counts, NAMES).savefig(tmp_path / "missed.png")
-    sheet = error_gallery(errors[0], images, y_true, scores, NAMES, overlays, boxes)
+    sheet = error_gallery(errors[0], images, result, overlays, boxes)
     sheet.save(tmp_path / "gallery.png")
     for name in ("curves", "missed", "gallery"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000, name

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from taco.metrics import Evaluation
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,13 @@ def decisions(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.asarray(scores) >= np.asarray(thresholds)[None, :]
 
 
-def class_errors(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    thresholds: np.ndarray,
-    class_names: Sequence[str],
-    per_class: int = 6,
-) -> list[ClassErrors]:
+def class_errors(result: Evaluation, per_class: int = 6) -> list[ClassErrors]:
     """For each class with positives, its `per_class` most confident false positives and its
-    `per_class` most confidently missed positives (ties: the earlier row first)."""
-    y_true, scores = np.asarray(y_true).astype(bool), np.asarray(scores, dtype=np.float64)
+    `per_class` most confidently missed positives (ties: the earlier row first), of the scores
+    and thresholds `result` was evaluated at."""
+    y_true = np.asarray(result.y_true).astype(bool)
+    scores, thresholds = np.asarray(result.scores, dtype=np.float64), result.thresholds
+    class_names = result.class_names
     predicted = decisions(scores, thresholds)
     found = []
     for c, name in enumerate(class_names):
@@ -55,11 +53,12 @@ def class_errors(
     return found
 
 
-def missed_instead(y_true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+def missed_instead(result: Evaluation) -> np.ndarray:
     """(classes, classes + 1) counts: row a, column b is the number of images where class a is
     missed and class b, absent, is predicted; the last column counts the images where a is
     missed and no absent class is predicted."""
-    y_true, predicted = np.asarray(y_true).astype(bool), np.asarray(predicted).astype(bool)
+    y_true = np.asarray(result.y_true).astype(bool)
+    predicted = decisions(result.scores, result.thresholds)
     missed = y_true & ~predicted  # (images, classes)
     wrong = ~y_true & predicted
     counts = missed.T.astype(np.int64) @ wrong.astype(np.int64)

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from taco.analysis.errors import ClassErrors
 from taco.analysis.saliency import peak
+from taco.metrics import Evaluation
 
 
 def _pyplot() -> Any:
@@ -28,13 +29,7 @@ def _with_positives(y_true: np.ndarray) -> list[int]:
     return sorted(np.flatnonzero(support), key=lambda c: (-support[c], c))
 
 
-def per_class_curves(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    thresholds: np.ndarray,
-    class_names: Sequence[str],
-    columns: int = 6,
-) -> Any:
+def per_class_curves(result: Evaluation, columns: int = 6) -> Any:
     """One panel per class with test positives, most frequent first: its precision-recall curve
     with the tuned threshold's point, and its test F1 against the threshold with the tuned
     threshold as a line (how far from the test optimum, how flat). The panels share one Axes,
@@ -43,6 +38,8 @@ def per_class_curves(
     from matplotlib.patches import Rectangle
     from sklearn.metrics import precision_recall_curve
 
+    y_true, scores, thresholds = result.y_true, result.scores, result.thresholds
+    class_names = result.class_names
     plt = _pyplot()
     classes = _with_positives(y_true)
     rows = max(1, -(-len(classes) // columns))
@@ -89,9 +86,7 @@ def _labels_of(row: np.ndarray, class_names: Sequence[str], limit: int = 2) -> s
 def error_gallery(
     errors: ClassErrors,
     images: np.ndarray,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    class_names: Sequence[str],
+    result: Evaluation,
     overlays: dict[int, np.ndarray] | None = None,
     boxes: Sequence[np.ndarray] | None = None,
 ) -> Any:
@@ -100,6 +95,7 @@ def error_gallery(
     threshold and the image's true labels. With `overlays` (row -> saliency map of this class)
     the map is laid over the image, its peak marked with a cross, the class's boxes in green.
     Drawn with PIL, not matplotlib: dozens of classes cost a fraction of a second."""
+    y_true, scores, class_names = result.y_true, result.scores, result.class_names
     size = images.shape[1]
     scale = max(1, round(120 / size))
     thumb, line, pad = size * scale, 13, 6

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from taco.analysis.errors import class_errors, decisions, missed_instead
+from taco.analysis.errors import class_errors, missed_instead
 from taco.analysis.figures import error_gallery, missed_instead_heatmap, per_class_curves
 from taco.analysis.pointing import overall, pointing_game, pointing_table
 from taco.analysis.saliency import Occlusion, Predict
@@ -37,7 +37,7 @@ def save_figure(figure: Any, path: Path) -> Path:
 def write_curves(folder: Path, result: Evaluation) -> Path:
     """`per_class_curves.png`."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    figure = per_class_curves(result.y_true, result.scores, result.thresholds, result.class_names)
+    figure = per_class_curves(result)
     return save_figure(figure, Path(folder) / "per_class_curves.png")
 
 
@@ -99,18 +99,16 @@ def write_errors(
 ) -> list[Path]:
     """`galleries/<class>.png` (with `looks`: saliency overlaid, boxes drawn), `errors.json`
     (the gallery images' ids) and `missed_instead.png`, of `images` scored as `result` says."""
-    y_true, scores, thresholds = result.y_true, result.scores, result.thresholds
-    class_names = result.class_names
     folder = Path(folder)
     (folder / "galleries").mkdir(parents=True, exist_ok=True)
-    errors = class_errors(y_true, scores, thresholds, class_names, per_class)
+    errors = class_errors(result, per_class)
     written = []
     for e in errors:
         overlays = None
         if looks is not None:
             rows = {int(r) for r in (*e.false_positives, *e.false_negatives)}
             overlays = {r: looks.map(r, e.column) for r in rows}
-        sheet = error_gallery(e, images, y_true, scores, class_names, overlays, boxes)
+        sheet = error_gallery(e, images, result, overlays, boxes)
         written.append(folder / "galleries" / f"{sanitize(e.name)}.png")
         sheet.save(written[-1], **FAST_PNG)
     ids = np.asarray(image_ids)
@@ -123,8 +121,6 @@ def write_errors(
         for e in errors
     }
     (folder / "errors.json").write_text(json.dumps(listed, indent=1))
-    figure = missed_instead_heatmap(
-        missed_instead(y_true, decisions(scores, thresholds)), class_names
-    )
+    figure = missed_instead_heatmap(missed_instead(result), result.class_names)
     save_figure(figure, folder / "missed_instead.png")
     return [*written, folder / "errors.json", folder / "missed_instead.png"]
