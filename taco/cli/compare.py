@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -15,9 +14,10 @@ from taco.cli import ArgumentParser
 from taco.config import default_tracking_uri, project_root
 from taco.errors import DataError, cli_errors
 from taco.files import staged_folder
-from taco.reports import cross_validation, document, repeated, search, seeds
+from taco.reports import cross_validation, document, search
 from taco.reports.cross_validation import is_cross_validation
 from taco.reports.document import machine
+from taco.reports.kinds import study_report
 from taco.reports.reproduce import check_table, checks, committed_machine, committed_numbers, passed
 from taco.reports.reproduce import mode as reproduce_mode
 from taco.reports.runs import collect, find_parent, not_finished
@@ -212,48 +212,23 @@ def write_results(
     cross-validation with intervals and tests, and the recipe-level tests when it repeats the
     cross-validation over split seeds. Returns the table as printed and each number's new
     value (for --check)."""
-    if cross_validation.is_cross_validation(table.jobs()):
-        settings = cross_validation.Settings(
-            args.resamples, args.permutations, args.alpha, args.stats_seed
-        )
-        cv = cross_validation.cross_validate(client, table.runs, settings)
-        cross_validation.write_outputs(cv, folder)
-        if not args.no_log:
-            cross_validation.log_to_parent(client, cv, table.parent.info.run_id, folder)
-        shown, body, value = cross_validation.markdown(cv), cross_validation.report_body(cv), cv.f1
-        recipes = repeated.repeated(table, args.alpha)
-        if recipes is not None:
-            body = repeated.report_section(recipes) + "\n" + body
-            shown = repeated.recipes_markdown(recipes) + "\n" + repeated.pairs_markdown(recipes)
-            (folder / "recipes.md").write_text(
-                repeated.recipes_markdown(recipes) + "\n" + repeated.pairs_markdown(recipes)
-                + "\n" + repeated.classes_markdown(recipes)
-            )  # fmt: skip
-            (folder / "recipes.csv").write_text(repeated.recipes_csv(recipes))
-            # --check compares the recipes, unless the committed report predates its
-            # recipes.csv (then its pooled first repetition, as that report states it)
-            if args.check is None or (args.check / "recipes.csv").is_file():
-                value = functools.partial(recipe_mean, recipes)
-
-        jobs = 0  # pooled: each number rests on every fold, not on seeds
-    else:
-        seeds.write_outputs(table, folder)
-        if not args.no_log:
-            seeds.log_to_parent(client, table, folder)
-        shown, body, value = table.markdown(), seeds.report_body(table), table.mean
-        jobs = table.seeds()
+    settings = cross_validation.Settings(
+        args.resamples, args.permutations, args.alpha, args.stats_seed
+    )
+    # --check compares a repeated cross-validation's recipes, unless the committed report
+    # predates its recipes.csv (then its pooled first repetition, as that report states it)
+    by_recipe = args.check is None or (args.check / "recipes.csv").is_file()
+    report = study_report(client, table, settings, by_recipe)
+    report.write(folder)
+    if not args.no_log:
+        report.log(client, table.parent.info.run_id, folder)
     if args.report:
         study = args.report.resolve().name
         command = args.command or f"make compare STUDY={study} && make report STUDY={study}"
-        text = document.report_markdown(table, study, command, body)
+        text = document.report_markdown(table, study, command, report.body())
         (folder / "REPORT.md").write_text(text)  # `folder` stands for args.report here
-        document.write_machine(table, folder, jobs)
-    return shown, value
-
-
-def recipe_mean(recipes: object, row: str, variant: str) -> float:
-    """A recipe's mean over every fold of a repeated cross-validation (what --check compares)."""
-    return recipes.recipe(variant, row).mean
+        document.write_machine(table, folder, report.jobs)
+    return report.console(), report.value
 
 
 def check(study: Path, table: object, value: Callable[[str, str], float]) -> int:

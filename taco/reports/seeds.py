@@ -263,10 +263,9 @@ def logged_floors(client: Any, runs: list[Any]) -> Floors | None:
 
 
 # ---------------------------------------------------------------------- outputs
-def log_to_parent(client: Any, table: Comparison, folder: Path) -> None:
+def log_to_parent(client: Any, table: Comparison, run_id: str, folder: Path) -> None:
     """The table (as files, and as an MLflow table the UI shows), the heatmap, and a few summary
-    metrics per model (`compare/<summary>/<model>`) on the sweep's parent run."""
-    run_id = table.parent.info.run_id
+    metrics per model (`compare/<summary>/<model>`) on the sweep's parent run `run_id`."""
     for name in ("comparison.md", "comparison.csv", "f1_heatmap.png"):
         client.log_artifact(run_id, str(folder / name), "comparison")
     client.log_table(run_id, table.table(), "comparison/table.json")
