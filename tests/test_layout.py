@@ -73,6 +73,7 @@ KEPT_LIGHT = {
     "taco.signals", "taco.sweeps", "taco.sweeps.hydra_core", "taco.sweeps.joblib_launcher",
     "taco.sweeps.optuna_study", "taco.sweeps.optuna_sweeper", "taco.sweeps.parent",
     "taco.sweeps.search_space", "taco.sweeps.slurm_launcher", "taco.sweeps.ray_launcher",
+    "taco.sweeps.plan", "taco.sweeps.sweep_dir",
     "taco.tracking", "taco.tracking.lineage", "taco.tracking.provenance", "taco.tracking.tags",
 }  # fmt: skip
 HEAVY_AT_IMPORT = {

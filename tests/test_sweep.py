@@ -369,7 +369,7 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch, option,
 
     from taco.config import CONF_DIR, register_resolvers
     from taco.errors import ConfigError
-    from taco.sweeps.parent import check_launcher
+    from taco.sweeps.plan import check_launcher
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -422,10 +422,10 @@ def test_the_resume_line_of_a_sweep_names_its_folder(monkeypatch, tmp_path):
     import sys
 
     from taco.cli.train import resume_command
-    from taco.sweeps import parent
+    from taco.sweeps import sweep_dir
 
     monkeypatch.setattr(sys, "argv", ["taco-train", "-m", "seed=1,2", "ckpt_path=x"])
-    monkeypatch.setattr(parent, "_HELD", {})  # this process's earlier sweeps: not this one
+    monkeypatch.setattr(sweep_dir, "_HELD", {})  # this process's earlier sweeps: not this one
     assert resume_command() == "taco-train -m seed=1,2 ckpt_path=last"  # no sweep started yet
-    monkeypatch.setitem(parent._HELD, tmp_path, None)
+    monkeypatch.setitem(sweep_dir._HELD, tmp_path, None)
     assert resume_command() == f"taco-train -m seed=1,2 hydra.sweep.dir={tmp_path} ckpt_path=last"

@@ -13,7 +13,7 @@ class MissingLauncher(Launcher):
 
     @classmethod
     def check_settings(cls, settings: Any) -> None:
-        """Asked before any job starts (`taco.sweeps.parent.check_launcher`)."""
+        """Asked before any job starts (`taco.sweeps.plan.check_launcher`)."""
         from taco.errors import ConfigError
 
         raise ConfigError(cls.needs)

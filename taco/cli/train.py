@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from taco.config import CONF_DIR, in_multirun
 from taco.errors import cli_errors, hydra_errors, hydra_task_started
 from taco.signals import interrupts
-from taco.sweeps.parent import fail_open_parents, held_sweep_dir
+from taco.sweeps.parent import fail_open_parents
+from taco.sweeps.sweep_dir import held_sweep_dir
 
 
 def resume_command() -> str:

@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 from taco.config import SIDE_BY_SIDE_ENV, usable_cores
 from taco.errors import ConfigError
 from taco.signals import job_process
-from taco.sweeps.parent import record_not_started
+from taco.sweeps.sweep_dir import record_not_started
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ProcessPerJobLauncher(Launcher):
 
     @classmethod
     def check_settings(cls, settings: Any) -> None:
-        """Asked before any job starts (`taco.sweeps.parent.check_launcher`)."""
+        """Asked before any job starts (`taco.sweeps.plan.check_launcher`)."""
         check_n_jobs(settings.get("n_jobs", -1))
 
     def __init__(self, n_jobs: int = -1, **loky_settings: Any) -> None:

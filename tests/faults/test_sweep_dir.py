@@ -11,14 +11,14 @@ import sys
 import pytest
 
 from taco.errors import ConfigError
-from taco.sweeps.parent import hold_sweep_dir
+from taco.sweeps.sweep_dir import hold_sweep_dir
 from tests.helpers import script
 
 EXE = script("taco-train")
 HOLD = """
 import sys, time
 from pathlib import Path
-from taco.sweeps.parent import hold_sweep_dir
+from taco.sweeps.sweep_dir import hold_sweep_dir
 hold_sweep_dir(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(120)
