@@ -172,6 +172,7 @@ lint: setup
 	$(BIN)/ruff check taco tests benchmarks tools
 	$(BIN)/ruff format --check taco tests benchmarks tools
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -p no:cacheprovider --no-header -o addopts= tests/test_layout.py
 
 format: setup
 	$(BIN)/ruff format taco tests benchmarks tools
