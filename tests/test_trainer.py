@@ -1,6 +1,7 @@
 """The Trainer's callbacks, checkpoints and resume, hardware settings and profiler."""
 
 import csv
+import json
 import os
 import platform
 import re
@@ -238,24 +239,42 @@ def test_profiler_logs_time_per_stage(compose_cfg, tmp_path, tiny_overrides, mlf
     assert "| train_batches |" in table
 
 
-@pytest.mark.backend
-def test_gpu_trainer_runs_mixed_precision_on_cpu(compose_cfg, tmp_path, tiny_overrides):
-    cfg = compose_cfg([*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"])
-    assert cfg.trainer.precision == "16-mixed" and cfg.trainer.accelerator == "gpu"
-    dm, trainer, classifier = (
-        build(cfg.dataset),
-        build(trainer_node(cfg.trainer)),
-        build(cfg.model.classifier),
-    )
-    trainer.fit(classifier, dm)
-    result = trainer.test(classifier, dm)
-    conv = classifier.model.get_layer("conv0_0")
-    assert conv.dtype_policy.name == "mixed_float16" and conv.compute_dtype == "float16"
-    assert classifier.model.get_layer("scores").compute_dtype == "float32"
-    assert np.isfinite(result.f1_macro)
-    import keras
+# the GPU trainer's fit and test, in a fresh process: TensorFlow reads oneDNN's instruction-set
+# cap (trainer.cpu_isa) once per process, and under the default AVX2 cap that an earlier
+# in-process job may have set, oneDNN has no float16 convolution on CPUs with AVX512-FP16
+MIXED_PRECISION = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from taco.config import CONF_DIR, build, register_resolvers
+from taco.training.job import trainer_node
+register_resolvers()
+with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    cfg = compose("config", sys.argv[1:])
+dm, trainer = build(cfg.dataset), build(trainer_node(cfg.trainer))
+classifier = build(cfg.model.classifier)
+trainer.fit(classifier, dm)
+result = trainer.test(classifier, dm)
+import keras
+conv, scores = classifier.model.get_layer("conv0_0"), classifier.model.get_layer("scores")
+print(json.dumps({"precision": cfg.trainer.precision, "accelerator": cfg.trainer.accelerator,
+    "conv": [conv.dtype_policy.name, conv.compute_dtype], "scores": scores.compute_dtype,
+    "f1_macro": float(result.f1_macro), "global": keras.config.dtype_policy().name}))
+"""
 
-    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+@pytest.mark.subprocess
+@pytest.mark.backend
+def test_gpu_trainer_runs_mixed_precision_on_cpu(tmp_path, tiny_overrides):
+    args = [*tiny_overrides(tmp_path), "trainer=gpu", "logger=none"]
+    out = subprocess.run(
+        [sys.executable, "-c", MIXED_PRECISION, *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["precision"] == "16-mixed" and seen["accelerator"] == "gpu"
+    assert seen["conv"] == ["mixed_float16", "float16"] and seen["scores"] == "float32"
+    assert np.isfinite(seen["f1_macro"])
+    assert seen["global"] == "float32"  # the global policy is left as it was
 
 
 @pytest.mark.subprocess
