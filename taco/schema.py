@@ -324,14 +324,18 @@ def _config_problem(target: str) -> Any:
     return getattr(_target_class(target), "config_problem", None)
 
 
-@functools.cache
-def _target_class(target: str) -> Any:
+def target_class(target: str) -> Any:
     """The class (or function) a `_target_` names, or None when it cannot be imported."""
     module, _, name = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return None
+
+
+# the config check asks for the same few classes for every key: looked up once. Not for Hydra's
+# plugins (`taco.sweeps.hydra_core`): Hydra's plugin scan executes their modules again
+_target_class = functools.cache(target_class)
 
 
 def _hints(function: Any) -> dict[str, Any]:
